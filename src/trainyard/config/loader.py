@@ -1,0 +1,147 @@
+"""Read an experiment file once, report every problem at once, and resolve data paths.
+
+Messages follow one shape: "`key.path`: what is wrong; what is allowed or how to fix".
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from trainyard.config.schema import SEARCH_SPACE_TYPES, DataSpec, ExperimentConfig
+from trainyard.errors import ConfigError
+
+_UNION_TAGS = {"constant", *SEARCH_SPACE_TYPES}
+
+
+def load_experiment(path: Path | str, *, base_dir: Path | None = None) -> ExperimentConfig:
+    """Parse and validate an experiment file; data paths become absolute against `base_dir`.
+
+    Raises:
+        ConfigError: the file is missing, is not YAML, or has any invalid key or value.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError([f"no such file: {path.resolve()}"], source=str(path))
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
+        problem = getattr(err, "problem", None) or str(err)
+        raise ConfigError([f"not valid YAML at {where}: {problem}"], source=str(path)) from err
+    config = parse_experiment(raw, source=str(path))
+    return resolve_data_paths(config, base_dir or Path.cwd())
+
+
+def parse_experiment(raw: Any, *, source: str = "experiment") -> ExperimentConfig:
+    """Validate a decoded experiment mapping (also used by workers to re-check their spec)."""
+    if not isinstance(raw, dict):
+        kind = type(raw).__name__
+        raise ConfigError(
+            [f"the top level must be a mapping of keys (name, model, data, ...), got {kind}"],
+            source=source,
+        )
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, raw), source=source) from None
+
+
+def resolve_data_paths(config: ExperimentConfig, base_dir: Path) -> ExperimentConfig:
+    """Make data globs absolute so workers started elsewhere (SLURM, containers) find them."""
+
+    def absolute(pattern: str | list[str]) -> str | list[str]:
+        if isinstance(pattern, list):
+            return [str(_absolute(p, base_dir)) for p in pattern]
+        return str(_absolute(pattern, base_dir))
+
+    data = config.data.model_copy(
+        update={"train": absolute(config.data.train), "val": absolute(config.data.val)}
+    )
+    return config.model_copy(update={"data": DataSpec.model_validate(data.model_dump())})
+
+
+def _absolute(pattern: str, base_dir: Path) -> Path:
+    expanded = Path(pattern).expanduser()
+    return expanded if expanded.is_absolute() else base_dir / expanded
+
+
+def format_validation_error(err: ValidationError, raw: dict[str, Any]) -> list[str]:
+    """One line per problem, with key paths as the user wrote them and did-you-mean hints."""
+    problems = []
+    for detail in err.errors():
+        loc = _user_loc(detail["loc"])
+        key_path = ".".join(str(part) for part in loc) or "(top level)"
+        problems.append(f"`{key_path}`: {_describe(detail, loc)}")
+    return problems
+
+
+def _user_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Drop pydantic's union tags (`hyperparameters.lr.log.min` -> `hyperparameters.lr.min`)."""
+    if len(loc) >= 3 and loc[0] == "hyperparameters" and loc[2] in _UNION_TAGS:
+        return (*loc[:2], *loc[3:])
+    return tuple(part for part in loc if part not in ("function-after[_exactly_one(), Length]",))
+
+
+def _describe(detail: Any, loc: tuple[Any, ...]) -> str:
+    kind = detail["type"]
+    if kind == "extra_forbidden":
+        return _unknown_key_message(loc)
+    if kind == "missing":
+        return "required key is missing"
+    if kind in ("literal_error", "enum"):
+        allowed = detail.get("ctx", {}).get("expected", "")
+        close = difflib.get_close_matches(
+            str(detail["input"]), re.findall(r"'([^']*)'", allowed), n=1, cutoff=0.6
+        )
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        return f"{detail['input']!r} is not allowed; {hint}use one of {allowed}"
+    message = str(detail["msg"]).removeprefix("Value error, ")
+    if "input" in detail and kind not in ("hyperparameter_type",) and not kind.endswith("_type"):
+        return f"{message} (got {detail['input']!r})"
+    if kind.endswith("_type"):
+        return f"{message} (got {type(detail['input']).__name__} {detail['input']!r})"
+    return message
+
+
+def _unknown_key_message(loc: tuple[Any, ...]) -> str:
+    allowed = _allowed_keys(loc[:-1])
+    key = str(loc[-1])
+    if not allowed:
+        return f"unknown key {key!r}"
+    close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"unknown key {key!r}; {hint}allowed keys here: {', '.join(sorted(allowed))}"
+
+
+def _allowed_keys(parent_loc: tuple[Any, ...]) -> list[str]:
+    """The field names of the section at `parent_loc`, found by walking the schema's types."""
+    model: type[BaseModel] | None = ExperimentConfig
+    if parent_loc[:1] == ("hyperparameters",) and len(parent_loc) == 2:
+        return ["type", "min", "max", "vals"]
+    for part in parent_loc:
+        if model is None or part not in model.model_fields:
+            return []
+        model = _model_in(model.model_fields[part].annotation)
+    return list(model.model_fields) if model else []
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside `X`, `X | None` or `Annotated[X, ...]`, if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType, typing.Annotated):
+        for arg in typing.get_args(annotation):
+            found = _model_in(arg)
+            if found:
+                return found
+    return None

@@ -1,0 +1,244 @@
+"""The experiment file as typed, frozen pydantic models.
+
+Everything after `config.loader` reads these objects, never a raw dict. Each field's docstring is
+what a physicist sees when looking up a key, so it says what the key does and its default.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    StrictBool,
+    StrictInt,
+    Tag,
+    model_validator,
+)
+
+
+class _Strict(BaseModel):
+    """Base of every section: unknown keys are errors (with a did-you-mean), values immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Length(_Strict):
+    """A span of training, in whole epochs or in batches (exactly one of the two)."""
+
+    epochs: int | None = Field(default=None, gt=0)
+    batches: int | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Length:
+        if (self.epochs is None) == (self.batches is None):
+            raise ValueError("give exactly one of `epochs` or `batches`, e.g. {epochs: 5}")
+        return self
+
+
+class IntRange(_Strict):
+    """Integers from `min` to `max`, both included."""
+
+    type: Literal["int"]
+    min: int
+    max: int
+
+    @model_validator(mode="after")
+    def _ordered(self) -> IntRange:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) is larger than max ({self.max})")
+        return self
+
+
+class DoubleRange(_Strict):
+    """Real numbers uniformly between `min` and `max`."""
+
+    type: Literal["double"]
+    min: float
+    max: float
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DoubleRange:
+        if self.min >= self.max:
+            raise ValueError(f"min ({self.min}) must be smaller than max ({self.max})")
+        return self
+
+
+class LogRange(_Strict):
+    """Positive reals log-uniformly between `min` and `max` (learning rates, weight decay)."""
+
+    type: Literal["log"]
+    min: float = Field(gt=0)
+    max: float = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LogRange:
+        if self.min >= self.max:
+            raise ValueError(f"min ({self.min}) must be smaller than max ({self.max})")
+        return self
+
+
+class Categorical(_Strict):
+    """One of a list of values."""
+
+    type: Literal["categorical"]
+    vals: list[Any] = Field(min_length=1)
+
+
+SEARCH_SPACE_TYPES = ("int", "double", "log", "categorical")
+Constant = StrictBool | StrictInt | float | str | list[Any]
+
+
+def _hyperparameter_kind(value: Any) -> str:
+    """A mapping with `type` is a search space; anything else is a constant."""
+    if isinstance(value, dict):
+        return str(value.get("type", "missing-type"))
+    return "constant"
+
+
+Hyperparameter = Annotated[
+    Annotated[Constant, Tag("constant")]
+    | Annotated[IntRange, Tag("int")]
+    | Annotated[DoubleRange, Tag("double")]
+    | Annotated[LogRange, Tag("log")]
+    | Annotated[Categorical, Tag("categorical")],
+    Discriminator(
+        _hyperparameter_kind,
+        custom_error_type="hyperparameter_type",
+        custom_error_message=(
+            "a search space needs `type` set to one of int, double, log, categorical"
+        ),
+    ),
+]
+
+
+class SearcherName(StrEnum):
+    """Search algorithms the schema accepts."""
+
+    SINGLE = "single"
+    GRID = "grid"
+    RANDOM = "random"
+    ASHA = "asha"
+    TPE = "tpe"
+
+
+class ModelSpec(_Strict):
+    """Which network to train: a zoo name or a user `package.module:callable`."""
+
+    name: str = Field(min_length=1)
+    options: dict[str, Any] = Field(default_factory=dict)
+    """Keyword arguments for the model builder (e.g. `k: 16` for ParticleNet)."""
+
+
+class DataSpec(_Strict):
+    """Where the jets are. Relative paths are resolved against the folder `trainyard` runs in."""
+
+    train: str | list[str]
+    """Glob(s) of training Parquet files."""
+    val: str | list[str]
+    """Glob(s) of validation Parquet files."""
+    max_particles: int = Field(default=128, gt=0, le=200)
+    """Constituents per jet fed to the network (padded or truncated)."""
+
+
+class SearcherSpec(_Strict):
+    """How trials are proposed and which metric ranks them."""
+
+    name: SearcherName = SearcherName.SINGLE
+    metric: str = "val_auc"
+    """A validation metric: val_loss, val_accuracy, val_auc, val_rej30 or val_rej50."""
+    mode: Literal["max", "min"] = "max"
+    max_trials: int = Field(default=1, gt=0)
+
+
+class ResourcesSpec(_Strict):
+    """What each trial gets from the pool."""
+
+    slots_per_trial: int = Field(default=1, gt=0)
+    """GPUs per trial; on a machine without GPUs, groups of CPU threads."""
+    pool: str = "default"
+    max_concurrent_trials: int = Field(default=1, gt=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """auto: CUDA when the executor gives the trial a GPU, else CPU."""
+
+
+class OptimizerSpec(_Strict):
+    """The optimizer; `lr` and `weight_decay` may be overridden by hyperparameters of that name."""
+
+    name: Literal["adam", "adamw", "sgd"] = "adamw"
+    lr: float = Field(default=1e-3, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+    """Only for sgd."""
+
+
+class LRScheduleSpec(_Strict):
+    """Learning rate over training: linear warm-up, then constant, cosine or step decay."""
+
+    name: Literal["constant", "cosine", "step"] = "constant"
+    warmup_batches: int = Field(default=0, ge=0)
+    step_every_batches: int = Field(default=1000, gt=0)
+    """Only for step: decay interval."""
+    gamma: float = Field(default=0.1, gt=0, le=1)
+    """Only for step: decay factor."""
+    min_lr_ratio: float = Field(default=0.0, ge=0, le=1)
+    """Only for cosine: final lr as a fraction of the initial lr."""
+
+
+class TrainingSpec(_Strict):
+    """The training loop."""
+
+    max_length: Length
+    batch_size: int = Field(default=256, gt=0)
+    """Global batch size; may be overridden by a hyperparameter `batch_size`."""
+    optimizer: OptimizerSpec = OptimizerSpec()
+    lr_schedule: LRScheduleSpec = LRScheduleSpec()
+    grad_clip_norm: float | None = Field(default=None, gt=0)
+    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
+    """auto: bf16 autocast on GPUs that support it, full precision elsewhere."""
+    validation_period: Length = Length(epochs=1)
+    log_period_batches: int = Field(default=20, gt=0)
+    seed: int = Field(default=0, ge=0)
+    deterministic: bool = True
+    """Deterministic kernels, so a resumed run reproduces an uninterrupted one."""
+
+
+class CheckpointSpec(_Strict):
+    """When checkpoints are written and how many are kept."""
+
+    period: Length = Length(epochs=1)
+    keep: int = Field(default=2, gt=0)
+
+
+class ExperimentConfig(_Strict):
+    """One experiment file."""
+
+    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    description: str = ""
+    model: ModelSpec
+    data: DataSpec
+    hyperparameters: dict[str, Hyperparameter] = Field(default_factory=dict)
+    searcher: SearcherSpec = SearcherSpec()
+    resources: ResourcesSpec = ResourcesSpec()
+    training: TrainingSpec
+    checkpoint: CheckpointSpec = CheckpointSpec()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _model_shorthand(cls, data: Any) -> Any:
+        """`model: particlenet` is short for `model: {name: particlenet}`."""
+        if isinstance(data, dict) and isinstance(data.get("model"), str):
+            return {**data, "model": {"name": data["model"]}}
+        return data
+
+    def search_space_names(self) -> list[str]:
+        """Hyperparameters that a searcher must choose a value for."""
+        return [k for k, v in self.hyperparameters.items() if isinstance(v, _Strict)]
+
+
+TRAINING_HYPERPARAMETERS = frozenset({"lr", "weight_decay", "momentum", "batch_size"})
+"""Hyperparameters the training loop consumes; all others are passed to the model builder."""

@@ -1,0 +1,38 @@
+"""The errors a user can cause, one class per area, all under TrainyardError.
+
+Each message names what was wrong, where, and what to do; the CLI prints it without a traceback.
+"""
+
+
+class TrainyardError(Exception):
+    """Base of every error trainyard raises on purpose."""
+
+
+class ConfigError(TrainyardError, ValueError):
+    """An experiment file (or other config) is invalid; one line per problem."""
+
+    def __init__(self, problems: list[str], source: str = "experiment file") -> None:
+        self.problems = problems
+        self.source = source
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{source} is invalid ({len(problems)} problem(s)):\n{lines}")
+
+
+class DataError(TrainyardError):
+    """Input data is missing, unreadable or does not match the expected schema."""
+
+
+class ModelError(TrainyardError):
+    """A model cannot be found, imported or built."""
+
+
+class CheckpointError(TrainyardError):
+    """A checkpoint is missing, truncated or does not match the model."""
+
+
+class ExecutorError(TrainyardError):
+    """A worker could not be started, or died in a way the executor reports."""
+
+
+class NotFoundError(TrainyardError, LookupError):
+    """An experiment, trial or checkpoint that the user named does not exist."""
