@@ -1,0 +1,23 @@
+"""Models trainyard can train: a small zoo plus any user entry point 'package.module:callable'.
+
+Every model takes forward(points_BCP, features_BCP, mask_B1P) and returns logits_BK.
+"""
+
+from trainyard.models.mlp import MLPBaseline, build_mlp
+from trainyard.models.particlenet import (
+    ParticleNet,
+    build_particlenet,
+    build_particlenet_lite,
+)
+from trainyard.models.registry import accepted_options, build_model, known_models
+
+__all__ = [
+    "MLPBaseline",
+    "ParticleNet",
+    "accepted_options",
+    "build_mlp",
+    "build_model",
+    "build_particlenet",
+    "build_particlenet_lite",
+    "known_models",
+]
