@@ -1,0 +1,1 @@
+"""Reading jet datasets into model inputs and batching them for training."""

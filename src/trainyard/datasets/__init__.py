@@ -1,0 +1,1 @@
+"""Jet datasets: the shared Parquet schema and the generators that write it."""
