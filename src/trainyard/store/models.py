@@ -1,0 +1,260 @@
+"""ORM tables for experiments, trials, metrics and checkpoints.
+
+The store is the single source of truth: a restarted Master rebuilds its view from these rows.
+Everything here must work on SQLite and PostgreSQL alike, so types are portable (JSON,
+timezone-aware UTC datetimes via `UTCDateTime`) and constraint names are fixed by a naming
+convention that the migrations repeat verbatim.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Dialect,
+    Double,
+    Enum,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+"""Named constraints let future (batch) migrations on SQLite address them by name."""
+
+ENUM_LENGTH = 16
+
+
+def utcnow() -> datetime:
+    """The current time as an aware UTC datetime (the only kind the store accepts)."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """An aware UTC datetime on every backend.
+
+    SQLite has no time zones, so values are stored there as naive UTC; PostgreSQL gets
+    `timestamptz`. Naive datetimes are rejected because their zone would be a guess.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value!r}: the store needs timezone-aware values")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class MetricValues(TypeDecorator[dict[str, float]]):
+    """Metric name -> float as JSON, NaN and infinities included.
+
+    A diverged loss is NaN, which PostgreSQL's JSON rejects; non-finite values are therefore
+    stored as the strings "nan", "inf" and "-inf" and come back as floats.
+    """
+
+    impl = JSON
+    cache_ok = True
+
+    def process_bind_param(
+        self, value: dict[str, float] | None, dialect: Dialect
+    ) -> dict[str, float | str] | None:
+        if value is None:
+            return None
+        return {name: v if math.isfinite(v) else str(v) for name, v in value.items()}
+
+    def process_result_value(
+        self, value: dict[str, float | str] | None, dialect: Dialect
+    ) -> dict[str, float] | None:
+        if value is None:
+            return None
+        return {name: float(v) for name, v in value.items()}
+
+
+class ExperimentState(StrEnum):
+    """Lifecycle of an experiment; PAUSED keeps its trials resumable."""
+
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    PAUSED = "PAUSED"
+    COMPLETED = "COMPLETED"
+    ERRORED = "ERRORED"
+    CANCELED = "CANCELED"
+
+    def is_finished(self) -> bool:
+        """True for end states: nothing runs and `ended_at` is set."""
+        return self in _FINISHED_EXPERIMENT_STATES
+
+
+_FINISHED_EXPERIMENT_STATES = frozenset(
+    {ExperimentState.COMPLETED, ExperimentState.ERRORED, ExperimentState.CANCELED}
+)
+
+
+class TrialState(StrEnum):
+    """Lifecycle of one trial (one hyperparameter setting) of an experiment."""
+
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    STOPPED = "STOPPED"
+    """Stopped early by the searcher or the user; it can be resumed from a checkpoint."""
+    ERRORED = "ERRORED"
+    CANCELED = "CANCELED"
+
+    def is_finished(self) -> bool:
+        """True when no worker runs the trial (STOPPED counts, though it may resume)."""
+        return self in _FINISHED_TRIAL_STATES
+
+
+_FINISHED_TRIAL_STATES = frozenset(
+    {TrialState.COMPLETED, TrialState.STOPPED, TrialState.ERRORED, TrialState.CANCELED}
+)
+
+
+class MetricKind(StrEnum):
+    """Which loop reported a metric: training steps or a validation pass."""
+
+    TRAINING = "training"
+    VALIDATION = "validation"
+
+
+class CheckpointState(StrEnum):
+    """DELETED rows stay as history after their file was removed (e.g. by a retention policy)."""
+
+    ACTIVE = "ACTIVE"
+    DELETED = "DELETED"
+
+
+def _enum_column(enum_class: type[StrEnum]) -> Enum:
+    """A plain VARCHAR of the enum's values: no native enum or CHECK constraint, so adding a
+    state later needs no table rebuild on SQLite."""
+    return Enum(
+        enum_class,
+        native_enum=False,
+        create_constraint=False,
+        length=ENUM_LENGTH,
+        values_callable=lambda members: [member.value for member in members],
+    )
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        datetime: UTCDateTime(),
+        dict[str, Any]: JSON(),
+    }
+
+
+class Experiment(Base):
+    __tablename__ = "experiments"
+    # AUTOINCREMENT keeps SQLite from reusing the id of a deleted experiment.
+    __table_args__ = ({"sqlite_autoincrement": True},)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), index=True)
+    state: Mapped[ExperimentState] = mapped_column(
+        _enum_column(ExperimentState), default=ExperimentState.QUEUED
+    )
+    config: Mapped[dict[str, Any]]
+    home_dir: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    ended_at: Mapped[datetime | None]
+    message: Mapped[str | None] = mapped_column(Text)
+
+    def __repr__(self) -> str:
+        return f"Experiment(id={self.id}, name={self.name!r}, state={self.state})"
+
+
+class Trial(Base):
+    __tablename__ = "trials"
+    __table_args__ = (
+        UniqueConstraint("experiment_id", "number"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    experiment_id: Mapped[int] = mapped_column(ForeignKey("experiments.id", ondelete="CASCADE"))
+    number: Mapped[int]
+    state: Mapped[TrialState] = mapped_column(
+        _enum_column(TrialState), default=TrialState.QUEUED, index=True
+    )
+    hyperparameters: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    ended_at: Mapped[datetime | None]
+    last_heartbeat_at: Mapped[datetime | None]
+    batches_trained: Mapped[int] = mapped_column(default=0)
+    total_batches: Mapped[int | None]
+    """The trial's planned length, known once its worker has loaded the data."""
+    num_restarts: Mapped[int] = mapped_column(default=0)
+    log_path: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    """The failure and the tail of the worker log, so it survives a lost log file."""
+    worker_pid: Mapped[int | None]
+
+    def __repr__(self) -> str:
+        return (
+            f"Trial(id={self.id}, experiment_id={self.experiment_id}, number={self.number}, "
+            f"state={self.state})"
+        )
+
+
+class Metric(Base):
+    __tablename__ = "metrics"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[MetricKind] = mapped_column(_enum_column(MetricKind))
+    batches: Mapped[int]
+    epoch: Mapped[float] = mapped_column(Double)
+    values: Mapped[dict[str, float]] = mapped_column(MetricValues)
+    reported_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    def __repr__(self) -> str:
+        return f"Metric(trial_id={self.trial_id}, kind={self.kind}, batches={self.batches})"
+
+
+class Checkpoint(Base):
+    __tablename__ = "checkpoints"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"), index=True)
+    batches: Mapped[int]
+    path: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # `metadata` is reserved on declarative classes, hence the Python name `info`.
+    info: Mapped[dict[str, Any]] = mapped_column("metadata", JSON)
+    state: Mapped[CheckpointState] = mapped_column(
+        _enum_column(CheckpointState), default=CheckpointState.ACTIVE
+    )
+
+    def __repr__(self) -> str:
+        return f"Checkpoint(id={self.id}, trial_id={self.trial_id}, batches={self.batches})"

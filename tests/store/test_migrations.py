@@ -1,0 +1,180 @@
+"""The schema comes from migrations and must be exactly what the models describe."""
+
+import re
+import shutil
+import time
+from datetime import UTC, datetime, timedelta, timezone
+from functools import partial
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, inspect
+from sqlalchemy.exc import StatementError
+
+import trainyard.store
+from trainyard.store import (
+    Base,
+    Store,
+    alembic_config,
+    create_experiment,
+    current_revision,
+    default_database_url,
+    default_home,
+    head_revision,
+    list_experiments,
+    make_engine,
+    open_store,
+    upgrade_to_head,
+)
+from trainyard.store.migrate import MIGRATIONS_DIR
+
+from .helpers import run_in_threads
+
+TABLES = {"experiments", "trials", "metrics", "checkpoints"}
+
+
+def test_migrations_are_found_next_to_the_package() -> None:
+    assert Path(trainyard.store.__file__).parent / "migrations" == MIGRATIONS_DIR
+    for name in ("env.py", "script.py.mako", "versions/0001_initial.py"):
+        assert (MIGRATIONS_DIR / name).is_file()
+
+
+def test_open_store_migrates_a_fresh_database_to_head(store_url: str) -> None:
+    engine = make_engine(store_url)
+    assert current_revision(engine) is None
+    engine.dispose()
+
+    with open_store(store_url) as store:
+        assert current_revision(store.engine) == head_revision() == "0001"
+        assert set(inspect(store.engine).get_table_names()) >= TABLES
+
+
+def test_migrated_schema_matches_the_models(store: Store) -> None:
+    with store.engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        assert compare_metadata(context, Base.metadata) == []
+
+
+def test_autogenerate_finds_nothing_to_migrate(store: Store, tmp_path: Path) -> None:
+    """Also renders script.py.mako, which `alembic revision` needs."""
+    scripts = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS_DIR, scripts, ignore=shutil.ignore_patterns("__pycache__"))
+    with store.engine.connect() as connection:
+        config = alembic_config(connection)
+        config.set_main_option("script_location", str(scripts))
+        command.revision(config, message="nothing", autogenerate=True, rev_id="0002")
+    generated = ScriptDirectory(str(scripts)).get_revision("0002")
+    assert generated is not None
+    assert generated.down_revision == "0001"
+    for function in ("upgrade", "downgrade"):
+        body = re.search(
+            rf"def {function}\(\) -> None:\n((?:    .*\n)+)", Path(generated.path).read_text()
+        )
+        assert body is not None
+        code = [line.strip() for line in body[1].splitlines() if not line.strip().startswith("#")]
+        assert code == ["pass"]
+
+
+def test_downgrade_to_base_and_upgrade_again(store: Store) -> None:
+    with store.engine.begin() as connection:
+        command.downgrade(alembic_config(connection), "base")
+    assert not TABLES & set(inspect(store.engine).get_table_names())
+    upgrade_to_head(store.engine)
+    assert current_revision(store.engine) == head_revision()
+
+
+def test_upgrading_a_current_store_keeps_its_rows(store_url: str) -> None:
+    with open_store(store_url) as store, store.session() as session:
+        create_experiment(session, name="kept", config={}, home_dir="/tmp/kept")
+    with open_store(store_url) as store:
+        upgrade_to_head(store.engine)
+        with store.session() as session:
+            assert [e.name for e in list_experiments(session)] == ["kept"]
+
+
+def test_opening_a_current_store_takes_no_write_lock(store: Store, store_url: str) -> None:
+    """Else every process opening the store would queue behind the busiest writer."""
+    with store.engine.connect() as writer:
+        writer.exec_driver_sql("BEGIN IMMEDIATE")
+        started = time.monotonic()
+        open_store(store_url).close()
+        assert time.monotonic() - started < 1
+        writer.rollback()
+
+
+def test_processes_opening_a_fresh_store_at_once_migrate_it_once(store_url: str) -> None:
+    """Each thread has its own engine, like separate processes would."""
+    run_in_threads(*[lambda: open_store(store_url).close()] * 4)
+    with open_store(store_url) as store:
+        assert current_revision(store.engine) == head_revision()
+
+
+def test_processes_switching_a_fresh_file_to_wal_at_once_all_succeed(tmp_path: Path) -> None:
+    """SQLite can fail such a switch at once with "database is locked", ignoring the busy
+    timeout; the engine retries. One engine per thread, like processes; repeated because
+    the collision is rare."""
+    num_engines = 8
+    for attempt in range(30):
+        url = f"sqlite:///{tmp_path / f'fresh{attempt}.db'}"
+        engines = [make_engine(url) for _ in range(num_engines)]
+        modes: list[str] = []
+
+        def connect(engine: Engine, modes: list[str] = modes) -> None:
+            with engine.connect() as connection:
+                modes.append(connection.exec_driver_sql("PRAGMA journal_mode").scalar_one())
+
+        try:
+            run_in_threads(*[partial(connect, engine) for engine in engines])
+        finally:
+            for engine in engines:
+                engine.dispose()
+        assert modes == ["wal"] * num_engines
+
+
+def test_env_refuses_to_run_without_a_connection() -> None:
+    with pytest.raises(RuntimeError, match="passes a connection"):
+        command.upgrade(alembic_config(), "head")
+
+
+def test_sqlite_connections_get_wal_and_the_pragmas(store: Store) -> None:
+    # Two connections at once, so the second is a fresh one from the pool.
+    with store.engine.connect() as first, store.engine.connect() as second:
+        for connection in (first, second):
+            pragma = connection.exec_driver_sql
+            assert pragma("PRAGMA journal_mode").scalar() == "wal"
+            assert pragma("PRAGMA foreign_keys").scalar() == 1
+            assert pragma("PRAGMA busy_timeout").scalar() == 5000
+            assert pragma("PRAGMA synchronous").scalar() == 1  # NORMAL
+
+
+def test_default_home_and_url(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("TRAINYARD_HOME", raising=False)
+    assert default_home() == Path(".trainyard")
+    monkeypatch.setenv("TRAINYARD_HOME", str(tmp_path))
+    assert default_home() == tmp_path
+    assert default_database_url(tmp_path) == f"sqlite:///{tmp_path}/trainyard.db"
+
+
+def test_datetimes_come_back_aware_in_utc(store: Store) -> None:
+    plus_two = timezone(timedelta(hours=2))
+    ended = datetime(2024, 5, 1, 14, 30, 15, 123456, tzinfo=plus_two)
+    with store.session() as session:
+        experiment = create_experiment(session, name="tz", config={}, home_dir="/tmp/tz")
+        experiment.ended_at = ended
+    with store.sessionmaker() as session:
+        loaded = session.get(type(experiment), experiment.id)
+        assert loaded is not None
+        assert loaded.ended_at == ended
+        assert loaded.ended_at.tzinfo is UTC
+        assert loaded.created_at.tzinfo is UTC
+
+
+def test_naive_datetimes_are_refused(store: Store) -> None:
+    with pytest.raises(StatementError, match="timezone-aware"), store.session() as session:
+        experiment = create_experiment(session, name="naive", config={}, home_dir="/tmp/n")
+        experiment.ended_at = datetime(2024, 5, 1)
+        session.flush()
