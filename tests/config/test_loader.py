@@ -82,8 +82,9 @@ def test_bad_choice_lists_allowed_values_with_hint() -> None:
 
 def test_every_problem_is_reported_at_once() -> None:
     raw = {**_with("training", optimizer={"name": "adamx"}), "resources": {"slots_per_trial": 0}}
-    error = pytest.raises(ConfigError, parse_experiment, raw).value
-    assert len(error.problems) == 2
+    with pytest.raises(ConfigError) as caught:
+        parse_experiment(raw)
+    assert len(caught.value.problems) == 2
 
 
 def test_missing_required_sections() -> None:
@@ -118,7 +119,9 @@ def test_search_spaces_parse_into_typed_ranges() -> None:
 
 
 def test_search_space_errors_use_the_users_key_path() -> None:
-    message = _problems({**MINIMAL, "hyperparameters": {"lr": {"type": "log", "min": -1, "max": 1}}})
+    message = _problems(
+        {**MINIMAL, "hyperparameters": {"lr": {"type": "log", "min": -1, "max": 1}}}
+    )
     assert "`hyperparameters.lr.min`: Input should be greater than 0" in message
 
 
@@ -140,7 +143,7 @@ def test_invalid_yaml_names_line_and_column(tmp_path: Path) -> None:
 
 
 def test_missing_file_is_named(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="no such file: .*nope.yaml"):
+    with pytest.raises(ConfigError, match=r"no such file: .*nope\.yaml"):
         load_experiment(tmp_path / "nope.yaml")
 
 

@@ -1,0 +1,154 @@
+"""The `trainyard` command: run, validate, list, show, logs, data."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from trainyard.errors import TrainyardError
+from trainyard.settings import Settings
+
+app = typer.Typer(
+    name="trainyard",
+    help="Train particle-physics models on a laptop, a SLURM cluster or Kubernetes.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Generate and prepare jet datasets.", no_args_is_help=True)
+generate_app = typer.Typer(help="Generate datasets.", no_args_is_help=True)
+data_app.add_typer(generate_app, name="generate")
+app.add_typer(data_app, name="data")
+
+console = Console()
+error_console = Console(stderr=True)
+
+
+@app.command()
+def run(
+    file: Annotated[Path | None, typer.Argument(help="Experiment file (YAML).")] = None,
+    resume: Annotated[
+        str | None,
+        typer.Option("--resume", help="Continue a paused or crashed experiment (id or name)."),
+    ] = None,
+) -> None:
+    """Run an experiment on this machine with a live progress table."""
+    from trainyard.cli.run import run_experiment
+
+    if (file is None) == (resume is None):
+        raise TrainyardError("give an experiment file, or --resume EXPERIMENT, but not both")
+    raise typer.Exit(
+        run_experiment(file=file, resume=resume, settings=Settings(), console=console)
+    )
+
+
+@app.command()
+def validate(file: Annotated[Path, typer.Argument(help="Experiment file (YAML).")]) -> None:
+    """Check an experiment file (schema, data paths, model) without running anything."""
+    from trainyard.config import load_experiment
+    from trainyard.master.preflight import preflight
+
+    config = load_experiment(file)
+    preflight(config)
+    console.print(
+        f"[green]{file} is valid[/green]: experiment {config.name!r}, "
+        f"model {config.model.name!r}, "
+        f"searcher {config.searcher.name.value!r}"
+    )
+
+
+@app.command("list")
+def list_experiments(
+    limit: Annotated[int, typer.Option(help="Show at most this many, newest first.")] = 20,
+) -> None:
+    """List experiments, newest first."""
+    from trainyard.cli.display import experiments_table
+
+    service = _service()
+    console.print(experiments_table(service.list_experiments(limit=limit)))
+
+
+@app.command()
+def show(experiment: Annotated[str, typer.Argument(help="Experiment id or name.")]) -> None:
+    """Show an experiment and its trials."""
+    from trainyard.cli.display import trials_detail_table
+
+    service = _service()
+    found = service.get_experiment(experiment)
+    config = service.experiment_config(found.id)
+    console.print(f"[bold]experiment {found.id}[/bold] {found.name}: {found.state}")
+    if found.message:
+        console.print(found.message)
+    trials = service.list_trials(found.id)
+    best = {
+        t.id: service.best_validation(
+            t.id, metric=config.searcher.metric, mode=config.searcher.mode
+        )
+        for t in trials
+    }
+    console.print(trials_detail_table(trials, best))
+
+
+@app.command()
+def logs(
+    trial: Annotated[int, typer.Argument(help="Trial id (see `trainyard show`).")],
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new lines.")
+    ] = False,
+) -> None:
+    """Print a trial's worker log."""
+    service = _service()
+    found = service.get_trial(trial)
+    if not found.log_path or not Path(found.log_path).exists():
+        raise TrainyardError(
+            f"trial {trial} has no log yet ({found.state}); it is written when it starts"
+        )
+    with Path(found.log_path).open(errors="replace") as log:
+        sys.stdout.write(log.read())
+        while follow:
+            line = log.readline()
+            if line:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+            else:
+                time.sleep(0.5)
+
+
+@generate_app.command("toy")
+def generate_toy(
+    out: Annotated[Path, typer.Option(help="Folder; train/ and val/ are created inside.")],
+    train_jets: Annotated[int, typer.Option(help="Jets in the training split.")] = 40_000,
+    val_jets: Annotated[int, typer.Option(help="Jets in the validation split.")] = 10_000,
+    seed: Annotated[int, typer.Option(help="Seed of the training split; val uses seed + 1.")] = 1,
+) -> None:
+    """Write a toy top-vs-QCD jet set (fast numpy generator) as Parquet shards."""
+    from trainyard.datasets.toy import write_toy_dataset
+
+    started = time.perf_counter()
+    train = write_toy_dataset(out / "train", num_jets=train_jets, seed=seed)
+    val = write_toy_dataset(out / "val", num_jets=val_jets, seed=seed + 1)
+    console.print(
+        f"wrote {train_jets} training jets ({len(train)} shard(s)) and {val_jets} validation jets "
+        f"({len(val)} shard(s)) under {out} in {time.perf_counter() - started:.1f} s"
+    )
+
+
+def _service():
+    from trainyard.master.service import MasterService
+    from trainyard.store import open_store
+
+    settings = Settings()
+    return MasterService(open_store(settings.resolved_database_url()), settings)
+
+
+def main() -> None:
+    """Console-script entry: user errors print as one clear message, without a traceback."""
+    try:
+        app()
+    except TrainyardError as err:
+        error_console.print(f"[red]error:[/red] {err}", highlight=False)
+        sys.exit(2)

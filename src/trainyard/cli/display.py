@@ -1,0 +1,104 @@
+"""What the terminal shows: the live trial table during a run and the tables of list/show."""
+
+from __future__ import annotations
+
+import math
+
+from rich.table import Table
+
+from trainyard.master.api.schemas import ExperimentOut, MetricOut, TrialOut
+
+
+def trial_table(
+    trials: list[TrialOut],
+    latest: dict[int, tuple[MetricOut | None, MetricOut | None]],
+    *,
+    title: str,
+) -> Table:
+    """One row per trial: state, progress, throughput, loss, validation AUC and ETA."""
+    table = Table(title=title, title_justify="left")
+    for column in ("trial", "state", "step", "samples/s", "loss", "val AUC", "ETA"):
+        table.add_column(column, justify="left" if column in ("trial", "state") else "right")
+    for trial in trials:
+        training, validation = latest.get(trial.id, (None, None))
+        table.add_row(
+            str(trial.number),
+            _state(trial.state),
+            _progress(trial),
+            _value(training, "samples_per_second", "{:,.0f}"),
+            _value(training, "loss", "{:.4f}"),
+            _value(validation, "val_auc", "{:.4f}"),
+            _eta(trial, training),
+        )
+    return table
+
+
+def experiments_table(experiments: list[ExperimentOut]) -> Table:
+    table = Table(title="experiments", title_justify="left")
+    for column in ("id", "name", "state", "trials", "created", "ended"):
+        table.add_column(column)
+    for e in experiments:
+        table.add_row(
+            str(e.id),
+            e.name,
+            _state(e.state),
+            str(e.num_trials),
+            _time(e.created_at),
+            _time(e.ended_at),
+        )
+    return table
+
+
+def trials_detail_table(trials: list[TrialOut], best: dict[int, MetricOut | None]) -> Table:
+    table = Table(title="trials", title_justify="left")
+    for column in ("trial", "id", "state", "step", "restarts", "best val AUC", "hyperparameters"):
+        table.add_column(column)
+    for t in trials:
+        table.add_row(
+            str(t.number),
+            str(t.id),
+            _state(t.state),
+            _progress(t),
+            str(t.num_restarts),
+            _value(best.get(t.id), "val_auc", "{:.4f}"),
+            ", ".join(f"{k}={v}" for k, v in t.hyperparameters.items()) or "-",
+        )
+    return table
+
+
+def _state(state: str) -> str:
+    colour = {
+        "COMPLETED": "green",
+        "RUNNING": "cyan",
+        "ERRORED": "red",
+        "STOPPED": "yellow",
+        "PAUSED": "yellow",
+    }.get(state, "white")
+    return f"[{colour}]{state}[/{colour}]"
+
+
+def _progress(trial: TrialOut) -> str:
+    if trial.total_batches:
+        return f"{trial.batches_trained}/{trial.total_batches}"
+    return str(trial.batches_trained)
+
+
+def _value(metric: MetricOut | None, key: str, fmt: str) -> str:
+    if metric is None or key not in metric.values:
+        return "-"
+    value = metric.values[key]
+    return "inf" if math.isinf(value) else fmt.format(value)
+
+
+def _eta(trial: TrialOut, training: MetricOut | None) -> str:
+    if trial.state != "RUNNING" or not trial.total_batches or training is None:
+        return "-"
+    rate = training.values.get("batches_per_second", 0.0)
+    if rate <= 0:
+        return "-"
+    seconds = int((trial.total_batches - trial.batches_trained) / rate)
+    return f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def _time(value: object) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value is not None else "-"  # type: ignore[attr-defined]

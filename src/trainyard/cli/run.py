@@ -1,0 +1,115 @@
+"""`trainyard run`: the embedded Master, the local executor and a live table, in one process."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+from types import FrameType
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.text import Text
+
+from trainyard.cli.display import trial_table
+from trainyard.config import ExperimentConfig, load_experiment
+from trainyard.executors import LocalExecutor
+from trainyard.master.api.app import create_app
+from trainyard.master.preflight import preflight
+from trainyard.master.runner import ExperimentRunner
+from trainyard.master.server import EmbeddedServer, new_token
+from trainyard.master.service import MasterService
+from trainyard.settings import Settings
+from trainyard.store import open_store
+
+EXIT_CODES = {"COMPLETED": 0, "ERRORED": 1, "PAUSED": 130}
+
+
+def run_experiment(
+    *, file: Path | None, resume: str | None, settings: Settings, console: Console
+) -> int:
+    """Start or resume an experiment and stay with it until it ends or Ctrl-C pauses it."""
+    store = open_store(settings.resolved_database_url())
+    service = MasterService(store, settings)
+    if resume is not None:
+        experiment_id = service.get_experiment(resume).id
+        config = service.experiment_config(experiment_id)
+        preflight(config)
+    else:
+        assert file is not None, "the CLI passes a file or --resume"
+        config = load_experiment(file)
+        preflight(config)
+        experiment_id = service.create_experiment(config)
+    token = new_token()
+    server = EmbeddedServer(create_app(service, token=token))
+    server.start()
+    runner = ExperimentRunner(
+        service=service,
+        executor=LocalExecutor.for_this_machine(
+            max_concurrent_trials=config.resources.max_concurrent_trials,
+            slots_per_trial=config.resources.slots_per_trial,
+        ),
+        settings=settings,
+        master_url=server.url,
+        token=token,
+    )
+    started = time.monotonic()
+    try:
+        state = _run_with_live_table(runner, service, experiment_id, config, console)
+    finally:
+        server.stop()
+        store.close()
+    _print_summary(service, experiment_id, config, state, time.monotonic() - started, console)
+    return EXIT_CODES.get(state, 1)
+
+
+def _run_with_live_table(
+    runner: ExperimentRunner,
+    service: MasterService,
+    experiment_id: int,
+    config: ExperimentConfig,
+    console: Console,
+) -> str:
+    title = f"experiment {experiment_id} ({config.name})"
+    notice = Text("Ctrl-C checkpoints every trial and pauses the experiment", style="dim")
+
+    def render() -> Group:
+        trials = service.list_trials(experiment_id)
+        latest = {t.id: service.latest_metrics(t.id) for t in trials}
+        return Group(trial_table(trials, latest, title=title), notice)
+
+    def on_interrupt(_signum: int, _frame: FrameType | None) -> None:
+        notice.plain = "pausing: trials are writing checkpoints..."
+        runner.request_pause()
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        with Live(render(), console=console, refresh_per_second=2, transient=False) as live:
+            return runner.run(experiment_id, on_tick=lambda: live.update(render()))
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _print_summary(
+    service: MasterService,
+    experiment_id: int,
+    config: ExperimentConfig,
+    state: str,
+    elapsed_s: float,
+    console: Console,
+) -> None:
+    metric, mode = config.searcher.metric, config.searcher.mode
+    console.print(f"\n[bold]experiment {experiment_id} {state}[/bold] after {elapsed_s:.0f} s")
+    for trial in service.list_trials(experiment_id):
+        best = service.best_validation(trial.id, metric=metric, mode=mode)
+        console.print(f"trial {trial.number} (id {trial.id}): {trial.state}")
+        if best is not None:
+            shown = ", ".join(f"{k}={v:.4f}" for k, v in best.values.items())
+            console.print(f"  best {metric} at batch {best.batches}: {shown}")
+        checkpoint = service.latest_checkpoint_path(trial.id)
+        console.print(f"  checkpoint: {checkpoint or '-'}")
+        console.print(f"  log:        {trial.log_path}")
+        if trial.error:
+            console.print(f"  [red]error:[/red] {trial.error}", markup=True, highlight=False)
+    if state == "PAUSED":
+        console.print(f"resume with: trainyard run --resume {experiment_id}")

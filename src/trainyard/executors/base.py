@@ -1,0 +1,62 @@
+"""The one interface every backend implements: launch, poll, stop, kill.
+
+Contract:
+- `launch` is idempotent per trial id: launching a trial that is already running does nothing.
+- The executor owns a worker process from `launch` until `poll` has returned its exit code once;
+  after that the Master owns the outcome (it reads the worker's reported status and log).
+- `stop` asks the worker to checkpoint and exit (SIGTERM locally, scancel --signal on SLURM);
+  `kill` ends it at once and is used only when `stop` timed out or the worker went silent.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class WorkerLaunch:
+    """Everything an executor needs to start one trial's workers."""
+
+    trial_id: int
+    num_slots: int
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+    """Master URL, token and trial id; the executor adds device placement."""
+
+
+class Executor(abc.ABC):
+    """Starts and watches trial workers on one kind of infrastructure."""
+
+    @abc.abstractmethod
+    def capacity(self) -> int:
+        """Slots this executor can hand out at once (GPUs, or CPU thread groups)."""
+
+    @abc.abstractmethod
+    def free_slots(self) -> int:
+        """Slots not held by a running trial."""
+
+    @abc.abstractmethod
+    def launch(self, launch: WorkerLaunch) -> None:
+        """Start the trial's workers; a no-op when that trial is already running."""
+
+    @abc.abstractmethod
+    def poll(self, trial_id: int) -> int | None:
+        """None while the trial's workers run; their exit code once, then forget the trial."""
+
+    @abc.abstractmethod
+    def stop(self, trial_id: int) -> None:
+        """Ask the workers to checkpoint and exit."""
+
+    @abc.abstractmethod
+    def kill(self, trial_id: int) -> None:
+        """End the workers now, without a checkpoint."""
+
+    def worker_pid(self, trial_id: int) -> int | None:
+        """The local process id of a trial's worker, where the backend has one."""
+        return None
+
+    @abc.abstractmethod
+    def running(self) -> list[int]:
+        """Trial ids whose workers were launched and have not been reaped by `poll`."""

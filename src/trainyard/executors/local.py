@@ -1,0 +1,138 @@
+"""Run trial workers as subprocesses of this machine, one slot = one GPU or a CPU thread group."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import IO
+
+from trainyard.errors import ExecutorError
+from trainyard.executors.base import Executor, WorkerLaunch
+
+logger = logging.getLogger(__name__)
+
+WORKER_MODULE = "trainyard.worker"
+
+
+@dataclass
+class _Running:
+    process: subprocess.Popen[bytes]
+    slots: list[int]
+    log_file: IO[bytes]
+
+
+class LocalExecutor(Executor):
+    """Starts `python -m trainyard.worker` per trial with its own devices and log file.
+
+    Workers run in their own session so a Ctrl-C in the terminal reaches only the CLI, which
+    then stops them in order (checkpoint first) instead of all processes dying at once.
+    """
+
+    def __init__(self, *, gpu_ids: list[int], num_cpu_slots: int, threads_per_cpu_slot: int):
+        if not gpu_ids and num_cpu_slots < 1:
+            raise ExecutorError(
+                "the local pool has no GPU and no CPU slot; set num_cpu_slots >= 1"
+            )
+        self._gpu_ids = gpu_ids
+        self._num_slots = len(gpu_ids) if gpu_ids else num_cpu_slots
+        self._threads_per_cpu_slot = max(1, threads_per_cpu_slot)
+        self._free = list(range(self._num_slots))
+        self._running: dict[int, _Running] = {}
+
+    @classmethod
+    def for_this_machine(
+        cls, *, max_concurrent_trials: int, slots_per_trial: int
+    ) -> LocalExecutor:
+        """GPUs when CUDA sees any, else the CPU cores split among concurrent trials."""
+        gpu_ids = _visible_gpus()
+        num_cpu_slots = max_concurrent_trials * slots_per_trial
+        threads = (os.cpu_count() or 1) // max(1, num_cpu_slots)
+        return cls(gpu_ids=gpu_ids, num_cpu_slots=num_cpu_slots, threads_per_cpu_slot=threads)
+
+    def capacity(self) -> int:
+        return self._num_slots
+
+    def free_slots(self) -> int:
+        return len(self._free)
+
+    def launch(self, launch: WorkerLaunch) -> None:
+        if launch.trial_id in self._running:
+            return
+        if launch.num_slots > len(self._free):
+            raise ExecutorError(
+                f"trial {launch.trial_id} needs {launch.num_slots} slot(s) but only "
+                f"{len(self._free)} of {self._num_slots} are free; lower "
+                "resources.slots_per_trial or max_concurrent_trials"
+            )
+        slots, self._free = self._free[: launch.num_slots], self._free[launch.num_slots :]
+        launch.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_file = launch.log_path.open("ab")
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-m", WORKER_MODULE],
+                env={**os.environ, **launch.env, **self._placement_env(slots)},
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except OSError as err:
+            log_file.close()
+            self._free.extend(slots)
+            raise ExecutorError(
+                f"could not start the worker of trial {launch.trial_id}: {err}"
+            ) from err
+        logger.info("trial %d: worker pid %d on slots %s", launch.trial_id, process.pid, slots)
+        self._running[launch.trial_id] = _Running(process, slots, log_file)
+
+    def worker_pid(self, trial_id: int) -> int | None:
+        running = self._running.get(trial_id)
+        return running.process.pid if running else None
+
+    def poll(self, trial_id: int) -> int | None:
+        running = self._running.get(trial_id)
+        if running is None:
+            raise ExecutorError(f"trial {trial_id} is not running on this executor")
+        code = running.process.poll()
+        if code is None:
+            return None
+        running.log_file.close()
+        self._free.extend(running.slots)
+        self._free.sort()
+        del self._running[trial_id]
+        return code
+
+    def stop(self, trial_id: int) -> None:
+        self._signal(trial_id, signal.SIGTERM)
+
+    def kill(self, trial_id: int) -> None:
+        self._signal(trial_id, signal.SIGKILL)
+
+    def running(self) -> list[int]:
+        return list(self._running)
+
+    def _signal(self, trial_id: int, signum: signal.Signals) -> None:
+        running = self._running.get(trial_id)
+        if running is None or running.process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(running.process.pid, signum)
+
+    def _placement_env(self, slots: list[int]) -> dict[str, str]:
+        if self._gpu_ids:
+            devices = ",".join(str(self._gpu_ids[s]) for s in slots)
+            return {"CUDA_VISIBLE_DEVICES": devices, "TRAINYARD_NUM_THREADS": "4"}
+        threads = str(self._threads_per_cpu_slot * len(slots))
+        return {"CUDA_VISIBLE_DEVICES": "", "TRAINYARD_NUM_THREADS": threads}
+
+
+def _visible_gpus() -> list[int]:
+    """GPU indices this process may use, without initialising CUDA in the Master."""
+    import torch
+
+    return list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []

@@ -1,0 +1,1 @@
+"""The Master: experiment lifecycle, recovery, and the HTTP API workers talk to."""

@@ -1,0 +1,1 @@
+"""The Master's HTTP API (FastAPI): the only way workers talk to the Master."""

@@ -1,0 +1,38 @@
+"""Where trainyard keeps its state and how patient it is: read from the environment once.
+
+Experiment files never carry these; a facility sets them for everyone (TRAINYARD_* variables).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Master-side settings. Every field maps to TRAINYARD_<FIELD> (e.g. TRAINYARD_HOME)."""
+
+    model_config = SettingsConfigDict(env_prefix="TRAINYARD_", frozen=True)
+
+    home: Path = Path(".trainyard")
+    """Folder for the embedded database, experiment logs and checkpoints."""
+    database_url: str | None = None
+    """SQLAlchemy URL; default: SQLite at <home>/trainyard.db."""
+    heartbeat_interval_s: float = Field(default=5.0, gt=0)
+    """How often a worker says it is alive (from its training loop, so a hang goes quiet)."""
+    heartbeat_timeout_s: float = Field(default=300.0, gt=0)
+    """Silence after which a worker counts as hung and is killed."""
+    stop_grace_s: float = Field(default=60.0, gt=0)
+    """Time a stopped worker gets to write its checkpoint before it is killed."""
+    poll_interval_s: float = Field(default=0.5, gt=0)
+    log_tail_lines: int = Field(default=30, gt=0)
+
+    def resolved_home(self) -> Path:
+        """The home folder as an absolute path (workers may run in another directory)."""
+        return self.home.expanduser().resolve()
+
+    def resolved_database_url(self) -> str:
+        """The configured database, or the embedded SQLite file under home."""
+        return self.database_url or f"sqlite:///{self.resolved_home() / 'trainyard.db'}"

@@ -1,0 +1,83 @@
+"""Helpers for end-to-end runs: experiment files, the CLI as a process, waiting."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+CLI = [sys.executable, "-c", "from trainyard.cli.app import main; main()"]
+
+
+def experiment(toy_data: Path, **overrides: Any) -> dict[str, Any]:
+    """A small, fast ParticleNet-Lite experiment; `overrides` replace whole top-level sections."""
+    base: dict[str, Any] = {
+        "name": "e2e",
+        "model": {"name": "particlenet-lite", "options": {"k": 4}},
+        "data": {
+            "train": str(toy_data / "train" / "*.parquet"),
+            "val": str(toy_data / "val" / "*.parquet"),
+            "max_particles": 16,
+        },
+        "hyperparameters": {"lr": 0.003, "batch_size": 64},
+        "training": {
+            "max_length": {"batches": 40},
+            "validation_period": {"batches": 20},
+            "log_period_batches": 5,
+            "seed": 3,
+        },
+        "checkpoint": {"period": {"batches": 5}, "keep": 3},
+    }
+    return {**base, **overrides}
+
+
+def cli_env(home: Path, **extra: str) -> dict[str, str]:
+    """The environment of a `trainyard` process with its own home and fast failure detection."""
+    env = {
+        **os.environ,
+        "TRAINYARD_HOME": str(home),
+        "TRAINYARD_HEARTBEAT_INTERVAL_S": "0.5",
+        "TRAINYARD_POLL_INTERVAL_S": "0.2",
+        "TRAINYARD_STOP_GRACE_S": "30",
+        "COLUMNS": "200",
+    }
+    env.update(extra)
+    return env
+
+
+def run_cli(
+    args: list[str], env: dict[str, str], timeout: float = 240
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def start_cli(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*CLI, *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def wait_for(condition: Callable[[], bool], *, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.1)
+
+
+def checkpoint_steps(home: Path) -> list[int]:
+    """Steps of the complete checkpoints under a trainyard home, ascending."""
+    return sorted(
+        int(p.name.split("-")[1]) for p in home.glob("experiments/*/trials/*/checkpoints/step-*")
+    )

@@ -1,0 +1,118 @@
+"""`trainyard run` end to end: real Master, real worker processes, real files and SQLite."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.integration.helpers import (
+    checkpoint_steps,
+    cli_env,
+    experiment,
+    run_cli,
+    start_cli,
+    wait_for,
+)
+from trainyard.settings import Settings
+from trainyard.store import TrialState, open_store, repository
+
+pytestmark = pytest.mark.integration
+
+
+def _trials(home: Path) -> list[tuple[str, str | None, int | None]]:
+    store = open_store(Settings(home=home).resolved_database_url())
+    try:
+        with store.session() as session:
+            experiment_id = repository.list_experiments(session)[0].id
+            return [
+                (t.state.value, t.error, t.worker_pid)
+                for t in repository.list_trials(session, experiment_id=experiment_id)
+            ]
+    finally:
+        store.close()
+
+
+def _final_weights(home: Path) -> dict[str, torch.Tensor]:
+    newest = max(home.glob("experiments/*/trials/*/checkpoints/step-*"))
+    return torch.load(newest / "state.pt", weights_only=True)["model"]
+
+
+def test_run_trains_reports_and_summarises(toy_data, write_experiment, tmp_path) -> None:
+    home = tmp_path / "home"
+    file = write_experiment(experiment(toy_data))
+    result = run_cli(["run", str(file)], cli_env(home))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "experiment 1 COMPLETED" in result.stdout
+    assert "best val_auc at batch" in result.stdout
+    assert _trials(home)[0][0] == TrialState.COMPLETED
+    assert checkpoint_steps(home)[-1] == 40
+    shown = run_cli(["show", "e2e"], cli_env(home))
+    assert "COMPLETED" in shown.stdout and "40/40" in shown.stdout
+    listed = run_cli(["list"], cli_env(home))
+    assert "e2e" in listed.stdout
+    log = run_cli(["logs", "1"], cli_env(home))
+    assert "validation at batch 40" in log.stdout
+
+
+def test_sigkilled_run_resumes_to_bit_identical_weights(
+    toy_data, write_experiment, tmp_path
+) -> None:
+    config = experiment(
+        toy_data, training={**experiment(toy_data)["training"], "max_length": {"batches": 60}}
+    )
+    file = write_experiment(config)
+    uninterrupted = tmp_path / "uninterrupted"
+    assert run_cli(["run", str(file)], cli_env(uninterrupted)).returncode == 0
+
+    interrupted = tmp_path / "interrupted"
+    cli = start_cli(["run", str(file)], cli_env(interrupted))
+    wait_for(
+        lambda: any(s >= 15 for s in checkpoint_steps(interrupted)), timeout=120, what="step 15"
+    )
+    worker_pid = _trials(interrupted)[0][2]
+    assert worker_pid is not None
+    os.killpg(worker_pid, signal.SIGKILL)
+    os.killpg(cli.pid, signal.SIGKILL)
+    cli.wait()
+    assert max(checkpoint_steps(interrupted)) < 60, "the run finished before it was killed"
+
+    resumed = run_cli(["run", "--resume", "e2e"], cli_env(interrupted))
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    expected, actual = _final_weights(uninterrupted), _final_weights(interrupted)
+    assert expected.keys() == actual.keys()
+    for name in expected:
+        assert torch.equal(expected[name], actual[name]), name
+
+
+def test_ctrl_c_checkpoints_pauses_and_resume_completes(
+    toy_data, write_experiment, tmp_path
+) -> None:
+    home = tmp_path / "home"
+    config = experiment(
+        toy_data, training={**experiment(toy_data)["training"], "max_length": {"batches": 400}}
+    )
+    file = write_experiment(config)
+    cli = start_cli(["run", str(file)], cli_env(home))
+    wait_for(lambda: bool(checkpoint_steps(home)), timeout=120, what="a first checkpoint")
+    cli.send_signal(signal.SIGINT)
+    output, _ = cli.communicate(timeout=120)
+    assert cli.returncode == 130, output
+    assert "resume with: trainyard run --resume 1" in output
+    state, _, _ = _trials(home)[0]
+    assert state == TrialState.STOPPED
+    paused_at = max(checkpoint_steps(home))
+    assert paused_at < 400
+
+    newest = max(home.glob("experiments/*/trials/*/checkpoints/step-*"))
+    state_file = newest / "state.pt"
+    state_file.write_bytes(state_file.read_bytes()[: state_file.stat().st_size // 2])
+    resumed = run_cli(["run", "--resume", "1"], cli_env(home))
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    log = run_cli(["logs", "1"], cli_env(home)).stdout
+    assert f"{state_file}: size" in log and "(truncated); skipped" in log
+    assert "resumed from" in log
+    assert _trials(home)[0][0] == TrialState.COMPLETED
