@@ -21,8 +21,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-run: $(STAMP)
+run: $(STAMP) data/toy/.complete
 	$(VENV)/bin/trainyard run examples/particlenet-lite-toy.yaml
+
+data/toy/.complete: | $(STAMP)
+	$(VENV)/bin/trainyard data generate toy --out data/toy
+	touch $@
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
