@@ -1,0 +1,114 @@
+"""Problems found before anything is queued: each gets a message that says what to fix."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from trainyard.config import parse_experiment
+from trainyard.datasets.toy import write_toy_dataset
+from trainyard.errors import ConfigError
+from trainyard.master.preflight import preflight
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("preflight")
+    write_toy_dataset(root / "train", num_jets=64, seed=1)
+    write_toy_dataset(root / "val", num_jets=64, seed=2)
+    return root
+
+
+def _config(root: Path, **overrides: Any) -> Any:
+    raw = {
+        "name": "pre",
+        "model": "particlenet-lite",
+        "data": {"train": str(root / "train/*.parquet"), "val": str(root / "val/*.parquet")},
+        "training": {"max_length": {"epochs": 1}},
+        **overrides,
+    }
+    return parse_experiment(raw)
+
+
+def _problems(config: Any) -> str:
+    with pytest.raises(ConfigError) as caught:
+        preflight(config)
+    return str(caught.value)
+
+
+def test_a_good_experiment_passes(data: Path) -> None:
+    preflight(_config(data, hyperparameters={"lr": 0.01, "k": 5}))
+
+
+def test_data_path_matching_no_file_is_named(data: Path, tmp_path: Path) -> None:
+    missing = str(tmp_path / "nowhere/*.parquet")
+    message = _problems(_config(data, data={"train": missing, "val": str(data / "val/*.parquet")}))
+    assert "`data.train`:" in message
+    assert "nowhere/*.parquet" in message
+    assert "trainyard data generate toy" in message
+
+
+def test_unknown_zoo_model_lists_known_models(data: Path) -> None:
+    message = _problems(_config(data, model="particlenet-lit"))
+    assert "`model.name`:" in message
+    assert "particlenet-lite" in message and "mlp" in message
+
+
+def test_user_entry_point_that_fails_to_import_shows_its_traceback(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "broken_model.py").write_text(
+        textwrap.dedent(
+            """
+            import torch
+
+            def build(num_features, num_classes):
+                return torch.nn.Linear(num_features, num_classes)
+
+            raise RuntimeError("oops in my model file")
+            """
+        )
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    message = _problems(_config(data, model="broken_model:build"))
+    assert "broken_model" in message
+    assert "oops in my model file" in message
+    assert "Traceback" in message and "broken_model.py" in message
+
+
+def test_hyperparameter_used_by_nothing(data: Path) -> None:
+    message = _problems(_config(data, hyperparameters={"dropuot": 0.2}))
+    assert "`hyperparameters.dropuot`: used by neither the training loop" in message
+    assert "dropout" in message
+
+
+def test_metric_no_trial_reports(data: Path) -> None:
+    message = _problems(_config(data, searcher={"metric": "val_f1"}))
+    assert "`searcher.metric`: no trial reports 'val_f1'" in message
+
+
+def test_searcher_not_available_yet_says_what_runs(data: Path) -> None:
+    message = _problems(_config(data, searcher={"name": "asha"}))
+    assert "runs only `single`" in message
+
+
+def test_search_space_with_single_searcher(data: Path) -> None:
+    message = _problems(
+        _config(data, hyperparameters={"lr": {"type": "log", "min": 1e-4, "max": 1e-2}})
+    )
+    assert "`hyperparameters.lr`: searcher `single` trains one configuration" in message
+
+
+def test_all_problems_at_once(data: Path, tmp_path: Path) -> None:
+    config = _config(
+        data,
+        model="nope",
+        data={"train": str(tmp_path / "x/*.parquet"), "val": str(tmp_path / "y/*.parquet")},
+        searcher={"metric": "val_f1"},
+    )
+    with pytest.raises(ConfigError) as caught:
+        preflight(config)
+    assert len(caught.value.problems) == 4
