@@ -126,7 +126,7 @@ def _allowed_keys(parent_loc: tuple[Any, ...]) -> list[str]:
     """The field names of the section at `parent_loc`, found by walking the schema's types."""
     model: type[BaseModel] | None = ExperimentConfig
     if parent_loc[:1] == ("hyperparameters",) and len(parent_loc) == 2:
-        return ["type", "min", "max", "vals"]
+        return ["type", "min", "max", "vals", "count"]
     for part in parent_loc:
         if model is None or part not in model.model_fields:
             return []

@@ -60,6 +60,8 @@ class DoubleRange(_Strict):
     type: Literal["double"]
     min: float
     max: float
+    count: int | None = Field(default=None, ge=2)
+    """Grid points (evenly spaced, ends included); required by the grid searcher."""
 
     @model_validator(mode="after")
     def _ordered(self) -> DoubleRange:
@@ -74,6 +76,8 @@ class LogRange(_Strict):
     type: Literal["log"]
     min: float = Field(gt=0)
     max: float = Field(gt=0)
+    count: int | None = Field(default=None, ge=2)
+    """Grid points (log-spaced, ends included); required by the grid searcher."""
 
     @model_validator(mode="after")
     def _ordered(self) -> LogRange:
@@ -145,6 +149,16 @@ class DataSpec(_Strict):
     """Constituents per jet fed to the network (padded or truncated)."""
 
 
+class AshaSpec(_Strict):
+    """Early stopping for `asha`: successive halving over validation rungs (Optuna's pruners)."""
+
+    pruner: Literal["successive_halving", "hyperband"] = "successive_halving"
+    min_batches: int | None = Field(default=None, gt=0)
+    """Batches a trial trains before its first rung; default: the first validation."""
+    reduction_factor: int = Field(default=3, ge=2)
+    """Keep the best 1/reduction_factor of trials at each rung."""
+
+
 class SearcherSpec(_Strict):
     """How trials are proposed and which metric ranks them."""
 
@@ -153,6 +167,10 @@ class SearcherSpec(_Strict):
     """A validation metric: val_loss, val_accuracy, val_auc, val_rej30 or val_rej50."""
     mode: Literal["max", "min"] = "max"
     max_trials: int = Field(default=1, gt=0)
+    """Trials to run in all (grid: at most the size of the grid)."""
+    seed: int = Field(default=0, ge=0)
+    """Seed of the sampler, so a search can be repeated."""
+    asha: AshaSpec = AshaSpec()
 
 
 class ResourcesSpec(_Strict):
@@ -164,6 +182,11 @@ class ResourcesSpec(_Strict):
     max_concurrent_trials: int = Field(default=1, gt=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """auto: CUDA when the executor gives the trial a GPU, else CPU."""
+    strategy: Literal["auto", "ddp", "fsdp"] = "auto"
+    """How a multi-slot trial is split: ddp (replicas), fsdp (sharded parameters, gradients and
+    optimizer state), or auto: fsdp when those would exceed `fsdp_memory_fraction` of one
+    device's memory, else ddp."""
+    fsdp_memory_fraction: float = Field(default=0.5, gt=0, le=1)
 
 
 class OptimizerSpec(_Strict):
@@ -197,6 +220,10 @@ class TrainingSpec(_Strict):
     """Global batch size; may be overridden by a hyperparameter `batch_size`."""
     optimizer: OptimizerSpec = OptimizerSpec()
     lr_schedule: LRScheduleSpec = LRScheduleSpec()
+    scale_lr: Literal["none", "linear", "sqrt"] = "none"
+    """Scale the lr with the number of ranks (the global batch stays `batch_size`)."""
+    sync_batchnorm: bool = False
+    """BatchNorm statistics over the global batch instead of each rank's share."""
     grad_clip_norm: float | None = Field(default=None, gt=0)
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
     """auto: bf16 autocast on GPUs that support it, full precision elsewhere."""
@@ -226,6 +253,8 @@ class ExperimentConfig(_Strict):
     resources: ResourcesSpec = ResourcesSpec()
     training: TrainingSpec
     checkpoint: CheckpointSpec = CheckpointSpec()
+    max_restarts: int = Field(default=2, ge=0)
+    """Times a failed trial is retried from its last checkpoint before it counts as errored."""
 
     @model_validator(mode="before")
     @classmethod
