@@ -31,10 +31,11 @@ from trainyard.store import (
     upgrade_to_head,
 )
 from trainyard.store.migrate import MIGRATIONS_DIR
+from trainyard.store.models import VERSION_TABLE
 
 from .helpers import run_in_threads
 
-TABLES = {"experiments", "trials", "metrics", "checkpoints"}
+TABLES = {"ty_experiments", "ty_trials", "ty_metrics", "ty_checkpoints"}
 
 
 def test_migrations_are_found_next_to_the_package() -> None:
@@ -55,7 +56,9 @@ def test_open_store_migrates_a_fresh_database_to_head(store_url: str) -> None:
 
 def test_migrated_schema_matches_the_models(store: Store) -> None:
     with store.engine.connect() as connection:
-        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        context = MigrationContext.configure(
+            connection, opts={"compare_type": True, "version_table": VERSION_TABLE}
+        )
         assert compare_metadata(context, Base.metadata) == []
 
 

@@ -21,6 +21,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine
 
 from trainyard.errors import TrainyardError
+from trainyard.store.models import VERSION_TABLE
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 """Found next to this file, so migrations also run from an installed wheel."""
@@ -85,4 +86,6 @@ def _upgrade_sqlite(connection: Connection) -> None:
 def current_revision(engine: Engine) -> str | None:
     """The applied revision, or None for a database never migrated."""
     with engine.connect() as connection:
-        return MigrationContext.configure(connection).get_current_revision()
+        return MigrationContext.configure(
+            connection, opts={"version_table": VERSION_TABLE}
+        ).get_current_revision()

@@ -164,6 +164,10 @@ def _enum_column(enum_class: type[StrEnum]) -> Enum:
     )
 
 
+VERSION_TABLE = "ty_alembic_version"
+"""Tables are prefixed `ty_` so that Optuna's RDB storage can live in the same database."""
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map: ClassVar[dict[Any, Any]] = {
@@ -173,7 +177,7 @@ class Base(DeclarativeBase):
 
 
 class Experiment(Base):
-    __tablename__ = "experiments"
+    __tablename__ = "ty_experiments"
     # AUTOINCREMENT keeps SQLite from reusing the id of a deleted experiment.
     __table_args__ = ({"sqlite_autoincrement": True},)
 
@@ -194,14 +198,14 @@ class Experiment(Base):
 
 
 class Trial(Base):
-    __tablename__ = "trials"
+    __tablename__ = "ty_trials"
     __table_args__ = (
         UniqueConstraint("experiment_id", "number"),
         {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    experiment_id: Mapped[int] = mapped_column(ForeignKey("experiments.id", ondelete="CASCADE"))
+    experiment_id: Mapped[int] = mapped_column(ForeignKey("ty_experiments.id", ondelete="CASCADE"))
     number: Mapped[int]
     state: Mapped[TrialState] = mapped_column(
         _enum_column(TrialState), default=TrialState.QUEUED, index=True
@@ -219,6 +223,8 @@ class Trial(Base):
     error: Mapped[str | None] = mapped_column(Text)
     """The failure and the tail of the worker log, so it survives a lost log file."""
     worker_pid: Mapped[int | None]
+    searcher_trial_id: Mapped[int | None]
+    """The searcher's own id for this trial (Optuna's trial id), to report back to it."""
 
     def __repr__(self) -> str:
         return (
@@ -228,10 +234,12 @@ class Trial(Base):
 
 
 class Metric(Base):
-    __tablename__ = "metrics"
+    __tablename__ = "ty_metrics"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"), index=True)
+    trial_id: Mapped[int] = mapped_column(
+        ForeignKey("ty_trials.id", ondelete="CASCADE"), index=True
+    )
     kind: Mapped[MetricKind] = mapped_column(_enum_column(MetricKind))
     batches: Mapped[int]
     epoch: Mapped[float] = mapped_column(Double)
@@ -243,10 +251,12 @@ class Metric(Base):
 
 
 class Checkpoint(Base):
-    __tablename__ = "checkpoints"
+    __tablename__ = "ty_checkpoints"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"), index=True)
+    trial_id: Mapped[int] = mapped_column(
+        ForeignKey("ty_trials.id", ondelete="CASCADE"), index=True
+    )
     batches: Mapped[int]
     path: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

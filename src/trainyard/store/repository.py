@@ -39,6 +39,7 @@ UPDATABLE_TRIAL_FIELDS = frozenset(
         "log_path",
         "error",
         "worker_pid",
+        "searcher_trial_id",
     }
 )
 """Trial columns `update_trial` may set; id, experiment, number and created_at never change."""

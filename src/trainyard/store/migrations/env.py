@@ -6,7 +6,7 @@ database is, and migrations always run against it.
 
 from alembic import context
 
-from trainyard.store.models import Base
+from trainyard.store.models import VERSION_TABLE, Base
 
 connection = context.config.attributes.get("connection")
 if connection is None:
@@ -21,6 +21,9 @@ context.configure(
     # SQLite cannot ALTER most things; batch mode rebuilds the table instead.
     render_as_batch=connection.dialect.name == "sqlite",
     compare_type=True,
+    # Prefixed like our tables, so Optuna's storage (its own `trials`, `alembic_version`)
+    # can share the database.
+    version_table=VERSION_TABLE,
 )
 
 with context.begin_transaction():

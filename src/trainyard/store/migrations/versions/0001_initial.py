@@ -24,7 +24,7 @@ TIMESTAMP = sa.DateTime(timezone=True)
 
 def upgrade() -> None:
     op.create_table(
-        "experiments",
+        "ty_experiments",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("name", sa.String(255), nullable=False),
         sa.Column("state", ENUM, nullable=False),
@@ -34,13 +34,13 @@ def upgrade() -> None:
         sa.Column("updated_at", TIMESTAMP, nullable=False),
         sa.Column("ended_at", TIMESTAMP, nullable=True),
         sa.Column("message", sa.Text(), nullable=True),
-        sa.PrimaryKeyConstraint("id", name="pk_experiments"),
+        sa.PrimaryKeyConstraint("id", name="pk_ty_experiments"),
         sqlite_autoincrement=True,
     )
-    op.create_index("ix_experiments_name", "experiments", ["name"])
+    op.create_index("ix_ty_experiments_name", "ty_experiments", ["name"])
 
     op.create_table(
-        "trials",
+        "ty_trials",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("experiment_id", sa.Integer(), nullable=False),
         sa.Column("number", sa.Integer(), nullable=False),
@@ -56,20 +56,21 @@ def upgrade() -> None:
         sa.Column("log_path", sa.Text(), nullable=True),
         sa.Column("error", sa.Text(), nullable=True),
         sa.Column("worker_pid", sa.Integer(), nullable=True),
-        sa.PrimaryKeyConstraint("id", name="pk_trials"),
+        sa.Column("searcher_trial_id", sa.Integer(), nullable=True),
+        sa.PrimaryKeyConstraint("id", name="pk_ty_trials"),
         sa.ForeignKeyConstraint(
             ["experiment_id"],
-            ["experiments.id"],
-            name="fk_trials_experiment_id_experiments",
+            ["ty_experiments.id"],
+            name="fk_ty_trials_experiment_id_ty_experiments",
             ondelete="CASCADE",
         ),
-        sa.UniqueConstraint("experiment_id", "number", name="uq_trials_experiment_id_number"),
+        sa.UniqueConstraint("experiment_id", "number", name="uq_ty_trials_experiment_id_number"),
         sqlite_autoincrement=True,
     )
-    op.create_index("ix_trials_state", "trials", ["state"])
+    op.create_index("ix_ty_trials_state", "ty_trials", ["state"])
 
     op.create_table(
-        "metrics",
+        "ty_metrics",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("trial_id", sa.Integer(), nullable=False),
         sa.Column("kind", ENUM, nullable=False),
@@ -77,15 +78,18 @@ def upgrade() -> None:
         sa.Column("epoch", sa.Double(), nullable=False),
         sa.Column("values", sa.JSON(), nullable=False),
         sa.Column("reported_at", TIMESTAMP, nullable=False),
-        sa.PrimaryKeyConstraint("id", name="pk_metrics"),
+        sa.PrimaryKeyConstraint("id", name="pk_ty_metrics"),
         sa.ForeignKeyConstraint(
-            ["trial_id"], ["trials.id"], name="fk_metrics_trial_id_trials", ondelete="CASCADE"
+            ["trial_id"],
+            ["ty_trials.id"],
+            name="fk_ty_metrics_trial_id_ty_trials",
+            ondelete="CASCADE",
         ),
     )
-    op.create_index("ix_metrics_trial_id", "metrics", ["trial_id"])
+    op.create_index("ix_ty_metrics_trial_id", "ty_metrics", ["trial_id"])
 
     op.create_table(
-        "checkpoints",
+        "ty_checkpoints",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("trial_id", sa.Integer(), nullable=False),
         sa.Column("batches", sa.Integer(), nullable=False),
@@ -93,23 +97,23 @@ def upgrade() -> None:
         sa.Column("created_at", TIMESTAMP, nullable=False),
         sa.Column("metadata", sa.JSON(), nullable=False),
         sa.Column("state", ENUM, nullable=False),
-        sa.PrimaryKeyConstraint("id", name="pk_checkpoints"),
+        sa.PrimaryKeyConstraint("id", name="pk_ty_checkpoints"),
         sa.ForeignKeyConstraint(
             ["trial_id"],
-            ["trials.id"],
-            name="fk_checkpoints_trial_id_trials",
+            ["ty_trials.id"],
+            name="fk_ty_checkpoints_trial_id_ty_trials",
             ondelete="CASCADE",
         ),
     )
-    op.create_index("ix_checkpoints_trial_id", "checkpoints", ["trial_id"])
+    op.create_index("ix_ty_checkpoints_trial_id", "ty_checkpoints", ["trial_id"])
 
 
 def downgrade() -> None:
-    op.drop_index("ix_checkpoints_trial_id", table_name="checkpoints")
-    op.drop_table("checkpoints")
-    op.drop_index("ix_metrics_trial_id", table_name="metrics")
-    op.drop_table("metrics")
-    op.drop_index("ix_trials_state", table_name="trials")
-    op.drop_table("trials")
-    op.drop_index("ix_experiments_name", table_name="experiments")
-    op.drop_table("experiments")
+    op.drop_index("ix_ty_checkpoints_trial_id", table_name="ty_checkpoints")
+    op.drop_table("ty_checkpoints")
+    op.drop_index("ix_ty_metrics_trial_id", table_name="ty_metrics")
+    op.drop_table("ty_metrics")
+    op.drop_index("ix_ty_trials_state", table_name="ty_trials")
+    op.drop_table("ty_trials")
+    op.drop_index("ix_ty_experiments_name", table_name="ty_experiments")
+    op.drop_table("ty_experiments")
