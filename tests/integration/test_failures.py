@@ -61,7 +61,7 @@ FAULTY_MODELS = textwrap.dedent(
 @pytest.fixture
 def faulty_env(tmp_path: Path) -> dict[str, str]:
     (tmp_path / "faulty_models.py").write_text(FAULTY_MODELS)
-    return cli_env(tmp_path / "home", PYTHONPATH=str(tmp_path), TRAINYARD_HEARTBEAT_TIMEOUT_S="4")
+    return cli_env(tmp_path / "home", PYTHONPATH=str(tmp_path), TRAINYARD_HEARTBEAT_TIMEOUT_S="10")
 
 
 def test_sigkilled_worker_is_an_errored_trial_with_log_tail(

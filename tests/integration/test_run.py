@@ -103,7 +103,7 @@ def test_ctrl_c_checkpoints_pauses_and_resume_completes(
     assert cli.returncode == 130, output
     assert "resume with: trainyard run --resume 1" in output
     state, _, _ = _trials(home)[0]
-    assert state == TrialState.STOPPED
+    assert state == TrialState.PAUSED
     paused_at = max(checkpoint_steps(home))
     assert paused_at < 400
 

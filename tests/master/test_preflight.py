@@ -90,9 +90,35 @@ def test_metric_no_trial_reports(data: Path) -> None:
     assert "`searcher.metric`: no trial reports 'val_f1'" in message
 
 
-def test_searcher_not_available_yet_says_what_runs(data: Path) -> None:
-    message = _problems(_config(data, searcher={"name": "asha"}))
-    assert "runs only `single`" in message
+def test_search_without_max_trials_asks_for_it(data: Path) -> None:
+    space = {"lr": {"type": "log", "min": 1e-4, "max": 1e-2}}
+    message = _problems(_config(data, searcher={"name": "asha"}, hyperparameters=space))
+    assert "`searcher.max_trials`: searcher `asha` needs the number of trials to run" in message
+
+
+def test_grid_over_a_continuous_range_needs_a_count(data: Path) -> None:
+    space = {
+        "lr": {"type": "log", "min": 1e-4, "max": 1e-2},
+        "k": {"type": "int", "min": 4, "max": 5},
+    }
+    message = _problems(_config(data, searcher={"name": "grid"}, hyperparameters=space))
+    assert "`hyperparameters.lr`: a grid over a continuous log range needs `count`" in message
+    assert "count: 4" in message
+
+
+def test_search_space_optuna_cannot_represent(data: Path) -> None:
+    space = {"conv_channels": {"type": "categorical", "vals": [[[32, 32, 32]], [[64, 64, 64]]]}}
+    config = _config(data, searcher={"name": "random", "max_trials": 2}, hyperparameters=space)
+    message = _problems(config)
+    assert "`hyperparameters.conv_channels.vals`: [[32, 32, 32]] is a list" in message
+    assert "Optuna can only choose among None, bool, int, float and str values" in message
+
+
+def test_more_slots_per_trial_than_the_pool_has(data: Path) -> None:
+    config = _config(data, resources={"slots_per_trial": 4})
+    with pytest.raises(ConfigError) as caught:
+        preflight(config, pool_capacity=2)
+    assert "`resources.slots_per_trial`: 4 slots per trial but the pool has 2" in str(caught.value)
 
 
 def test_search_space_with_single_searcher(data: Path) -> None:

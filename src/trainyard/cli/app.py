@@ -91,6 +91,34 @@ def show(experiment: Annotated[str, typer.Argument(help="Experiment id or name."
     console.print(trials_detail_table(trials, best))
 
 
+def _control(experiment: str, action: str) -> None:
+    found = _service().control_experiment(experiment, action)
+    console.print(f"experiment {found.id} ({found.name}) is now {found.state}")
+    if action == "activate":
+        console.print(
+            "a `trainyard run` attached to it continues it now; if none is, continue it with "
+            f"`trainyard run --resume {found.id}`"
+        )
+
+
+@app.command()
+def pause(experiment: Annotated[str, typer.Argument(help="Experiment id or name.")]) -> None:
+    """Checkpoint and stop every trial of a running experiment; `activate` continues it."""
+    _control(experiment, "pause")
+
+
+@app.command()
+def activate(experiment: Annotated[str, typer.Argument(help="Experiment id or name.")]) -> None:
+    """Continue a paused experiment."""
+    _control(experiment, "activate")
+
+
+@app.command()
+def kill(experiment: Annotated[str, typer.Argument(help="Experiment id or name.")]) -> None:
+    """Stop an experiment for good: its workers are killed, its trials canceled."""
+    _control(experiment, "kill")
+
+
 @app.command()
 def logs(
     trial: Annotated[int, typer.Argument(help="Trial id (see `trainyard show`).")],

@@ -166,8 +166,9 @@ class SearcherSpec(_Strict):
     metric: str = "val_auc"
     """A validation metric: val_loss, val_accuracy, val_auc, val_rej30 or val_rej50."""
     mode: Literal["max", "min"] = "max"
-    max_trials: int = Field(default=1, gt=0)
-    """Trials to run in all (grid: at most the size of the grid)."""
+    max_trials: int | None = Field(default=None, gt=0)
+    """Trials to run in all. single: 1; grid: default and at most the grid size; random, tpe
+    and asha: required."""
     seed: int = Field(default=0, ge=0)
     """Seed of the sampler, so a search can be repeated."""
     asha: AshaSpec = AshaSpec()

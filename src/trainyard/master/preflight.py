@@ -11,14 +11,25 @@ from trainyard.data.features import FEATURE_NAMES
 from trainyard.data.reader import resolve_files
 from trainyard.errors import ConfigError, DataError, ModelError
 from trainyard.models import accepted_options, build_model
-from trainyard.search import make_searcher
+from trainyard.search import validate_searcher
 
 VALIDATION_METRICS = ("val_loss", "val_accuracy", "val_auc", "val_rej30", "val_rej50")
 
 
-def preflight(config: ExperimentConfig) -> None:
-    """Raise one ConfigError listing every problem found, or return quietly."""
+def preflight(config: ExperimentConfig, *, pool_capacity: int | None = None) -> None:
+    """Raise one ConfigError listing every problem found, or return quietly.
+
+    Args:
+        config: the validated experiment file.
+        pool_capacity: slots of the pool the experiment will run on, when known.
+    """
     problems: list[str] = []
+    slots = config.resources.slots_per_trial
+    if pool_capacity is not None and slots > pool_capacity:
+        problems.append(
+            f"`resources.slots_per_trial`: {slots} slots per trial but the pool has "
+            f"{pool_capacity}; lower it to at most {pool_capacity} or use a larger pool"
+        )
     for split in ("train", "val"):
         try:
             resolve_files(getattr(config.data, split))
@@ -31,7 +42,7 @@ def preflight(config: ExperimentConfig) -> None:
             f"use one of {', '.join(VALIDATION_METRICS)}"
         )
     try:
-        make_searcher(config)
+        validate_searcher(config)
     except ConfigError as err:
         problems += err.problems
     if problems:

@@ -1,7 +1,9 @@
 """Drive one experiment: create trials, launch workers, watch them, and end or pause cleanly.
 
-The runner owns no state the store does not have: after a crash, `resume` rebuilds everything
+The runner owns no state the store does not have: after a crash, `run` rebuilds everything
 from the store and relaunches unfinished trials, which continue from their last checkpoint.
+The store is also its control plane: `trainyard pause | activate | kill` change the
+experiment's state there, and the runner follows on its next tick.
 """
 
 from __future__ import annotations
@@ -18,16 +20,17 @@ from pathlib import Path
 from trainyard.executors import Executor, WorkerLaunch
 from trainyard.master.api.schemas import TrialOut
 from trainyard.master.service import MasterService
+from trainyard.scheduler import LaunchRequest, plan_launches
 from trainyard.settings import Settings
 from trainyard.store import ExperimentState, TrialState
 
 logger = logging.getLogger(__name__)
 
-_RESUMABLE = {TrialState.QUEUED, TrialState.RUNNING, TrialState.STOPPED, TrialState.ERRORED}
+_RESUMABLE = {TrialState.QUEUED, TrialState.RUNNING, TrialState.PAUSED}
 
 
 class ExperimentRunner:
-    """Runs an experiment's trials on one executor until they finish or a pause is asked for."""
+    """Runs an experiment's trials on one executor until they finish, or it is paused or killed."""
 
     def __init__(
         self,
@@ -44,46 +47,71 @@ class ExperimentRunner:
         self._master_url = master_url
         self._token = token
         self._pause_requested = threading.Event()
+        self._hung: dict[int, str] = {}
+        self._search_exhausted = False
 
     def request_pause(self) -> None:
-        """Ask the loop to checkpoint every running trial and stop (safe from a signal handler)."""
+        """Checkpoint every running trial and return PAUSED (safe from a signal handler)."""
         self._pause_requested.set()
 
     def run(self, experiment_id: int, *, on_tick: Callable[[], None] | None = None) -> str:
-        """Run until every trial is finished or a pause was requested; returns the final state."""
+        """Run until every trial is finished, a pause was requested, or it was killed."""
         self._requeue_unfinished(experiment_id)
         self._service.set_experiment_state(experiment_id, ExperimentState.RUNNING)
+        self._service.recover_searcher(experiment_id)
         config = self._service.experiment_config(experiment_id)
-        slots_per_trial = config.resources.slots_per_trial
-        max_concurrent = config.resources.max_concurrent_trials
         while True:
             if self._pause_requested.is_set():
-                self._pause(experiment_id)
+                self._stop_workers(experiment_id, ExperimentState.PAUSED, graceful=True)
                 return ExperimentState.PAUSED.value
-            self._reap(experiment_id)
+            state = self._service.get_experiment(experiment_id).state
+            if state == ExperimentState.CANCELED:
+                self._stop_workers(experiment_id, ExperimentState.CANCELED, graceful=False)
+                return state
+            if state == ExperimentState.PAUSED and self._executor.running():
+                self._stop_workers(experiment_id, ExperimentState.PAUSED, graceful=True)
+            elif self._resumed_after_pause(experiment_id):
+                continue
+            self._reap(config.max_restarts)
             self._watch_heartbeats()
-            self._fill_slots(experiment_id, slots_per_trial, max_concurrent)
+            if state == ExperimentState.RUNNING:
+                self._fill_slots(experiment_id)
             if on_tick:
                 on_tick()
-            if not self._executor.running() and self._all_finished(experiment_id):
+            if state == ExperimentState.RUNNING and self._finished(experiment_id):
                 return self._finish(experiment_id)
             time.sleep(self._settings.poll_interval_s)
 
     # -- launching ---------------------------------------------------------------------------
 
-    def _fill_slots(self, experiment_id: int, slots_per_trial: int, max_concurrent: int) -> None:
+    def _fill_slots(self, experiment_id: int) -> None:
+        config = self._service.experiment_config(experiment_id)
+        resources = config.resources
+        num_running = len(self._executor.running())
         room = min(
-            self._executor.free_slots() // slots_per_trial,
-            max_concurrent - len(self._executor.running()),
+            self._executor.free_slots() // resources.slots_per_trial,
+            resources.max_concurrent_trials - num_running,
         )
-        if room <= 0:
-            return
-        self._service.create_trials(experiment_id, num_free=room)
-        queued = [
+        queued = self._queued(experiment_id)
+        if room > len(queued) and not self._search_exhausted:
+            created = self._service.create_trials(experiment_id, num_free=room - len(queued))
+            self._search_exhausted = not created
+            queued = self._queued(experiment_id)
+        requests = [
+            LaunchRequest(experiment_id, t.number, t.id, resources.slots_per_trial) for t in queued
+        ]
+        by_id = {t.id: t for t in queued}
+        for request in plan_launches(
+            requests,
+            free_slots=self._executor.free_slots(),
+            room_per_experiment={experiment_id: room},
+        ):
+            self._launch(by_id[request.trial_id], request.num_slots)
+
+    def _queued(self, experiment_id: int) -> list[TrialOut]:
+        return [
             t for t in self._service.list_trials(experiment_id) if t.state == TrialState.QUEUED
         ]
-        for trial in queued[:room]:
-            self._launch(trial, slots_per_trial)
 
     def _launch(self, trial: TrialOut, num_slots: int) -> None:
         assert trial.log_path is not None, "trials get their log path when created"
@@ -102,52 +130,51 @@ class ExperimentRunner:
             state=TrialState.RUNNING,
             worker_pid=self._executor.worker_pid(trial.id),
             last_heartbeat_at=datetime.now(UTC),
-            error=None,
         )
 
     # -- watching ----------------------------------------------------------------------------
 
-    def _reap(self, experiment_id: int) -> None:
+    def _reap(self, max_restarts: int) -> None:
+        """Collect exited workers; a failure is retried from its checkpoint or marked errored."""
         for trial_id in self._executor.running():
             code = self._executor.poll(trial_id)
             if code is None:
                 continue
             trial = self._service.get_trial(trial_id)
-            if trial.state != TrialState.RUNNING:
+            hung = self._hung.pop(trial_id, None)
+            if trial.state not in (TrialState.RUNNING, TrialState.ERRORED):
                 continue
-            reason = _describe_exit(code)
-            self._service.update_trial(
-                trial_id,
-                state=TrialState.ERRORED,
-                error=f"{reason}\n{self._log_tail(trial)}",
+            reported = trial.error if trial.state == TrialState.ERRORED else None
+            reason = hung or reported or _describe_exit(code)
+            retried = self._service.fail_or_retry(
+                trial_id, reason=f"{reason}\n{self._log_tail(trial)}", max_restarts=max_restarts
             )
-            logger.warning("trial %d (experiment %d): %s", trial.number, experiment_id, reason)
+            logger.warning(
+                "trial %d: %s; %s", trial.number, reason, "retrying" if retried else "errored"
+            )
 
     def _watch_heartbeats(self) -> None:
         now = datetime.now(UTC)
         for trial_id in self._executor.running():
+            if trial_id in self._hung:
+                continue
             trial = self._service.get_trial(trial_id)
             if trial.state != TrialState.RUNNING or trial.last_heartbeat_at is None:
                 continue
             silent_s = (now - trial.last_heartbeat_at).total_seconds()
             if silent_s > self._settings.heartbeat_timeout_s:
                 self._executor.kill(trial_id)
-                reason = (
+                self._hung[trial_id] = (
                     f"worker sent no heartbeat for {silent_s:.0f} s (limit "
                     f"{self._settings.heartbeat_timeout_s:.0f} s, TRAINYARD_HEARTBEAT_TIMEOUT_S); "
                     "it was killed as hung"
                 )
-                self._service.update_trial(
-                    trial_id, state=TrialState.ERRORED, error=f"{reason}\n{self._log_tail(trial)}"
-                )
 
-    def _all_finished(self, experiment_id: int) -> bool:
-        trials = self._service.list_trials(experiment_id)
-        if not trials:
+    def _finished(self, experiment_id: int) -> bool:
+        if self._executor.running() or not self._search_exhausted:
             return False
-        return all(TrialState(t.state).is_finished() for t in trials) and not (
-            self._service.create_trials(experiment_id, num_free=self._executor.free_slots())
-        )
+        trials = self._service.list_trials(experiment_id)
+        return bool(trials) and all(TrialState(t.state).is_finished() for t in trials)
 
     def _finish(self, experiment_id: int) -> str:
         trials = self._service.list_trials(experiment_id)
@@ -160,13 +187,13 @@ class ExperimentRunner:
         self._service.set_experiment_state(experiment_id, state, message)
         return state.value
 
-    # -- pausing and resuming ----------------------------------------------------------------
+    # -- pausing, killing and resuming -------------------------------------------------------
 
-    def _pause(self, experiment_id: int) -> None:
-        """Workers get SIGTERM, checkpoint and exit; stragglers are killed after a grace."""
-        self._service.set_experiment_state(experiment_id, ExperimentState.PAUSED)
+    def _stop_workers(self, experiment_id: int, state: ExperimentState, *, graceful: bool) -> None:
+        """Graceful: SIGTERM, workers checkpoint and exit; stragglers are killed after a grace."""
+        self._service.set_experiment_state(experiment_id, state)
         for trial_id in self._executor.running():
-            self._executor.stop(trial_id)
+            (self._executor.stop if graceful else self._executor.kill)(trial_id)
         deadline = time.monotonic() + self._settings.stop_grace_s
         while self._executor.running() and time.monotonic() < deadline:
             for trial_id in self._executor.running():
@@ -174,9 +201,22 @@ class ExperimentRunner:
             time.sleep(0.1)
         for trial_id in self._executor.running():
             self._executor.kill(trial_id)
+            self._executor.poll(trial_id)
+        final = TrialState.PAUSED if state == ExperimentState.PAUSED else TrialState.CANCELED
         for trial in self._service.list_trials(experiment_id):
-            if trial.state in (TrialState.RUNNING, TrialState.QUEUED):
-                self._service.update_trial(trial.id, state=TrialState.STOPPED)
+            if trial.state in (TrialState.RUNNING, TrialState.QUEUED) or (
+                final == TrialState.CANCELED and trial.state == TrialState.PAUSED
+            ):
+                self._service.update_trial(trial.id, state=final)
+
+    def _resumed_after_pause(self, experiment_id: int) -> bool:
+        """After `trainyard activate`, paused trials go back to the queue."""
+        paused = [
+            t for t in self._service.list_trials(experiment_id) if t.state == TrialState.PAUSED
+        ]
+        for trial in paused:
+            self._service.update_trial(trial.id, state=TrialState.QUEUED)
+        return bool(paused)
 
     def _requeue_unfinished(self, experiment_id: int) -> None:
         """On resume, unfinished trials go back to the queue; orphaned workers are ended first."""
@@ -185,8 +225,7 @@ class ExperimentRunner:
                 continue
             if trial.state == TrialState.RUNNING:
                 _kill_orphan(trial.worker_pid)
-            restarts = trial.num_restarts + (trial.state != TrialState.QUEUED)
-            self._service.update_trial(trial.id, state=TrialState.QUEUED, num_restarts=restarts)
+            self._service.update_trial(trial.id, state=TrialState.QUEUED)
 
     def _log_tail(self, trial: TrialOut) -> str:
         if not trial.log_path or not Path(trial.log_path).exists():
@@ -210,5 +249,5 @@ def _kill_orphan(pid: int | None) -> None:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return
-    if b"trainyard.worker" in cmdline:
+    if b"trainyard.worker" in cmdline or b"torch.distributed.run" in cmdline:
         os.killpg(pid, signal.SIGKILL)

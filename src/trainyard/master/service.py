@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from trainyard.config import ExperimentConfig, parse_experiment
+from trainyard.errors import TrainyardError
 from trainyard.master.api.schemas import (
     CheckpointReport,
     DecisionOut,
@@ -23,7 +24,7 @@ from trainyard.master.api.schemas import (
     TrialOutcome,
     TrialSpec,
 )
-from trainyard.search import Searcher, make_searcher
+from trainyard.search import Searcher, TrialResult, make_searcher, validate_searcher
 from trainyard.settings import Settings
 from trainyard.store import (
     ExperimentState,
@@ -36,9 +37,20 @@ from trainyard.store import (
 
 logger = logging.getLogger(__name__)
 
+_CONTROL = {
+    "pause": (ExperimentState.PAUSED, {ExperimentState.RUNNING, ExperimentState.QUEUED}),
+    "activate": (ExperimentState.RUNNING, {ExperimentState.PAUSED}),
+    "kill": (
+        ExperimentState.CANCELED,
+        {ExperimentState.RUNNING, ExperimentState.QUEUED, ExperimentState.PAUSED},
+    ),
+}
+_PAST = {"pause": "paused", "activate": "activated", "kill": "killed"}
+
 _OUTCOME_STATES = {
     "completed": TrialState.COMPLETED,
     "stopped": TrialState.STOPPED,
+    "paused": TrialState.PAUSED,
     "errored": TrialState.ERRORED,
 }
 
@@ -56,7 +68,7 @@ class MasterService:
 
     def create_experiment(self, config: ExperimentConfig) -> int:
         """Record a validated experiment and give it a folder; trials are created by the runner."""
-        searcher = make_searcher(config)
+        validate_searcher(config)
         with self._store.session() as session:
             experiment = repository.create_experiment(
                 session, name=config.name, config=config.model_dump(mode="json"), home_dir=""
@@ -69,7 +81,6 @@ class MasterService:
             experiment.home_dir = str(home)
             experiment_id = experiment.id
         home.mkdir(parents=True, exist_ok=True)
-        self._searchers[experiment_id] = searcher
         return experiment_id
 
     def experiment_config(self, experiment_id: int) -> ExperimentConfig:
@@ -83,9 +94,18 @@ class MasterService:
         with self._lock:
             if experiment_id not in self._searchers:
                 self._searchers[experiment_id] = make_searcher(
-                    self.experiment_config(experiment_id)
+                    self.experiment_config(experiment_id),
+                    storage_url=self._settings.resolved_database_url(),
+                    experiment_id=experiment_id,
                 )
             return self._searchers[experiment_id]
+
+    def recover_searcher(self, experiment_id: int) -> None:
+        """After a restart, re-propose searcher trials that were handed out but never stored."""
+        with self._store.session() as session:
+            trials = repository.list_trials(session, experiment_id=experiment_id)
+            known = {t.searcher_trial_id for t in trials if t.searcher_trial_id is not None}
+        self.searcher(experiment_id).recover(known)
 
     def set_experiment_state(
         self, experiment_id: int, state: ExperimentState, message: str | None = None
@@ -94,6 +114,24 @@ class MasterService:
             repository.set_experiment_state(
                 session, experiment_id=experiment_id, state=state, message=message
             )
+
+    def control_experiment(self, ref: int | str, action: str) -> ExperimentOut:
+        """`trainyard pause | activate | kill`: a state change the runner follows.
+
+        Raises:
+            TrainyardError: the action does not apply to the experiment's current state.
+        """
+        experiment = self.get_experiment(ref)
+        current = ExperimentState(experiment.state)
+        target, allowed = _CONTROL[action]
+        if current not in allowed:
+            names = " or ".join(sorted(s.value for s in allowed))
+            raise TrainyardError(
+                f"experiment {experiment.id} ({experiment.name}) is {current.value}; "
+                f"only a {names} experiment can be {_PAST[action]}"
+            )
+        self.set_experiment_state(experiment.id, target)
+        return self.get_experiment(experiment.id)
 
     def create_trials(self, experiment_id: int, *, num_free: int) -> list[int]:
         """Ask the searcher for new trials while slots are free; returns the new trial ids."""
@@ -104,10 +142,11 @@ class MasterService:
         )
         created = []
         with self._store.session() as session:
-            for hyperparameters in proposals:
+            for proposal in proposals:
                 trial = repository.create_trial(
-                    session, experiment_id=experiment_id, hyperparameters=hyperparameters
+                    session, experiment_id=experiment_id, hyperparameters=proposal.hyperparameters
                 )
+                trial.searcher_trial_id = proposal.searcher_trial_id
                 trial.log_path = str(self._trial_dir(session, trial) / "worker.log")
                 created.append(trial.id)
         return created
@@ -227,18 +266,22 @@ class MasterService:
             trial = repository.get_trial(session, trial_id)
             experiment = repository.get_experiment(session, trial.experiment_id)
             latest = repository.latest_metrics(session, trial_id=trial_id, kind="validation")
-            number, experiment_state = trial.number, experiment.state
+            searcher_trial_id, experiment_state = trial.searcher_trial_id, experiment.state
         if experiment_state is not ExperimentState.RUNNING:
             return DecisionOut(action="stop", reason=f"experiment is {experiment_state.value}")
         if latest is None:
             return DecisionOut(action="continue")
         decision = self.searcher(trial.experiment_id).on_validation(
-            trial_number=number, batches=latest.batches, metrics=latest.values
+            searcher_trial_id=searcher_trial_id, batches=latest.batches, metrics=latest.values
         )
         return DecisionOut(action=decision.action, reason=decision.reason)
 
     def finish_trial(self, trial_id: int, outcome: TrialOutcome) -> None:
-        """Record the worker's own account of how it ended; the first final word wins."""
+        """Record the worker's own account of how it ended; the first final word wins.
+
+        Completed and early-stopped trials are told to the searcher now; an errored one only
+        once the runner has given up retrying it (`fail_or_retry`).
+        """
         with self._store.session() as session:
             trial = repository.get_trial(session, trial_id)
             if trial.state.is_finished():
@@ -246,6 +289,38 @@ class MasterService:
             state = _OUTCOME_STATES[outcome.state]
             repository.update_trial(session, trial_id=trial_id, state=state, error=outcome.message)
         logger.info("trial %d reported %s", trial_id, outcome.state)
+        if outcome.state in ("completed", "stopped"):
+            self._tell_searcher(trial_id, outcome.state)
+
+    def fail_or_retry(self, trial_id: int, *, reason: str, max_restarts: int) -> bool:
+        """After a failure: requeue the trial (it resumes from its checkpoint) while restarts
+        remain, else mark it errored for good. Returns True when it was requeued."""
+        trial = self.get_trial(trial_id)
+        if trial.num_restarts < max_restarts:
+            self.update_trial(
+                trial_id,
+                state=TrialState.QUEUED,
+                num_restarts=trial.num_restarts + 1,
+                error=f"restart {trial.num_restarts + 1} of {max_restarts} after: {reason}",
+            )
+            return True
+        self.update_trial(trial_id, state=TrialState.ERRORED, error=reason)
+        self._tell_searcher(trial_id, "errored")
+        return False
+
+    def _tell_searcher(self, trial_id: int, result: TrialResult) -> None:
+        with self._store.session() as session:
+            trial = repository.get_trial(session, trial_id)
+            experiment_id, searcher_trial_id = trial.experiment_id, trial.searcher_trial_id
+        config = self.experiment_config(experiment_id)
+        best = self.best_validation(
+            trial_id, metric=config.searcher.metric, mode=config.searcher.mode
+        )
+        self.searcher(experiment_id).on_trial_end(
+            searcher_trial_id=searcher_trial_id,
+            result=result,
+            best_value=best.values[config.searcher.metric] if best else None,
+        )
 
     def _trial_dir(self, session: Any, trial: Trial) -> Path:
         experiment = repository.get_experiment(session, trial.experiment_id)

@@ -1,10 +1,12 @@
-"""What the Master asks of a searcher: which trials to run, and whether a trial goes on."""
+"""What the Master asks of a searcher: which trials to run, whether a trial goes on, results."""
 
 from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
 from typing import Any, Literal
+
+TrialResult = Literal["completed", "stopped", "errored"]
 
 
 @dataclass(frozen=True)
@@ -15,15 +17,33 @@ class Decision:
     reason: str = ""
 
 
+@dataclass(frozen=True)
+class Proposal:
+    """A trial to create: its hyperparameters and the searcher's own id for it."""
+
+    hyperparameters: dict[str, Any]
+    searcher_trial_id: int | None = None
+
+
 class Searcher(abc.ABC):
     """Proposes hyperparameters and judges progress; its state is recoverable from the store."""
 
     @abc.abstractmethod
-    def next_trials(self, *, num_created: int, num_free: int) -> list[dict[str, Any]]:
-        """Hyperparameters for up to `num_free` new trials, given `num_created` exist already."""
+    def next_trials(self, *, num_created: int, num_free: int) -> list[Proposal]:
+        """Up to `num_free` new trials, given that `num_created` exist already."""
 
     @abc.abstractmethod
     def on_validation(
-        self, *, trial_number: int, batches: int, metrics: dict[str, float]
+        self, *, searcher_trial_id: int | None, batches: int, metrics: dict[str, float]
     ) -> Decision:
         """Called after each validation a worker reports."""
+
+    @abc.abstractmethod
+    def on_trial_end(
+        self, *, searcher_trial_id: int | None, result: TrialResult, best_value: float | None
+    ) -> None:
+        """Called once when a trial is finished for good (after any retries)."""
+
+    @abc.abstractmethod
+    def recover(self, known_searcher_trial_ids: set[int]) -> None:
+        """After a Master restart: take back searcher trials that no stored trial refers to."""

@@ -123,18 +123,26 @@ class TrialState(StrEnum):
     QUEUED = "QUEUED"
     RUNNING = "RUNNING"
     COMPLETED = "COMPLETED"
+    PAUSED = "PAUSED"
+    """Checkpointed and stopped by the user (Ctrl-C, `trainyard pause`); resumes on activate."""
     STOPPED = "STOPPED"
-    """Stopped early by the searcher or the user; it can be resumed from a checkpoint."""
+    """Stopped early by the searcher (pruned); final."""
     ERRORED = "ERRORED"
     CANCELED = "CANCELED"
 
     def is_finished(self) -> bool:
-        """True when no worker runs the trial (STOPPED counts, though it may resume)."""
+        """True when the trial will not run again without an explicit resume."""
         return self in _FINISHED_TRIAL_STATES
 
 
 _FINISHED_TRIAL_STATES = frozenset(
-    {TrialState.COMPLETED, TrialState.STOPPED, TrialState.ERRORED, TrialState.CANCELED}
+    {
+        TrialState.COMPLETED,
+        TrialState.PAUSED,
+        TrialState.STOPPED,
+        TrialState.ERRORED,
+        TrialState.CANCELED,
+    }
 )
 
 

@@ -66,7 +66,7 @@ class MasterClient:
     def register_checkpoint(self, *, batches: int, path: str, info: dict[str, Any]) -> None:
         self._call("POST", "/checkpoints", json={"batches": batches, "path": path, "info": info})
 
-    def heartbeat(self, *, batches: int, total_batches: int) -> None:
+    def heartbeat(self, *, batches: int, total_batches: int | None = None) -> None:
         self._call("POST", "/heartbeat", json={"batches": batches, "total_batches": total_batches})
 
     def should_stop(self) -> tuple[bool, str]:

@@ -45,11 +45,14 @@ def main() -> int:
     trainer = None
     try:
         spec = client.trial_spec()
+        client.heartbeat(batches=0)  # alive; loading data and building the model may take long
         config = parse_experiment(spec["config"], source=f"trial {spec['trial_id']} spec")
         from trainyard.worker.trainer import Trainer  # torch loads only after the spec is fine
 
         trainer = Trainer(spec=spec, config=config, client=client, stop_requested=stop_requested)
         outcome = trainer.train()
+        if outcome == "stopped" and stop_requested.is_set():
+            outcome = "paused"  # a stop signal pauses (resumable); the searcher's stop is final
         client.report_outcome(outcome)
         logger.info("trial %s %s", spec["trial_number"], outcome)
         return 0

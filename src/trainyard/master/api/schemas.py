@@ -56,7 +56,8 @@ class DecisionOut(BaseModel):
 class TrialOutcome(BaseModel):
     """How a worker ended its trial."""
 
-    state: Literal["completed", "stopped", "errored"]
+    state: Literal["completed", "stopped", "paused", "errored"]
+    """stopped: by the searcher (final); paused: on a stop signal (resumable)."""
     message: str | None = None
 
 
