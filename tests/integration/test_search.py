@@ -1,0 +1,146 @@
+"""Searches through `trainyard run`: early stopping, retries, and a Master killed mid-search."""
+
+from __future__ import annotations
+
+import os
+import signal
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.helpers import cli_env, experiment, run_cli, start_cli, wait_for
+from trainyard.settings import Settings
+from trainyard.store import open_store, repository
+
+pytestmark = pytest.mark.integration
+
+
+def _search(toy_data: Path, searcher: dict[str, Any], **overrides: Any) -> dict[str, Any]:
+    base = experiment(toy_data)
+    return {
+        **base,
+        "name": "search",
+        "model": "mlp",
+        "hyperparameters": {"lr": {"type": "log", "min": 1e-4, "max": 3e-2}, "batch_size": 64},
+        "searcher": searcher,
+        "resources": {"max_concurrent_trials": 2},
+        "training": {
+            **base["training"],
+            "max_length": {"batches": 30},
+            "validation_period": {"batches": 10},
+        },
+        **overrides,
+    }
+
+
+def _trials(home: Path) -> list[Any]:
+    store = open_store(Settings(home=home).resolved_database_url())
+    try:
+        with store.session() as session:
+            experiment_id = repository.list_experiments(session)[0].id
+            trials = repository.list_trials(session, experiment_id=experiment_id)
+            return [
+                (
+                    t.number,
+                    t.state.value,
+                    t.num_restarts,
+                    len(repository.list_metrics(session, trial_id=t.id)),
+                )
+                for t in trials
+            ]
+    finally:
+        store.close()
+
+
+def test_asha_stops_trials_early(toy_data, write_experiment, tmp_path) -> None:
+    home = tmp_path / "home"
+    config = _search(toy_data, {"name": "asha", "max_trials": 6, "asha": {"reduction_factor": 2}})
+    result = run_cli(["run", str(write_experiment(config))], cli_env(home))
+    assert result.returncode == 0, result.stdout + result.stderr
+    states = [state for _, state, _, _ in _trials(home)]
+    assert len(states) == 6
+    assert "STOPPED" in states and "COMPLETED" in states
+    assert set(states) <= {"STOPPED", "COMPLETED"}
+
+
+RECOVERS_ONCE = textwrap.dedent(
+    """
+    import os
+    import signal
+    from pathlib import Path
+
+    from trainyard.models import build_model
+
+
+    def build(num_features, num_classes):
+        model = build_model("mlp", num_features=num_features, num_classes=num_classes)
+        original, calls = model.forward, {"n": 0}
+        marker = Path(os.environ["CRASH_MARKER"])
+
+        def forward(*args):
+            calls["n"] += 1
+            if model.training and calls["n"] > 12 and not marker.exists():
+                marker.touch()
+                print("recovers_once: crashing this attempt", flush=True)
+                os.kill(os.getpid(), signal.SIGKILL)
+            return original(*args)
+
+        model.forward = forward
+        return model
+    """
+)
+
+
+def test_a_crashed_trial_is_retried_from_its_checkpoint(
+    toy_data, write_experiment, tmp_path
+) -> None:
+    (tmp_path / "recovers_once.py").write_text(RECOVERS_ONCE)
+    home = tmp_path / "home"
+    config = {**experiment(toy_data), "model": "recovers_once:build", "max_restarts": 1}
+    env = cli_env(home, PYTHONPATH=str(tmp_path), CRASH_MARKER=str(tmp_path / "crashed"))
+    result = run_cli(["run", str(write_experiment(config))], env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    ((_, state, restarts, _),) = _trials(home)
+    assert (state, restarts) == ("COMPLETED", 1)
+    log = run_cli(["logs", "1"], cli_env(home)).stdout
+    assert "recovers_once: crashing this attempt" in log
+    assert "resumed from" in log and "step-00000010" in log
+
+
+def test_killed_master_resumes_the_search_keeping_finished_trials(
+    toy_data, write_experiment, tmp_path
+) -> None:
+    home = tmp_path / "home"
+    config = _search(
+        toy_data, {"name": "random", "max_trials": 4}, resources={"max_concurrent_trials": 1}
+    )
+    file = write_experiment(config)
+    cli = start_cli(["run", str(file)], cli_env(home))
+
+    def one_done_one_running() -> bool:
+        states = [s for _, s, _, _ in _trials(home)] if (home / "trainyard.db").exists() else []
+        return "COMPLETED" in states and "RUNNING" in states
+
+    wait_for(one_done_one_running, timeout=180, what="a finished and a running trial")
+    finished_before = [t for t in _trials(home) if t[1] == "COMPLETED"]
+    store = open_store(Settings(home=home).resolved_database_url())
+    with store.session() as session:
+        pids = [
+            t.worker_pid
+            for t in repository.list_trials(session, experiment_id=1)
+            if t.state.value == "RUNNING"
+        ]
+    store.close()
+    os.killpg(cli.pid, signal.SIGKILL)
+    for pid in pids:
+        os.killpg(pid, signal.SIGKILL)
+    cli.wait()
+
+    resumed = run_cli(["run", "--resume", "search"], cli_env(home))
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    after = _trials(home)
+    assert [state for _, state, _, _ in after] == ["COMPLETED"] * 4
+    for trial in finished_before:
+        assert trial in after, "a finished trial was rerun"
