@@ -123,3 +123,11 @@ def test_trial_end_is_idempotent(storage_url: str) -> None:
             searcher_trial_id=proposal.searcher_trial_id, result="stopped", best_value=0.7
         )
     assert searcher._study.trials[0].state.name == "PRUNED"
+
+
+def test_asha_over_a_grid_visits_every_point(storage_url: str) -> None:
+    config = _config({"name": "asha", "asha": {"sampler": "grid"}}, GRID)
+    searcher = OptunaSearcher(config, storage_url=storage_url, study_name="ag")
+    assert searcher.max_trials == 8
+    proposals = searcher.next_trials(num_created=0, num_free=20)
+    assert len({tuple(sorted(p.hyperparameters.items())) for p in proposals}) == 8

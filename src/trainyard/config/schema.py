@@ -152,6 +152,8 @@ class DataSpec(_Strict):
 class AshaSpec(_Strict):
     """Early stopping for `asha`: successive halving over validation rungs (Optuna's pruners)."""
 
+    sampler: Literal["random", "tpe", "grid"] = "random"
+    """How trials are proposed; grid runs ASHA over every point of the grid."""
     pruner: Literal["successive_halving", "hyperband"] = "successive_halving"
     min_batches: int | None = Field(default=None, gt=0)
     """Batches a trial trains before its first rung; default: the first validation."""

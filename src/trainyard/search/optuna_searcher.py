@@ -113,7 +113,7 @@ def check_search(config: ExperimentConfig) -> int:
 
 def _max_trials(config: ExperimentConfig) -> int:
     requested = config.searcher.max_trials
-    if config.searcher.name is SearcherName.GRID:
+    if _uses_grid(config):
         size = math.prod(len(values) for values in grid_values(config).values())
         return size if requested is None else min(size, requested)
     if requested is None:
@@ -136,11 +136,20 @@ def _max_trials(config: ExperimentConfig) -> int:
 def _sampler(config: ExperimentConfig) -> BaseSampler:
     seed = config.searcher.seed
     name = config.searcher.name
-    if name is SearcherName.GRID:
+    if _uses_grid(config):
         return GridSampler(grid_values(config), seed=seed)
-    if name is SearcherName.TPE:
+    if name is SearcherName.TPE or (
+        name is SearcherName.ASHA and config.searcher.asha.sampler == "tpe"
+    ):
         return TPESampler(seed=seed)
     return RandomSampler(seed=seed)
+
+
+def _uses_grid(config: ExperimentConfig) -> bool:
+    name = config.searcher.name
+    return name is SearcherName.GRID or (
+        name is SearcherName.ASHA and config.searcher.asha.sampler == "grid"
+    )
 
 
 def _pruner(config: ExperimentConfig) -> BasePruner:

@@ -29,6 +29,7 @@ def main() -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per API call is noise
     stop_requested = threading.Event()
 
     def on_stop_signal(signum: int, _frame: FrameType | None) -> None:
