@@ -1,18 +1,28 @@
-"""Find jet-dataset files and read them into one Arrow table, with errors a user can act on.
+"""Find dataset files and read them into one table, with errors a user can act on.
 
 Everything that can go wrong with input files (nothing matches, a corrupt shard, a missing
 column, shards written with different layouts) is reported here as a DataError that names the
-file, so the training code can assume a clean table.
+file, so the training code can assume a clean table. ``read_jet_table`` reads our Parquet jet
+schema into Arrow; ``read_branches`` reads any branches of Parquet, ROOT or HDF5 files into
+awkward, for weaver data configs.
 """
 
+import difflib
 import glob
-from collections.abc import Sequence
+import logging
+import math
+import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import awkward as ak
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from trainyard.errors import DataError
+
+logger = logging.getLogger(__name__)
 
 _GLOB_CHARACTERS = frozenset("*?[")
 _GENERATE_HINT = "create a dataset with `trainyard data generate toy` or fix the path"
@@ -127,3 +137,242 @@ def _first_difference(
                 f" in {first_file} but {field.type} (nullable={field.nullable}) in {path}"
             )
     return None
+
+
+# Branches of Parquet, ROOT and HDF5 files as one awkward array, for weaver data configs.
+
+_FORMATS = {".parquet": "Parquet", ".root": "ROOT", ".h5": "HDF5", ".hdf5": "HDF5"}
+_TREE_CLASSES = ("TTree", "ROOT::RNTuple")
+"""What uproot can read as a table of events: classic trees and the newer RNTuples."""
+
+
+class MissingBranchesError(DataError):
+    """A file lacks requested branches; callers that know why they were needed re-explain it."""
+
+    def __init__(self, path: Path, missing: list[str], available: list[str]) -> None:
+        self.path, self.missing, self.available = path, missing, available
+        close = {name: difflib.get_close_matches(name, available, n=1) for name in missing}
+        hints = "; ".join(f"{name!r}: did you mean {c[0]!r}?" for name, c in close.items() if c)
+        super().__init__(
+            f"{path} has no branch(es) {missing}{f' ({hints})' if hints else ''}; available "
+            f"branches: {available}. Fix the names or read other files"
+        )
+
+
+class _UnreadableFileError(Exception):
+    """A file's bytes could not be decoded: corrupt, truncated or not of its format."""
+
+
+def read_branches(
+    files: Sequence[Path],
+    branches: Sequence[str],
+    *,
+    treename: str | None = None,
+    load_range: tuple[float, float] | None = None,
+    skip_bad_files: bool = False,
+    branch_magic: Mapping[str, str] | None = None,
+    file_magic: Mapping[str, Sequence[tuple[str, float]]] | None = None,
+) -> ak.Array:
+    """Read ``branches`` of every file (by extension: .parquet, .root, .h5/.hdf5) into one array.
+
+    ``load_range`` = (start, stop) reads that fraction of each file's events, as weaver does.
+    Every file must hold the branches with the same types (options aside) as the first one.
+    An unreadable file stops the read, or with ``skip_bad_files`` is skipped and logged.
+    ``branch_magic`` renames ROOT branches (substring -> replacement) before reading;
+    ``file_magic`` adds a constant column per file: the value of the first regex matching its
+    path, else 0.
+    """
+    paths = [Path(file) for file in files]
+    if not paths:
+        raise DataError(f"no dataset files to read; {_GENERATE_HINT}")
+    branches = list(dict.fromkeys(branches))
+    arrays: list[ak.Array] = []
+    first: tuple[Path, dict[str, str]] | None = None
+    skipped: list[Path] = []
+    for path in paths:
+        try:
+            array = _read_file(path, branches, treename, load_range, branch_magic or {})
+        except _UnreadableFileError as error:
+            if not skip_bad_files:
+                raise DataError(
+                    f"{path} could not be read as {_FORMATS[path.suffix]} (corrupt or "
+                    f"truncated?): {error}; re-create or delete it, or pass "
+                    "skip_bad_files=True to skip unreadable files"
+                ) from error
+            logger.warning("skipping unreadable file %s: %s", path, error)
+            skipped.append(path)
+            continue
+        except MissingBranchesError as error:
+            if first is None:
+                raise
+            raise DataError(
+                f"{first[0]} and {path} have different schemas: {path} lacks branch(es) "
+                f"{error.missing} that {first[0]} has; read files of one layout together"
+            ) from error
+        signature = {name: _type_name(array[name].type.content) for name in branches}
+        if first is None:
+            first = (path, signature)
+        else:
+            _check_same_schema(first, path, signature)
+        for name, patterns in (file_magic or {}).items():
+            value = next((v for regex, v in patterns if re.search(regex, str(path))), 0)
+            array[name] = value
+        arrays.append(array)
+    if skipped:
+        logger.warning(
+            "skipped %d unreadable file(s): %s", len(skipped), [str(p) for p in skipped]
+        )
+    if not arrays:
+        raise DataError(
+            f"none of the {len(paths)} file(s) could be read ({[str(p) for p in skipped]}); "
+            "check that they are complete"
+        )
+    return arrays[0] if len(arrays) == 1 else ak.concatenate(arrays)
+
+
+def _check_same_schema(
+    first: tuple[Path, dict[str, str]], path: Path, signature: dict[str, str]
+) -> None:
+    first_path, first_signature = first
+    for name, type_name in signature.items():
+        if type_name != first_signature[name]:
+            raise DataError(
+                f"{first_path} and {path} have different schemas: branch {name!r} is "
+                f"{first_signature[name]} in {first_path} but {type_name} in {path}; read files "
+                "of one layout together"
+            )
+
+
+def _type_name(array_type: ak.types.Type) -> str:
+    """The type without option markers, which differ between formats holding the same data."""
+    if isinstance(array_type, ak.types.OptionType):
+        return _type_name(array_type.content)
+    if isinstance(array_type, ak.types.ListType):
+        return f"var * {_type_name(array_type.content)}"
+    if isinstance(array_type, ak.types.RegularType):
+        return f"{array_type.size} * {_type_name(array_type.content)}"
+    return str(array_type)
+
+
+def _read_file(
+    path: Path,
+    branches: list[str],
+    treename: str | None,
+    load_range: tuple[float, float] | None,
+    branch_magic: Mapping[str, str],
+) -> ak.Array:
+    """One file's branches; library errors become _UnreadableFileError, ours pass through."""
+    if path.suffix not in _FORMATS:
+        raise DataError(
+            f"{path} has extension {path.suffix!r}; trainyard reads .parquet, .root, .h5 and "
+            ".hdf5 files, convert it to one of those"
+        )
+    try:
+        if path.suffix == ".parquet":
+            return _read_parquet(path, branches, load_range)
+        if path.suffix == ".root":
+            return _read_root(path, branches, treename, load_range, branch_magic)
+        return _read_hdf5(path, branches, load_range)
+    except DataError:
+        raise
+    except Exception as error:  # each format library fails on damaged bytes in its own way
+        raise _UnreadableFileError(f"{type(error).__name__}: {error}") from error
+
+
+def _entry_range(num_entries: int, load_range: tuple[float, float] | None) -> tuple[int, int]:
+    """weaver's rows for a fractional range: at least one row, fractions truncated."""
+    if load_range is None:
+        return 0, num_entries
+    start = math.trunc(load_range[0] * num_entries)
+    return start, max(start + 1, math.trunc(load_range[1] * num_entries))
+
+
+def _require(path: Path, branches: list[str], available: list[str]) -> None:
+    missing = [name for name in branches if name not in available]
+    if missing:
+        raise MissingBranchesError(path, missing, available)
+
+
+def _read_parquet(
+    path: Path, branches: list[str], load_range: tuple[float, float] | None
+) -> ak.Array:
+    """Only the row groups that overlap the range are read, so a small sample stays cheap."""
+    parquet = pq.ParquetFile(path)
+    _require(path, branches, parquet.schema_arrow.names)
+    start, stop = _entry_range(parquet.metadata.num_rows, load_range)
+    groups, first_row, row = [], 0, 0
+    for index in range(parquet.num_row_groups):
+        size = parquet.metadata.row_group(index).num_rows
+        if row < stop and row + size > start:
+            first_row = row if not groups else first_row
+            groups.append(index)
+        row += size
+    table = parquet.read_row_groups(groups, columns=branches)
+    return ak.from_arrow(table)[start - first_row : stop - first_row]
+
+
+def _read_root(
+    path: Path,
+    branches: list[str],
+    treename: str | None,
+    load_range: tuple[float, float] | None,
+    branch_magic: Mapping[str, str],
+) -> ak.Array:
+    import uproot
+
+    with uproot.open(path) as file:
+        trees = sorted(
+            {key.split(";")[0] for key, kind in file.classnames().items() if kind in _TREE_CLASSES}
+        )
+        if treename is None and len(trees) != 1:
+            raise DataError(
+                f"{path} holds {len(trees)} trees {trees}; say which to read with treename= "
+                "or the config's `treename`"
+            )
+        name = treename or trees[0]
+        if name not in trees:
+            raise DataError(f"{path} has no tree {name!r}; its trees are {trees}, fix treename")
+        tree = file[name]
+        stored = {branch: _rename(branch, branch_magic) for branch in branches}
+        available = list(tree.keys())
+        missing = [branch for branch, real in stored.items() if real not in available]
+        if missing:
+            raise MissingBranchesError(path, missing, available)
+        start, stop = _entry_range(tree.num_entries, load_range)
+        read = tree.arrays(
+            filter_name=sorted(set(stored.values())), entry_start=start, entry_stop=stop
+        )
+    return ak.zip({branch: read[real] for branch, real in stored.items()}, depth_limit=1)
+
+
+def _rename(branch: str, branch_magic: Mapping[str, str]) -> str:
+    for substring, replacement in branch_magic.items():
+        branch = branch.replace(substring, replacement)
+    return branch
+
+
+def _read_hdf5(
+    path: Path, branches: list[str], load_range: tuple[float, float] | None
+) -> ak.Array:
+    """Top-level datasets; variable-length (vlen) datasets become jagged columns."""
+    import h5py
+
+    with h5py.File(path, "r") as file:
+        available = [name for name, item in file.items() if isinstance(item, h5py.Dataset)]
+        _require(path, branches, available)
+        start, stop = _entry_range(len(file[branches[0]]), load_range)
+        columns = {}
+        for name in branches:
+            dataset = file[name]
+            if h5py.check_vlen_dtype(dataset.dtype) is None:
+                columns[name] = ak.from_numpy(dataset[start:stop])
+                continue
+            rows = dataset[start:stop]
+            counts = np.fromiter((len(row) for row in rows), dtype=np.int64, count=len(rows))
+            flat = (
+                np.concatenate(rows)
+                if len(rows)
+                else np.empty(0, h5py.check_vlen_dtype(dataset.dtype))
+            )
+            columns[name] = ak.unflatten(flat, counts)
+    return ak.zip(columns, depth_limit=1)
