@@ -1,4 +1,4 @@
-"""Turn flat lists of massless constituents into a table in the shared jet schema.
+"""Turn flat lists of constituents into a table in the shared jet schema.
 
 Every generator (toy, Pythia8) ends here, so sorting, the constituent cap, the jet four-vector
 sum and the relative coordinates are computed one way, the jet columns always agree with the
@@ -28,24 +28,31 @@ def build_jet_table(
     labels_N: np.ndarray,
     *,
     target_pt_N: np.ndarray | None = None,
+    mass_M: np.ndarray | None = None,
 ) -> pa.Table:
     """Sort each jet's constituents by pT, keep the hardest MAX_CONSTITUENTS, sum the jet.
 
-    With ``target_pt_N`` every constituent of a jet is scaled by one factor so the jet pT lands
-    on the target: the jet direction is unchanged and the jet mass scales with it. Every jet
-    must keep at least one constituent.
+    Constituents are massless unless ``mass_M`` gives their masses (a generator's hadrons), so
+    the stored four-vectors are the generator's own. With ``target_pt_N`` every constituent of
+    a jet (mass included) is scaled by one factor so the jet pT lands on the target: the jet
+    direction is unchanged and the jet mass scales with it. Every jet must keep at least one
+    constituent.
     """
+    if mass_M is None:
+        mass_M = np.zeros_like(pt_M)
     num_jets = len(labels_N)
     order_M = np.lexsort((-pt_M, jet_M))
     jet_M, pt_M, eta_M, phi_M = jet_M[order_M], pt_M[order_M], eta_M[order_M], phi_M[order_M]
+    mass_M = mass_M[order_M]
     count_N = np.bincount(jet_M, minlength=num_jets)
     start_N = np.concatenate([[0], np.cumsum(count_N)[:-1]])
     is_kept_M = np.arange(jet_M.size) - start_N[jet_M] < schema.MAX_CONSTITUENTS
-    jet_M, pt_M, eta_M, phi_M = (
+    jet_M, pt_M, eta_M, phi_M, mass_M = (
         jet_M[is_kept_M],
         pt_M[is_kept_M],
         eta_M[is_kept_M],
         phi_M[is_kept_M],
+        mass_M[is_kept_M],
     )
     kept_count_N = np.bincount(jet_M, minlength=num_jets)
     if (kept_count_N == 0).any():
@@ -59,7 +66,9 @@ def build_jet_table(
         )
         scale_M = (target_pt_N / unscaled_pt_N)[jet_M]
         pt_M, px_M, py_M = pt_M * scale_M, px_M * scale_M, py_M * scale_M
-    pz_M, energy_M = pt_M * np.sinh(eta_M), pt_M * np.cosh(eta_M)
+        mass_M = mass_M * scale_M
+    pz_M = pt_M * np.sinh(eta_M)
+    energy_M = np.hypot(pt_M * np.cosh(eta_M), mass_M)
 
     jet_px_N = _sum_per_jet(jet_M, px_M, num_jets)
     jet_py_N = _sum_per_jet(jet_M, py_M, num_jets)
