@@ -1,0 +1,174 @@
+"""What ``stage()`` stages: sources that turn input files into chunks of fixed-shape arrays.
+
+A source yields one ``dict[str, np.ndarray]`` per input file (lazily, so a reused staging key
+costs nothing), says in ``config_text`` what decides its output (part of the staging key), and
+reports in ``manifest_extra`` how the arrays were made. Two exist:
+
+    ParticleNetSource    the built-in ParticleNet inputs (features.build_particlenet_inputs,
+                         TopLandscape top_kin features): arrays points/features/mask/labels
+    WeaverConfigSource   weaver's arrays for a weaver YAML data config (data.pipeline):
+                         _<group> per input group, _label_, observers
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from trainyard.data import features
+from trainyard.data.reader import read_jet_table
+from trainyard.data.staged_dataset import StagedDataset
+from trainyard.data.staging import DEFAULT_JETS_PER_SHARD, stage, staging_key
+from trainyard.errors import DataError
+
+
+class ChunkSource(Protocol):
+    """Input files and how they become staged arrays."""
+
+    files: Sequence[Path]
+
+    def config_text(self) -> str:
+        """Everything besides the files that decides the arrays; goes into the staging key."""
+        ...
+
+    def chunks(self) -> Iterator[dict[str, np.ndarray]]:
+        """The arrays of each file in turn."""
+        ...
+
+    def manifest_extra(self) -> dict[str, Any]:
+        """How the arrays were made; called after the last chunk."""
+        ...
+
+    def num_jets(self) -> int | None:
+        """Jets the chunks will hold, when known without reading them (for the space check)."""
+        ...
+
+
+def stage_source(
+    source: ChunkSource, cache_root: Path, *, jets_per_shard: int = DEFAULT_JETS_PER_SHARD
+) -> StagedDataset:
+    """Stage ``source`` under ``cache_root``, or reuse what an unchanged source staged before."""
+    return stage(
+        source.chunks(),
+        cache_root,
+        key=staging_key(source.files, source.config_text()),
+        extra_manifest=source.manifest_extra,
+        num_jets=source.num_jets(),
+        jets_per_shard=jets_per_shard,
+    )
+
+
+class ParticleNetSource:
+    """The built-in ParticleNet inputs, one file at a time so memory holds one file's jets."""
+
+    def __init__(self, files: Sequence[Path], *, max_particles: int) -> None:
+        self.files = list(files)
+        self._max_particles = max_particles
+
+    def config_text(self) -> str:
+        """The settings and the feature code itself: editing features.py stages again."""
+        source = Path(features.__file__).read_bytes()
+        return json.dumps(
+            {
+                "producer": "particlenet",
+                "max_particles": self._max_particles,
+                "features_py_sha256": hashlib.sha256(source).hexdigest(),
+            },
+            sort_keys=True,
+        )
+
+    def chunks(self) -> Iterator[dict[str, np.ndarray]]:
+        for file in self.files:
+            table = read_jet_table([file], features.REQUIRED_COLUMNS)
+            arrays = features.build_particlenet_inputs(table, max_particles=self._max_particles)
+            yield {
+                "points": arrays.points_NCP,
+                "features": arrays.features_NCP,
+                "mask": arrays.mask_N1P,
+                "labels": arrays.labels_N,
+            }
+
+    def manifest_extra(self) -> dict[str, Any]:
+        return {
+            "producer": "particlenet",
+            "max_particles": self._max_particles,
+            "point_names": list(features.POINT_NAMES),
+            "feature_names": list(features.FEATURE_NAMES),
+            "feature_clip": features.FEATURE_CLIP,
+            "labels": "1 = top, 0 = QCD",
+            "files": [str(Path(file).resolve()) for file in self.files],
+        }
+
+    def num_jets(self) -> int:
+        """Rows in all files, from the Parquet footers (every row becomes one jet)."""
+        total = 0
+        for file in self.files:
+            try:
+                total += pq.read_metadata(file).num_rows
+            except (pa.ArrowException, OSError) as error:
+                raise DataError(
+                    f"{file} is not a readable Parquet file (corrupt or truncated?): {error}; "
+                    "delete it and regenerate the dataset"
+                ) from error
+        return total
+
+
+class WeaverConfigSource:
+    """weaver's arrays for a weaver YAML data config, built per file by data.pipeline.
+
+    In training mode (weaver's for_training, used by its train and val loaders) the config is
+    completed from all files (auto standardisation, reweighting histograms) before the first
+    chunk, as weaver does; the completed config goes into the manifest.
+    """
+
+    def __init__(self, files: Sequence[Path], config_path: Path, *, training: bool = True) -> None:
+        self.files = list(files)
+        self._config_path = Path(config_path)
+        self._training = training
+        self._completed: Any = None
+
+    def config_text(self) -> str:
+        try:
+            text = self._config_path.read_text()
+        except OSError as error:
+            raise DataError(
+                f"cannot read the data config {self._config_path}: {error.strerror}; "
+                "give the path of a weaver data config (*.yaml)"
+            ) from error
+        return json.dumps(
+            {"producer": "weaver-data-config", "config": text, "training": self._training},
+            sort_keys=True,
+        )
+
+    def chunks(self) -> Iterator[dict[str, np.ndarray]]:
+        from trainyard.data.pipeline import load_arrays, prepare_config
+        from trainyard.data.weaver_config import load_weaver_config
+
+        if self._training:
+            self._completed = prepare_config(self.files, self._config_path)
+        else:
+            self._completed = load_weaver_config(self._config_path)
+        for file in self.files:
+            yield load_arrays([file], self._completed, training=self._training)
+
+    def manifest_extra(self) -> dict[str, Any]:
+        from trainyard.data.weaver_config import to_weaver_mapping
+
+        return {
+            "producer": "weaver-data-config",
+            "training": self._training,
+            "data_config_path": str(self._config_path.resolve()),
+            "data_config": to_weaver_mapping(self._completed),
+            "files": [str(Path(file).resolve()) for file in self.files],
+        }
+
+    def num_jets(self) -> None:
+        """Unknown before reading: a selection may drop jets."""
+        return None
