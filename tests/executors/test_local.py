@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -28,13 +29,27 @@ def test_worker_output_goes_to_its_log_and_slots_come_back(
     executor: LocalExecutor, tmp_path: Path
 ) -> None:
     log = tmp_path / "t1" / "worker.log"
-    executor.launch(WorkerLaunch(trial_id=1, num_slots=2, log_path=log, env={}))
-    assert executor.free_slots() == 0
+    executor.launch(WorkerLaunch(trial_id=1, num_slots=1, log_path=log, env={}))
+    assert executor.free_slots() == 1
     assert executor.worker_pid(1) is not None
     assert _wait_exit(executor, 1) == 2
     assert "TRAINYARD_MASTER_URL, TRAINYARD_TOKEN, TRAINYARD_TRIAL_ID not set" in log.read_text()
     assert executor.free_slots() == 2
     assert executor.running() == []
+
+
+def test_several_slots_run_one_rank_each_under_torchrun(
+    executor: LocalExecutor, tmp_path: Path
+) -> None:
+    log = tmp_path / "w.log"
+    executor.launch(WorkerLaunch(trial_id=1, num_slots=2, log_path=log, env={}))
+    assert executor.free_slots() == 0
+    assert _wait_exit(executor, 1) == 1, "torchrun's agent exits 1 when a rank fails"
+    text = log.read_text()
+    # The first rank to fail logs why; the agent then ends the other and sums up.
+    assert re.search(r"ERROR rank [01] trainyard.worker: TRAINYARD_MASTER_URL", text), text
+    assert "trainyard.worker FAILED" in text
+    assert executor.free_slots() == 2
 
 
 def test_launch_is_idempotent(executor: LocalExecutor, tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from torch.optim.lr_scheduler import CosineAnnealingLR, LambdaLR, LRScheduler
 from trainyard.errors import CheckpointError, NotFoundError
 from trainyard.worker.checkpoint import (
     DATALOADER,
+    FORMAT_VERSION,
     LR_SCHEDULER,
     MODEL,
     OPTIMIZER,
@@ -111,7 +112,8 @@ def test_round_trip_of_model_optimizer_scheduler_and_rng(tmp_path: Path) -> None
     assert json.loads((folder / "config.json").read_text()) == CONFIG
     meta = json.loads((folder / "meta.json").read_text())
     data = (folder / "state.pt").read_bytes()
-    assert meta["format_version"] == 1 and meta["batches"] == 2
+    assert meta["format_version"] == FORMAT_VERSION and meta["batches"] == 2
+    assert (meta["layout"], meta["world_size"]) == ("file", 1)
     assert meta["state_bytes"] == len(data)
     assert meta["state_sha256"] == hashlib.sha256(data).hexdigest()
     assert "created" in meta

@@ -1,4 +1,10 @@
-"""Run trial workers as subprocesses of this machine, one slot = one GPU or a CPU thread group."""
+"""Run trial workers as subprocesses of this machine, one slot = one GPU or a CPU thread group.
+
+A one-slot trial is one `python -m trainyard.worker`. A trial with N slots runs under torchrun's
+elastic agent (`python -m torch.distributed.run`), which starts N ranks of the same worker,
+forwards a stop signal to each, and ends them all when one fails (no restarts: retrying a
+trial from its checkpoint is the runner's job). The executor watches the agent only.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -17,6 +24,7 @@ from trainyard.executors.base import Executor, WorkerLaunch
 logger = logging.getLogger(__name__)
 
 WORKER_MODULE = "trainyard.worker"
+GPU_THREADS_PER_SLOT = 4
 
 
 @dataclass
@@ -27,10 +35,11 @@ class _Running:
 
 
 class LocalExecutor(Executor):
-    """Starts `python -m trainyard.worker` per trial with its own devices and log file.
+    """Starts each trial's workers with their own devices and one log file per trial.
 
     Workers run in their own session so a Ctrl-C in the terminal reaches only the CLI, which
     then stops them in order (checkpoint first) instead of all processes dying at once.
+    Each rank of a multi-slot trial gets one slot: one GPU, or one slot's CPU threads.
     """
 
     def __init__(self, *, gpu_ids: list[int], num_cpu_slots: int, threads_per_cpu_slot: int):
@@ -74,7 +83,7 @@ class LocalExecutor(Executor):
         log_file = launch.log_path.open("ab")
         try:
             process = subprocess.Popen(
-                [sys.executable, "-m", WORKER_MODULE],
+                _worker_command(launch),
                 env={**os.environ, **launch.env, **self._placement_env(slots)},
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
@@ -124,11 +133,43 @@ class LocalExecutor(Executor):
             os.killpg(running.process.pid, signum)
 
     def _placement_env(self, slots: list[int]) -> dict[str, str]:
+        """Devices for the trial, threads per rank (torchrun would otherwise set 1)."""
         if self._gpu_ids:
             devices = ",".join(str(self._gpu_ids[s]) for s in slots)
-            return {"CUDA_VISIBLE_DEVICES": devices, "TRAINYARD_NUM_THREADS": "4"}
-        threads = str(self._threads_per_cpu_slot * len(slots))
-        return {"CUDA_VISIBLE_DEVICES": "", "TRAINYARD_NUM_THREADS": threads}
+            threads = str(GPU_THREADS_PER_SLOT)
+        else:
+            devices, threads = "", str(self._threads_per_cpu_slot)
+        return {
+            "CUDA_VISIBLE_DEVICES": devices,
+            "TRAINYARD_NUM_THREADS": threads,
+            "OMP_NUM_THREADS": threads,
+        }
+
+
+def _worker_command(launch: WorkerLaunch) -> list[str]:
+    """The worker itself for one slot; torchrun's agent with one rank per slot for several."""
+    if launch.num_slots == 1:
+        return [sys.executable, "-m", WORKER_MODULE]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc-per-node={launch.num_slots}",
+        "--nnodes=1",
+        "--max-restarts=0",
+        "--rdzv-backend=c10d",
+        f"--rdzv-endpoint=127.0.0.1:{_free_port()}",
+        f"--rdzv-id=trial-{launch.trial_id}",
+        "--module",
+        WORKER_MODULE,
+    ]
+
+
+def _free_port() -> int:
+    """A port the OS has just handed out and released, for the trial's rendezvous."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def _visible_gpus() -> list[int]:

@@ -2,13 +2,18 @@
 
 A kill can land at any moment, including mid-save, so a checkpoint is written into a hidden
 temporary folder and renamed into place only once every file is on disk: a folder named
-`step-NNNNNNNN` is always complete. Its meta.json records the size and sha256 of state.pt, so a
-file damaged later (full disk, partial copy, bit rot) is refused on load and the previous
+`step-NNNNNNNN` is always complete. Its meta.json records the size and sha256 of every file, so
+a file damaged later (full disk, partial copy, bit rot) is refused on load and the previous
 checkpoint is used instead of resuming from garbage. State is loaded with `weights_only=True`,
 so a checkpoint can never run code when it is read.
+
+Two layouts share that folder. "file": state.pt holds everything (one process or DDP, written
+by rank 0). "sharded" (FSDP): each rank writes its shards of model and optimizer with
+torch.distributed.checkpoint into shards/, which can be read back on any number of ranks, and
+rank 0 writes the rest (schedule, data position, RNG states) to state.pt.
 """
 
-import hashlib
+import contextlib
 import json
 import logging
 import os
@@ -17,16 +22,20 @@ import secrets
 import shutil
 import tempfile
 import time
-from collections import OrderedDict
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed.checkpoint as dcp
 
 from trainyard import __version__
 from trainyard.errors import CheckpointError, NotFoundError
+from trainyard.worker import checkpoint_files as files
+from trainyard.worker.distributed import World
 
 logger = logging.getLogger(__name__)
 
@@ -38,19 +47,16 @@ DATALOADER = "dataloader"
 TRAIN_STATE = "train_state"
 RNG = "rng"
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 STATE_FILE = "state.pt"
 CONFIG_FILE = "config.json"
 META_FILE = "meta.json"
+SHARDS_DIR = "shards"
+LAYOUT_FILE = "file"
+LAYOUT_SHARDED = "sharded"
 
 _CHECKPOINT = re.compile(r"step-(\d{8,})")
 _LEFTOVER = re.compile(r"\.step-\d{8,}\.(?:tmp|old)-.+")
-
-# What torch.load(weights_only=True) reads back; anything else is refused before saving.
-_LEAVES = (torch.Tensor, torch.nn.Parameter, torch.dtype, torch.device)
-_LEAVES += (bool, int, float, complex, str, bytes, type(None))
-_SEQUENCES = (list, tuple, torch.Size)
-_MAPPINGS = (dict, OrderedDict)
 
 
 @dataclass(frozen=True)
@@ -61,59 +67,91 @@ class LoadedCheckpoint:
     batches: int
     state: dict[str, Any]
     skipped: list[str] = field(default_factory=list)
+    world_size: int = 1
+    """Ranks that wrote it: per-rank RNG states apply only to a run of the same size."""
+    shards: Path | None = None
+    """The torch.distributed.checkpoint folder of a sharded checkpoint; see `load_shards`."""
 
 
 class CheckpointManager:
     """Saves, prunes and loads the checkpoints of one trial in one directory.
 
-    Only one process may write a directory at a time: a save deletes the temporary folders that
+    Only rank 0 writes the directory itself (other ranks write only their shards into the
+    folder it made), and only one trial at a time: a save deletes the temporary folders that
     earlier, crashed saves left behind.
     """
 
-    def __init__(self, directory: Path, *, keep: int) -> None:
+    def __init__(self, directory: Path, *, keep: int, world: World | None = None) -> None:
         if keep < 1:
             raise ValueError(f"keep must be at least 1, got {keep}")
         self.directory = Path(directory)
         self.keep = keep
+        self.world = world or World()
 
-    def save(self, batches: int, state: dict[str, Any], *, config: dict[str, Any]) -> Path:
+    def save(
+        self,
+        batches: int,
+        state: dict[str, Any],
+        *,
+        config: dict[str, Any],
+        shards: dict[str, Any] | None = None,
+    ) -> Path:
         """Write a checkpoint for `batches` trained batches atomically; return its folder.
+
+        Without `shards` only rank 0 calls this. With `shards` (a sharded state dict, FSDP's)
+        every rank does: each writes its part of `shards`, and rank 0 alone writes `state`
+        and `config` (other ranks may pass empty ones).
 
         Afterwards only the newest `keep` checkpoints remain. Checkpoints of later steps are
         removed too: they belong to a run that this one, resumed from an earlier step, replaced.
         """
         if batches < 0:
             raise ValueError(f"batches must be >= 0, got {batches}")
-        _check_loadable(state, "state")
-        config_text = json.dumps(config, indent=2) + "\n"
+        primary = self.world.is_primary
         started = time.monotonic()
-        self.directory.mkdir(parents=True, exist_ok=True)
         final = self.directory / f"step-{batches:08d}"
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=self.directory))
+        tmp: Path | None = None
         try:
-            _write_bytes(tmp / CONFIG_FILE, config_text.encode())
-            size, digest = _write_state(tmp / STATE_FILE, state)
-            meta = {
-                "format_version": FORMAT_VERSION,
-                "batches": batches,
-                "state_file": STATE_FILE,
-                "state_bytes": size,
-                "state_sha256": digest,
-                "created": datetime.now(UTC).isoformat(timespec="seconds"),
-                "trainyard_version": __version__,
-                "torch_version": torch.__version__,
-            }
-            _write_bytes(tmp / META_FILE, (json.dumps(meta, indent=2) + "\n").encode())
-            _fsync_dir(tmp)
+            if primary:
+                files.check_loadable(state, "state")
+                self.directory.mkdir(parents=True, exist_ok=True)
+                tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=self.directory))
+            if shards is not None:
+                if primary:
+                    (tmp / SHARDS_DIR).mkdir()
+                tmp = self.world.broadcast(tmp)
+                self._write_shards(shards, tmp / SHARDS_DIR)
+            if not primary:
+                return final
+            size = self._write_files(tmp, batches, state, config, sharded=shards is not None)
             self._move_into_place(tmp, final)
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            if primary and tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
             raise
         logger.info(
             "saved checkpoint %s (%d bytes in %.2f s)", final, size, time.monotonic() - started
         )
         self._tidy(batches)
         return final
+
+    def load_shards(self, loaded: LoadedCheckpoint, target: dict[str, Any]) -> None:
+        """Fill `target` (a state dict shaped like the one saved as `shards`, for this run's
+        ranks and sharding) in place from a sharded checkpoint; every rank calls this."""
+        assert loaded.shards is not None, "only sharded checkpoints have shards"
+        try:
+            with _single_process_is_intended():
+                dcp.load(
+                    target,
+                    storage_reader=dcp.FileSystemReader(loaded.shards),
+                    no_dist=self.world.size == 1,
+                )
+        except Exception as exc:  # any mismatch makes the shards unusable for this model
+            raise CheckpointError(
+                f"{loaded.shards}: cannot load the model and optimizer shards "
+                f"({files.error_gist(exc)}); was it written for another model or optimizer? "
+                "Resume with the settings it was written with, or delete it to start over"
+            ) from exc
 
     def list_checkpoints(self) -> list[Path]:
         """Complete checkpoint folders, newest (highest step) first."""
@@ -124,20 +162,41 @@ class CheckpointManager:
 
         Returns None when there is no checkpoint (a fresh start); raises CheckpointError when
         there are checkpoints but none is usable, since starting over silently would lose work.
+        With several ranks every rank calls this: rank 0 verifies and picks the checkpoint,
+        the others load the one it picked.
         """
+        if self.world.size == 1:
+            return self._load_latest_verified()
+        # Rank 0's verdict: a (folder, skipped) choice, None for a fresh start, or the error.
+        loaded, verdict = None, None
+        if self.world.is_primary:
+            try:
+                loaded = self._load_latest_verified()
+                verdict = (loaded.path, loaded.skipped) if loaded else None
+            except CheckpointError as exc:
+                verdict = str(exc)
+        verdict = self.world.broadcast(verdict)
+        if isinstance(verdict, str):
+            raise CheckpointError(verdict)
+        if self.world.is_primary or verdict is None:
+            return loaded
+        path, skipped = verdict
+        return _read(path, skipped=skipped, verify=False)
+
+    def _load_latest_verified(self) -> LoadedCheckpoint | None:
         checkpoints = self.list_checkpoints()
         if not checkpoints:
             return None
         reasons: list[str] = []
         for path in checkpoints:
             try:
-                batches, state = _read(path)
+                loaded = _read(path, skipped=[f"{r}; skipped" for r in reasons], verify=True)
             except CheckpointError as exc:
                 reasons.append(str(exc))
                 logger.warning("%s; skipped", exc)
                 continue
             logger.info("loaded checkpoint %s", path)
-            return LoadedCheckpoint(path, batches, state, [f"{r}; skipped" for r in reasons])
+            return loaded
         listing = "\n".join(f"  - {reason}" for reason in reasons)
         raise CheckpointError(
             f"none of the {len(checkpoints)} checkpoint(s) in {self.directory} is usable:\n"
@@ -152,12 +211,11 @@ class CheckpointManager:
         if not path.is_dir():
             raise NotFoundError(f"checkpoint {path} does not exist or is not a folder")
         try:
-            batches, state = _read(path)
+            return _read(path, skipped=[], verify=True)
         except CheckpointError as exc:
             raise CheckpointError(
                 f"{exc}\nChoose another checkpoint, or restore a backup of {path}."
             ) from None
-        return LoadedCheckpoint(path, batches, state)
 
     def _scan(self) -> list[tuple[int, Path]]:
         """(batches, folder) of every complete checkpoint, newest first."""
@@ -170,6 +228,53 @@ class CheckpointManager:
         ]
         return sorted(found, key=lambda item: item[0], reverse=True)
 
+    def _write_shards(self, shards: dict[str, Any], folder: Path) -> None:
+        """Every rank writes its shards (fsynced); DCP's last step, on rank 0, writes their
+        index (.metadata) once every rank's files are done."""
+        with _single_process_is_intended():
+            dcp.save(
+                shards,
+                storage_writer=dcp.FileSystemWriter(folder, sync_files=True),
+                no_dist=self.world.size == 1,
+            )
+        if self.world.is_primary:
+            files.fsync_dir(folder)
+
+    def _write_files(
+        self,
+        tmp: Path,
+        batches: int,
+        state: dict[str, Any],
+        config: dict[str, Any],
+        *,
+        sharded: bool,
+    ) -> int:
+        """config.json, state.pt and meta.json (last, naming every file's size and sha256)."""
+        files.write_bytes(tmp / CONFIG_FILE, (json.dumps(config, indent=2) + "\n").encode())
+        size, digest = files.write_state(tmp / STATE_FILE, state)
+        meta: dict[str, Any] = {
+            "format_version": FORMAT_VERSION,
+            "batches": batches,
+            "layout": LAYOUT_SHARDED if sharded else LAYOUT_FILE,
+            "world_size": self.world.size,
+            "state_file": STATE_FILE,
+            "state_bytes": size,
+            "state_sha256": digest,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "trainyard_version": __version__,
+            "torch_version": torch.__version__,
+        }
+        if sharded:
+            shard_files = sorted(p for p in (tmp / SHARDS_DIR).rglob("*") if p.is_file())
+            meta["shards"] = {
+                str(p.relative_to(tmp)): {"bytes": p.stat().st_size, "sha256": files.sha256(p)}
+                for p in shard_files
+            }
+            size += sum(entry["bytes"] for entry in meta["shards"].values())
+        files.write_bytes(tmp / META_FILE, (json.dumps(meta, indent=2) + "\n").encode())
+        files.fsync_dir(tmp)
+        return size
+
     def _move_into_place(self, tmp: Path, final: Path) -> None:
         """Rename the finished folder to its final name; a folder already there (a save at the
         same step by an earlier run) is first renamed aside, since rename cannot replace a
@@ -178,7 +283,7 @@ class CheckpointManager:
         if aside is not None:
             os.replace(final, aside)
         os.replace(tmp, final)
-        _fsync_dir(self.directory)
+        files.fsync_dir(self.directory)
         if aside is not None:
             shutil.rmtree(aside, ignore_errors=True)
 
@@ -208,30 +313,9 @@ class CheckpointManager:
         logger.info("removed checkpoint %s: %s", path, why)
 
 
-def _check_loadable(obj: Any, where: str) -> None:
-    """Refuse, before anything is written, state that weights_only loading would reject:
-    finding out at resume time would make every checkpoint of the run useless."""
-    kind = type(obj)
-    if kind in _LEAVES:
-        return
-    if kind in _SEQUENCES:
-        for index, item in enumerate(obj):
-            _check_loadable(item, f"{where}[{index}]")
-        return
-    if kind in _MAPPINGS:
-        for key, value in obj.items():
-            _check_loadable(key, f"a key of {where}")
-            _check_loadable(value, f"{where}[{key!r}]")
-        return
-    raise CheckpointError(
-        f"cannot save checkpoint: {where} is a {kind.__module__}.{kind.__qualname__}, which "
-        "torch.load(weights_only=True) refuses; store only tensors, numbers, strings, "
-        "lists, tuples and dicts (e.g. float(x), x.tolist() or torch.as_tensor(x))"
-    )
-
-
-def _read(folder: Path) -> tuple[int, dict[str, Any]]:
-    """Verify one checkpoint folder and load its state; CheckpointError names the bad file."""
+def _read(folder: Path, *, skipped: list[str], verify: bool) -> LoadedCheckpoint:
+    """Load one checkpoint folder's state.pt, after checking every file against meta.json
+    when `verify`; CheckpointError names the bad file."""
     meta_path, state_path = folder / META_FILE, folder / STATE_FILE
     meta = _read_meta(meta_path)
     name = _CHECKPOINT.fullmatch(folder.name)
@@ -239,38 +323,27 @@ def _read(folder: Path) -> tuple[int, dict[str, Any]]:
         raise CheckpointError(
             f"{meta_path}: says batches={meta['batches']} but the folder is {folder.name}"
         )
-    try:
-        size = state_path.stat().st_size
-    except FileNotFoundError:
-        raise CheckpointError(f"{state_path}: missing") from None
-    expected = meta["state_bytes"]
-    if size != expected:
-        how = "truncated" if size < expected else "longer than written"
-        raise CheckpointError(f"{state_path}: size {size} bytes, expected {expected} ({how})")
-    digest = _sha256(state_path)
-    if digest != meta["state_sha256"]:
-        raise CheckpointError(
-            f"{state_path}: sha256 {digest[:16]}..., expected {meta['state_sha256'][:16]}... "
-            "(corrupted)"
-        )
+    sharded = meta["layout"] == LAYOUT_SHARDED
+    if verify:
+        files.verify_file(state_path, meta["state_bytes"], meta["state_sha256"])
+        for relative, entry in meta.get("shards", {}).items():
+            files.verify_file(folder / relative, entry["bytes"], entry["sha256"])
     try:
         state = torch.load(state_path, map_location="cpu", weights_only=True)
     except Exception as exc:  # any failure to read it makes the checkpoint unusable
         raise CheckpointError(
-            f"{state_path}: torch.load(weights_only=True) failed: {_cause(exc)}"
+            f"{state_path}: torch.load(weights_only=True) failed: {files.error_gist(exc)}"
         ) from exc
     if not isinstance(state, dict):
         raise CheckpointError(f"{state_path}: holds a {type(state).__name__}, not a dict")
-    return meta["batches"], state
-
-
-def _cause(exc: Exception) -> str:
-    """The gist of a torch.load error: weights_only errors run to paragraphs that suggest
-    loading unsafely, which is never the fix for a checkpoint trainyard wrote."""
-    text = str(exc)
-    _, marker, after = text.partition("WeightsUnpickler error:")
-    lines = [line.strip() for line in (after if marker else text).splitlines() if line.strip()]
-    return lines[0].split(". ")[0] if lines else type(exc).__name__
+    return LoadedCheckpoint(
+        path=folder,
+        batches=meta["batches"],
+        state=state,
+        skipped=skipped,
+        world_size=meta["world_size"],
+        shards=folder / SHARDS_DIR if sharded else None,
+    )
 
 
 def _read_meta(path: Path) -> dict[str, Any]:
@@ -289,42 +362,34 @@ def _read_meta(path: Path) -> dict[str, Any]:
             f"{path}: format version {version!r}, this trainyard reads {FORMAT_VERSION}"
             " (written by a different trainyard version?)"
         )
-    for key, kind in (("batches", int), ("state_bytes", int), ("state_sha256", str)):
+    fields = (("batches", int), ("world_size", int), ("state_bytes", int))
+    for key, kind in (*fields, ("state_sha256", str), ("layout", str)):
         if not isinstance(meta.get(key), kind):
             raise CheckpointError(f"{path}: field {key!r} is missing or not a {kind.__name__}")
+    if meta["layout"] not in (LAYOUT_FILE, LAYOUT_SHARDED):
+        raise CheckpointError(f"{path}: unknown layout {meta['layout']!r}")
+    shards = meta.get("shards", {})
+    if not isinstance(shards, dict) or (meta["layout"] == LAYOUT_SHARDED and not shards):
+        raise CheckpointError(f"{path}: a sharded checkpoint must list its shard files")
+    for name, entry in shards.items():
+        if not (
+            isinstance(entry, dict)
+            and isinstance(entry.get("bytes"), int)
+            and isinstance(entry.get("sha256"), str)
+        ):
+            raise CheckpointError(f"{path}: the entry of shard {name!r} is malformed")
     return meta
 
 
-def _write_bytes(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _write_state(path: Path, state: dict[str, Any]) -> tuple[int, str]:
-    """torch.save the state durably; return its size and sha256, read back from the file."""
-    with open(path, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    return path.stat().st_size, _sha256(path)
-
-
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+@contextlib.contextmanager
+def _single_process_is_intended() -> Iterator[None]:
+    """DCP warns that it assumes one process when there is no process group; here that is
+    the plan (a sharded checkpoint read back by one rank), not a mistake to warn about."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        yield
 
 
 def _aside(path: Path) -> Path:
     """A hidden sibling name that list_checkpoints ignores and the next save cleans up."""
     return path.with_name(f".{path.name}.old-{secrets.token_hex(4)}")
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make renames and new entries in a folder durable (POSIX)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

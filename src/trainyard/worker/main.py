@@ -1,13 +1,17 @@
-"""Worker entry point: fetch the spec, re-validate it, train, and report how it ended.
+"""Worker entry point: join the trial's ranks, fetch the spec, re-validate it, train, and report
+how it ended.
 
-Kept short on purpose; the loop is in trainer.py. Exit codes: 0 when the outcome was reported,
-1 on an error (reported when the Master is reachable), 2 when started without an
-executor's environment, 3 when the Master is gone.
+Kept short on purpose; the loop is in trainer.py. One process per rank runs this (torchrun
+starts them for a multi-slot trial); only rank 0 talks to the Master. Exit codes: 0 when the
+outcome was reported, 1 on an error (reported by rank 0 when the Master is reachable, or left
+to the runner when another rank died first), 2 when started without an executor's
+environment, 3 when the Master is gone.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
@@ -20,16 +24,13 @@ from trainyard.worker.client import MasterClient, MasterUnreachableError
 
 logger = logging.getLogger("trainyard.worker")
 
+EXIT_ERROR = 1
 EXIT_MASTER_GONE = 3
 
 
 def main() -> int:
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per API call is noise
+    rank = int(os.environ.get("RANK", "0"))
+    _configure_logging(rank, int(os.environ.get("WORLD_SIZE", "1")))
     stop_requested = threading.Event()
 
     def on_stop_signal(signum: int, _frame: FrameType | None) -> None:
@@ -43,32 +44,70 @@ def main() -> int:
     except TrainyardError as err:
         logger.error("%s", err)
         return 2
-    trainer = None
-    try:
-        spec = client.trial_spec()
-        client.heartbeat(batches=0)  # alive; loading data and building the model may take long
-        config = parse_experiment(spec["config"], source=f"trial {spec['trial_id']} spec")
-        from trainyard.worker.trainer import Trainer  # torch loads only after the spec is fine
+    from trainyard.worker import distributed
 
-        trainer = Trainer(spec=spec, config=config, client=client, stop_requested=stop_requested)
+    try:
+        world = distributed.init_distributed()
+        spec = world.broadcast(client.trial_spec() if world.is_primary else None)
+        if world.is_primary:
+            client.heartbeat(batches=0)  # alive; loading data and building the model take long
+        config = parse_experiment(spec["config"], source=f"trial {spec['trial_id']} spec")
+        from trainyard.worker.reporter import Reporter
+        from trainyard.worker.trainer import Trainer
+
+        reporter = Reporter(
+            client if world.is_primary else None,
+            heartbeat_interval_s=spec["heartbeat_interval_s"],
+        )
+        trainer = Trainer(
+            spec=spec, config=config, reporter=reporter, world=world, stop_requested=stop_requested
+        )
         outcome = trainer.train()
-        if outcome == "stopped" and stop_requested.is_set():
-            outcome = "paused"  # a stop signal pauses (resumable); the searcher's stop is final
-        client.report_outcome(outcome)
+        if world.is_primary:
+            client.report_outcome(outcome)
         logger.info("trial %s %s", spec["trial_number"], outcome)
         return 0
     except MasterUnreachableError as err:
-        logger.error("%s; saving a checkpoint and exiting", err)
-        if trainer is not None:
-            trainer.save_checkpoint(notify_master=False)
+        logger.error("%s; exiting", err)
         return EXIT_MASTER_GONE
     except Exception as err:
+        if distributed.is_peer_failure(err):
+            # Another rank died first: its error, and torchrun's summary of which rank failed
+            # how, are in this log, which the runner reports; this rank's view adds nothing.
+            logger.error("rank %d: another rank of this trial failed first: %s", rank, err)
+            return EXIT_ERROR
         message = str(err) if isinstance(err, TrainyardError) else traceback.format_exc()
         logger.error("trial failed: %s", message)
+        _record_for_torchrun(err)
+        if rank != 0:
+            return EXIT_ERROR
         try:
             client.report_outcome("errored", f"{type(err).__name__}: {message}")
         except MasterUnreachableError:
             return EXIT_MASTER_GONE
-        return 1
+        return EXIT_ERROR
     finally:
         client.close()
+        distributed.close_distributed()
+
+
+def _configure_logging(rank: int, world_size: int) -> None:
+    """One log per trial: rank 0 logs everything, other ranks only warnings and errors, and
+    every line of a multi-rank trial names its rank."""
+    where = f"rank {rank} " if world_size > 1 else ""
+    logging.basicConfig(
+        level=logging.INFO if rank == 0 else logging.WARNING,
+        format=f"%(asctime)s %(levelname)s {where}%(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per API call is noise
+
+
+def _record_for_torchrun(err: BaseException) -> None:
+    """Leave the error where torchrun's agent looks (TORCHELASTIC_ERROR_FILE), so its closing
+    summary names this rank's error as the root cause instead of a bare exit code."""
+    if "TORCHELASTIC_ERROR_FILE" not in os.environ:
+        return
+    from torch.distributed.elastic.multiprocessing.errors import get_error_handler
+
+    get_error_handler().record_exception(err)

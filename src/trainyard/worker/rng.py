@@ -81,6 +81,18 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     _restore_cuda(cuda)
 
 
+def seed_all(*entropy: int) -> int:
+    """Seed Python's random, numpy and torch (every device) from `entropy`; return the seed.
+
+    For streams that must differ per rank yet be reproducible, e.g. `seed_all(seed, rank)`.
+    """
+    seed = int(np.random.SeedSequence(list(entropy)).generate_state(1)[0])
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return seed
+
+
 def _restore_cuda(states: list[torch.Tensor]) -> None:
     """Restore per-device CUDA states; a changed device count only warns, as GPU runs are
     not bit-exact anyway and refusing to resume would lose the run."""

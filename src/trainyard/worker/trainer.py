@@ -2,6 +2,12 @@
 
 Resuming is exact: a checkpoint holds model, optimizer, schedule, data position and every RNG,
 so on CPU a killed and resumed run ends with the same weights as an uninterrupted one.
+
+With several ranks (resources.slots_per_trial > 1, started by torchrun) this loop runs on every
+rank: `batch_size` is the global batch and each rank trains on its share, DDP or FSDP keeps the
+ranks in step, and only rank 0 talks to the Master. Whatever ends the loop (a stop signal, the
+searcher, a lost Master) is shared with every rank at the same step, so all ranks checkpoint
+together and stop there.
 """
 
 from __future__ import annotations
@@ -22,11 +28,15 @@ from trainyard.data.features import FEATURE_NAMES, load_jet_arrays
 from trainyard.data.loader import JetBatch, JetLoader
 from trainyard.models import accepted_options, build_model
 from trainyard.worker import checkpoint as ckpt
-from trainyard.worker.client import MasterClient
-from trainyard.worker.evaluation import evaluate
+from trainyard.worker import parallel
+from trainyard.worker.client import MasterUnreachableError
+from trainyard.worker.distributed import World
+from trainyard.worker.evaluation import ValidationShard, evaluate
 from trainyard.worker.optim import build_lr_schedule, build_optimizer
 from trainyard.worker.precision import Precision
-from trainyard.worker.rng import capture_rng_state, restore_rng_state
+from trainyard.worker.reporter import Reporter
+from trainyard.worker.rng import capture_rng_state, restore_rng_state, seed_all
+from trainyard.worker.trained_state import load_trained_state, trained_state
 
 logger = logging.getLogger(__name__)
 
@@ -51,62 +61,88 @@ class TrainState:
 
 
 class Trainer:
-    """Trains one trial on one process (distributed training builds on this later)."""
+    """Trains one trial on this rank, in step with the trial's other ranks."""
 
     def __init__(
         self,
         *,
         spec: dict[str, Any],
         config: ExperimentConfig,
-        client: MasterClient,
+        reporter: Reporter,
+        world: World,
         stop_requested: threading.Event,
     ) -> None:
         self.config = config
-        self.client = client
+        self.reporter = reporter
+        self.world = world
         self.stop_requested = stop_requested
         self.resolved_config = {**config.model_dump(mode="json"), "trial": spec}
-        training = config.training
+        training, resources = config.training, config.resources
         hyperparameters: dict[str, Any] = spec["hyperparameters"]
 
-        # Device: the executor placed us (CUDA_VISIBLE_DEVICES); use a GPU when we got one.
-        self.device = _select_device(config.resources.device)
+        # Device: the executor placed us (CUDA_VISIBLE_DEVICES); each rank takes its own GPU.
+        self.device = _select_device(resources.device, world.local_rank)
         torch.set_num_threads(int(os.environ.get("TRAINYARD_NUM_THREADS", os.cpu_count() or 1)))
 
-        # Seed and determinism, before anything draws a random number.
+        # Seed and determinism, before anything draws a random number. Every rank uses the
+        # same seed here, so every rank builds the same initial model (FSDP relies on it).
         torch.manual_seed(training.seed)
         if training.deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True, warn_only=self.device.type == "cuda")
 
-        # Data: whole-epoch permutations seeded by (seed, epoch), so resuming needs no replay.
-        batch_size = int(hyperparameters.get("batch_size", training.batch_size))
+        # Data: the global batch split evenly over the ranks; whole-epoch permutations seeded
+        # by (seed, epoch) and dealt out by rank, so resuming needs no replay.
+        self.global_batch_size = int(hyperparameters.get("batch_size", training.batch_size))
+        source = "hyperparameters" if "batch_size" in hyperparameters else "training"
+        batch_size = parallel.rank_batch_size(
+            self.global_batch_size, world.size, key=f"{source}.batch_size"
+        )
         max_particles = config.data.max_particles
         train_arrays = load_jet_arrays(config.data.train, max_particles=max_particles)
         val_arrays = load_jet_arrays(config.data.val, max_particles=max_particles)
         self.train_loader = JetLoader(
-            train_arrays, batch_size=batch_size, shuffle=True, seed=training.seed, drop_last=True
+            train_arrays,
+            batch_size=batch_size,
+            shuffle=True,
+            seed=training.seed,
+            drop_last=True,
+            rank=world.rank,
+            world_size=world.size,
         )
-        self.val_loader = JetLoader(
-            val_arrays, batch_size=batch_size, shuffle=False, seed=0, drop_last=False
-        )
+        self.val_shard = ValidationShard(val_arrays, batch_size=batch_size, world=world)
         self.batches_per_epoch = len(self.train_loader)
         self.total_batches = self._in_batches(training.max_length)
         self.validate_every = self._in_batches(training.validation_period)
         self.checkpoint_every = self._in_batches(config.checkpoint.period)
 
         # Model: zoo or user code, with the hyperparameters that name its options.
-        self.model = build_model(
+        model = build_model(
             config.model.name,
             num_features=len(FEATURE_NAMES),
             num_classes=NUM_CLASSES,
             options=_model_options(config, hyperparameters),
         ).to(self.device)
 
-        # Optimizer and LR schedule (stepped per batch).
+        # Parallelize: one rank trains the model as is; several wrap it in DDP or FSDP.
+        self.strategy = self._choose_strategy(model)
+        self.model = parallel.parallelize(
+            model,
+            strategy=self.strategy,
+            device=self.device,
+            world_size=world.size,
+            sync_batchnorm=training.sync_batchnorm,
+        )
+        self.eval_model = parallel.unwrap(self.model)
+        if world.rank > 0:  # its own dropout stream; rank 0 keeps the one-rank stream
+            seed_all(training.seed, world.rank)
+
+        # Optimizer (lr scaled with the number of ranks if asked) and LR schedule (per batch).
+        lr = float(hyperparameters.get("lr", training.optimizer.lr))
         self.optimizer = build_optimizer(
             self.model.parameters(),
             training.optimizer,
-            lr=float(hyperparameters.get("lr", training.optimizer.lr)),
+            lr=lr * parallel.lr_scale(training.scale_lr, world.size),
             weight_decay=float(
                 hyperparameters.get("weight_decay", training.optimizer.weight_decay)
             ),
@@ -121,27 +157,30 @@ class Trainer:
 
         # Checkpoints, then resume from the newest usable one.
         self.checkpointer = ckpt.CheckpointManager(
-            spec["checkpoint_dir"], keep=config.checkpoint.keep
+            spec["checkpoint_dir"], keep=config.checkpoint.keep, world=world
         )
         self.state = TrainState()
-        self.heartbeat_interval_s: float = spec["heartbeat_interval_s"]
-        self._last_beat = 0.0
         self._resume()
         logger.info(
-            "trial %s: %s on %s, %d train / %d val jets, batch %d, %d batches (%d/epoch), %s",
+            "trial %s: %s on %s, %d train / %d val jets, batch %d (%d rank(s), %s), "
+            "%d batches (%d/epoch), %s",
             spec["trial_number"],
             config.model.name,
             self.device,
             len(train_arrays),
             len(val_arrays),
-            batch_size,
+            self.global_batch_size,
+            world.size,
+            self.strategy,
             self.total_batches,
             self.batches_per_epoch,
             self.precision.name,
         )
 
     def train(self) -> str:
-        """Train to the configured length; returns "completed" or "stopped" (checkpointed)."""
+        """Train to the configured length; returns "completed", "stopped" (by the searcher)
+        or "paused" (by a stop signal), checkpointed. Raises MasterUnreachableError, after
+        checkpointing, when the Master is gone."""
         self.model.train()
         loss_sum = torch.zeros((), device=self.device)
         window_start, window_batches = time.perf_counter(), 0
@@ -150,47 +189,67 @@ class Trainer:
                 loss_sum += self._train_step(batch)
                 self.state.batches += 1
                 window_batches += 1
-                self._heartbeat()
+                self.reporter.heartbeat(
+                    batches=self.state.batches, total_batches=self.total_batches
+                )
                 if self.state.batches % self.config.training.log_period_batches == 0:
                     # .item() waits for the device: only once per log period.
                     elapsed = time.perf_counter() - window_start
-                    self._report_training(
-                        loss_sum.item() / window_batches, window_batches, elapsed
-                    )
+                    self._report_training(loss_sum.item(), window_batches, elapsed)
                     loss_sum.zero_()
                     window_start, window_batches = time.perf_counter(), 0
-                if self.state.batches % self.validate_every == 0 and self._validate_and_ask():
-                    self.save_checkpoint()
-                    return "stopped"
+                told_to_stop = (
+                    self.state.batches % self.validate_every == 0 and self._validate_and_ask()
+                )
                 if self.state.batches % self.checkpoint_every == 0:
                     self.save_checkpoint()
-                if self.stop_requested.is_set():
+                # One small all-reduce per step, so every rank stops at the same step.
+                signalled, master_gone = self.world.any(
+                    self.stop_requested.is_set(), self.reporter.gone is not None
+                )
+                if master_gone:
+                    self._exit_without_master()
+                if signalled or told_to_stop:
                     self.save_checkpoint()
-                    return "stopped"
+                    # A stop signal pauses (resumable); the searcher's stop is final.
+                    return "paused" if signalled else "stopped"
                 if self.state.batches >= self.total_batches:
                     break
         if self.state.last_validated_at != self.state.batches:
             self._validate_and_ask()
         self.save_checkpoint()
+        if self.world.any(self.reporter.gone is not None)[0]:
+            self._exit_without_master()
         return "completed"
 
     def save_checkpoint(self, *, notify_master: bool = True) -> None:
-        """Write (once per step) a checkpoint and tell the Master where it is."""
+        """Write (once per step) a checkpoint and tell the Master where it is; all ranks call
+        this, since the RNG states and FSDP's shards come from every rank."""
         if self.state.last_checkpoint_at == self.state.batches:
             return
         state = {
-            ckpt.MODEL: self.model.state_dict(),
-            ckpt.OPTIMIZER: self.optimizer.state_dict(),
             ckpt.LR_SCHEDULER: self.lr_schedule.state_dict(),
             ckpt.DATALOADER: self.train_loader.state_dict(),
             ckpt.TRAIN_STATE: self.state.state_dict(),
-            ckpt.RNG: capture_rng_state(),
+            ckpt.RNG: self.world.gather(capture_rng_state()),
             **self.precision.state_dict(),
         }
-        path = self.checkpointer.save(self.state.batches, state, config=self.resolved_config)
+        sharded = self.strategy == "fsdp"
+        if sharded:
+            parallel.sync_buffers(self.model)
+        trained = trained_state(self.model, self.optimizer, sharded=sharded)
+        path = None
+        if sharded:
+            path = self.checkpointer.save(
+                self.state.batches, state, config=self.resolved_config, shards=trained
+            )
+        elif self.world.is_primary:
+            path = self.checkpointer.save(
+                self.state.batches, {**trained, **state}, config=self.resolved_config
+            )
         self.state.last_checkpoint_at = self.state.batches
-        if notify_master:
-            self.client.register_checkpoint(
+        if notify_master and path is not None:
+            self.reporter.checkpoint(
                 batches=self.state.batches, path=str(path), info={"epoch": self._epoch()}
             )
 
@@ -211,43 +270,63 @@ class Trainer:
         return loss.detach()
 
     def _validate_and_ask(self) -> bool:
-        """Validate, report, and return True when the searcher (or a pause) says stop."""
+        """Validate on all ranks, report, and return True (on every rank) when the searcher
+        or a pause says stop."""
+        if self.strategy == "fsdp":
+            parallel.sync_buffers(self.model)
         metrics = evaluate(
-            self.model,
-            self.val_loader,
+            self.eval_model,
+            self.val_shard,
             device=self.device,
             precision=self.precision,
-            on_progress=self._heartbeat,
+            world=self.world,
+            on_progress=lambda: self.reporter.heartbeat(
+                batches=self.state.batches, total_batches=self.total_batches
+            ),
         )
         self.model.train()
         self.state.last_validated_at = self.state.batches
-        self.client.report_metrics(
+        self.reporter.metrics(
             "validation", batches=self.state.batches, epoch=self._epoch(), values=metrics
         )
         logger.info("validation at batch %d: %s", self.state.batches, _fmt(metrics))
-        stop, reason = self.client.should_stop()
+        stop, reason = self.world.broadcast(self.reporter.should_stop())
         if stop:
             logger.info("stopping at batch %d: %s", self.state.batches, reason)
         return stop
 
-    def _report_training(self, loss: float, num_batches: int, elapsed_s: float) -> None:
-        samples_per_second = num_batches * self.train_loader.batch_size / max(elapsed_s, 1e-9)
+    def _report_training(self, loss_sum: float, num_batches: int, elapsed_s: float) -> None:
+        loss = self.world.sum(loss_sum) / (num_batches * self.world.size)
         values = {
             "loss": loss,
             "lr": self.optimizer.param_groups[0]["lr"],
-            "samples_per_second": samples_per_second,
+            "samples_per_second": num_batches * self.global_batch_size / max(elapsed_s, 1e-9),
             "batches_per_second": num_batches / max(elapsed_s, 1e-9),
         }
-        self.client.report_metrics(
+        self.reporter.metrics(
             "training", batches=self.state.batches, epoch=self._epoch(), values=values
         )
 
-    def _heartbeat(self) -> None:
-        """Beat from the loop itself, so a hung step falls silent and the Master notices."""
-        now = time.monotonic()
-        if now - self._last_beat >= self.heartbeat_interval_s:
-            self.client.heartbeat(batches=self.state.batches, total_batches=self.total_batches)
-            self._last_beat = now
+    def _exit_without_master(self) -> None:
+        """Every rank checkpoints (unregistered: nobody to tell) and leaves with the error."""
+        self.save_checkpoint(notify_master=False)
+        raise self.reporter.gone or MasterUnreachableError(
+            "the Master stopped answering rank 0; checkpointed and exiting"
+        )
+
+    def _choose_strategy(self, model: torch.nn.Module) -> parallel.Strategy:
+        resources = self.config.resources
+        strategy = parallel.choose_strategy(
+            resources.strategy,
+            world_size=self.world.size,
+            needed_bytes=parallel.training_memory_bytes(
+                model, self.config.training.optimizer.name
+            ),
+            budget_bytes=resources.fsdp_memory_fraction
+            * parallel.device_memory_bytes(self.device, self.world.local_size),
+        )
+        # All ranks must wrap alike; under auto, machines with less memory could disagree.
+        return "fsdp" if self.world.any(strategy == "fsdp")[0] else strategy
 
     def _resume(self) -> None:
         loaded = self.checkpointer.load_latest()
@@ -256,14 +335,41 @@ class Trainer:
         for reason in loaded.skipped:
             logger.warning("refused checkpoint: %s", reason)
         state = loaded.state
-        self.model.load_state_dict(state[ckpt.MODEL])
-        self.optimizer.load_state_dict(state[ckpt.OPTIMIZER])
+        load_trained_state(self.model, self.optimizer, loaded, self.checkpointer)
         self.lr_schedule.load_state_dict(state[ckpt.LR_SCHEDULER])
         self.train_loader.load_state_dict(state[ckpt.DATALOADER])
         self.state.load_state_dict(state[ckpt.TRAIN_STATE])
         self.precision.load_state_dict(state)
-        restore_rng_state(state[ckpt.RNG])
-        logger.info("resumed from %s at batch %d", loaded.path, self.state.batches)
+        self._restore_rng(state[ckpt.RNG], loaded.world_size)
+        logger.info(
+            "resumed from %s at batch %d (written by %d rank(s), %s)",
+            loaded.path,
+            self.state.batches,
+            loaded.world_size,
+            "sharded" if loaded.shards is not None else "one file",
+        )
+
+    def _restore_rng(self, states: list[dict[str, Any]], saved_world_size: int) -> None:
+        """Each rank's own RNG state when the number of ranks is unchanged; otherwise a
+        deterministic fresh seed per rank, since there is no state to give each rank."""
+        if saved_world_size == self.world.size:
+            restore_rng_state(states[self.world.rank])
+            return
+        seed = seed_all(self.config.training.seed, self.world.rank, self.state.batches)
+        logger.warning(
+            "the checkpoint was written by %d rank(s), this run has %d: rank %d seeded with "
+            "%d, so random draws (dropout) differ from an uninterrupted run",
+            saved_world_size,
+            self.world.size,
+            self.world.rank,
+            seed,
+        )
+        if self.config.training.scale_lr != "none":
+            logger.warning(
+                "training.scale_lr: the learning rate keeps the scaling for the %d rank(s) "
+                "the checkpoint was written with",
+                saved_world_size,
+            )
 
     def _in_batches(self, length: Length) -> int:
         return (
@@ -276,10 +382,10 @@ class Trainer:
         return self.state.batches / self.batches_per_epoch
 
 
-def _select_device(requested: str) -> torch.device:
+def _select_device(requested: str, local_rank: int) -> torch.device:
     if requested == "cpu" or not torch.cuda.is_available():
         return torch.device("cpu")
-    return torch.device("cuda", 0)
+    return torch.device("cuda", local_rank)
 
 
 def _model_options(config: ExperimentConfig, hyperparameters: dict[str, Any]) -> dict[str, Any]:
