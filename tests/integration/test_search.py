@@ -39,8 +39,10 @@ def _trials(home: Path) -> list[Any]:
     store = open_store(Settings(home=home).resolved_database_url())
     try:
         with store.session() as session:
-            experiment_id = repository.list_experiments(session)[0].id
-            trials = repository.list_trials(session, experiment_id=experiment_id)
+            experiments = repository.list_experiments(session)
+            if not experiments:  # the CLI has not written its experiment yet
+                return []
+            trials = repository.list_trials(session, experiment_id=experiments[0].id)
             return [
                 (
                     t.number,
