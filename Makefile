@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint clean
+.PHONY: setup run test lint clean slurm-deps
 
 setup: $(STAMP)
 
@@ -28,9 +28,20 @@ data/toy/.complete: | $(STAMP)
 	$(VENV)/bin/trainyard data generate toy --out data/toy
 	touch $@
 
-test: $(STAMP)
+test: $(STAMP) slurm-deps
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(PY) -m pytest -q
+
+# The SLURM tests bring up a real cluster on this machine from Debian's packages
+# (deploy/slurm/cluster-up.sh); installed once, only where slurmctld or munged is missing.
+slurm-deps:
+	@export PATH="$$PATH:/usr/sbin:/sbin"; \
+	if ! command -v slurmctld >/dev/null 2>&1 || ! command -v munged >/dev/null 2>&1; then \
+		echo "installing slurm-wlm and munge for the SLURM tests"; \
+		sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$sudo apt-get update -qq >/dev/null && \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null; \
+	fi
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

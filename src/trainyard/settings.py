@@ -20,6 +20,9 @@ class Settings(BaseSettings):
     """Folder for the embedded database, experiment logs and checkpoints."""
     database_url: str | None = None
     """SQLAlchemy URL; default: SQLite at <home>/trainyard.db."""
+    facility: Path | None = None
+    """Facility file naming the pools experiments may use (SLURM partitions, ...); default:
+    one local pool, "default". `trainyard run --facility FILE` overrides it."""
     heartbeat_interval_s: float = Field(default=5.0, gt=0)
     """How often a worker says it is alive (from its training loop, so a hang goes quiet)."""
     heartbeat_timeout_s: float = Field(default=300.0, gt=0)
@@ -27,7 +30,8 @@ class Settings(BaseSettings):
     stop_grace_s: float = Field(default=60.0, gt=0)
     """Time a stopped worker gets to write its checkpoint before it is killed."""
     poll_interval_s: float = Field(default=0.5, gt=0)
-    log_tail_lines: int = Field(default=30, gt=0)
+    log_tail_lines: int = Field(default=60, gt=0)
+    """Lines of a failed worker's log kept with the trial (torchrun's summary alone is ~40)."""
 
     def resolved_home(self) -> Path:
         """The home folder as an absolute path (workers may run in another directory)."""

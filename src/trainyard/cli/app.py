@@ -33,15 +33,24 @@ def run(
         str | None,
         typer.Option("--resume", help="Continue a paused or crashed experiment (id or name)."),
     ] = None,
+    facility: Annotated[
+        Path | None,
+        typer.Option(
+            "--facility",
+            help="Facility file with the pools (default: TRAINYARD_FACILITY, else this "
+            "machine only).",
+        ),
+    ] = None,
 ) -> None:
-    """Run an experiment on this machine with a live progress table."""
+    """Run an experiment on its pool (this machine, or a SLURM cluster) with a live table."""
     from trainyard.cli.run import run_experiment
 
     if (file is None) == (resume is None):
         raise TrainyardError("give an experiment file, or --resume EXPERIMENT, but not both")
-    raise typer.Exit(
-        run_experiment(file=file, resume=resume, settings=Settings(), console=console)
-    )
+    settings = Settings()
+    if facility is not None:
+        settings = settings.model_copy(update={"facility": facility})
+    raise typer.Exit(run_experiment(file=file, resume=resume, settings=settings, console=console))
 
 
 @app.command()

@@ -1,4 +1,4 @@
-"""`trainyard run`: the embedded Master, the local executor and a live table, in one process."""
+"""`trainyard run`: the embedded Master, the pool's executor and a live table, in one process."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from rich.text import Text
 
 from trainyard.cli.display import trial_table
 from trainyard.config import ExperimentConfig, load_experiment
-from trainyard.executors import LocalExecutor
+from trainyard.config.facility import load_facility
+from trainyard.executors.pools import executor_for_pool
 from trainyard.master.api.app import create_app
 from trainyard.master.preflight import preflight
 from trainyard.master.runner import ExperimentRunner
@@ -28,27 +29,30 @@ EXIT_CODES = {"COMPLETED": 0, "ERRORED": 1, "PAUSED": 130}
 def run_experiment(
     *, file: Path | None, resume: str | None, settings: Settings, console: Console
 ) -> int:
-    """Start or resume an experiment and stay with it until it ends or Ctrl-C pauses it."""
+    """Start or resume an experiment and stay with it until it ends or Ctrl-C pauses it.
+
+    The pool's executor is built and checked before the experiment is stored, so a pool
+    that cannot run its trials costs nothing to fix.
+    """
+    facility = load_facility(settings.facility)
     store = open_store(settings.resolved_database_url())
     service = MasterService(store, settings)
     if resume is not None:
         experiment_id = service.get_experiment(resume).id
         config = service.experiment_config(experiment_id)
-        preflight(config)
     else:
         assert file is not None, "the CLI passes a file or --resume"
         config = load_experiment(file)
-        preflight(config)
+    executor = executor_for_pool(facility, config.resources, experiment=config.name)
+    preflight(config, pool_capacity=executor.capacity())
+    if resume is None:
         experiment_id = service.create_experiment(config)
     token = new_token()
     server = EmbeddedServer(create_app(service, token=token))
     server.start()
     runner = ExperimentRunner(
         service=service,
-        executor=LocalExecutor.for_this_machine(
-            max_concurrent_trials=config.resources.max_concurrent_trials,
-            slots_per_trial=config.resources.slots_per_trial,
-        ),
+        executor=executor,
         settings=settings,
         master_url=server.url,
         token=token,

@@ -56,16 +56,18 @@ def parse_experiment(raw: Any, *, source: str = "experiment") -> ExperimentConfi
 
 
 def resolve_data_paths(config: ExperimentConfig, base_dir: Path) -> ExperimentConfig:
-    """Make data globs absolute so workers started elsewhere (SLURM, containers) find them."""
+    """Make data globs and the data config absolute, so workers started elsewhere (SLURM,
+    containers) find them."""
 
     def absolute(pattern: str | list[str]) -> str | list[str]:
         if isinstance(pattern, list):
             return [str(_absolute(p, base_dir)) for p in pattern]
         return str(_absolute(pattern, base_dir))
 
-    data = config.data.model_copy(
-        update={"train": absolute(config.data.train), "val": absolute(config.data.val)}
-    )
+    update = {"train": absolute(config.data.train), "val": absolute(config.data.val)}
+    if config.data.config is not None:
+        update["config"] = str(_absolute(config.data.config, base_dir))
+    data = config.data.model_copy(update=update)
     return config.model_copy(update={"data": DataSpec.model_validate(data.model_dump())})
 
 
@@ -74,13 +76,18 @@ def _absolute(pattern: str, base_dir: Path) -> Path:
     return expanded if expanded.is_absolute() else base_dir / expanded
 
 
-def format_validation_error(err: ValidationError, raw: dict[str, Any]) -> list[str]:
-    """One line per problem, with key paths as the user wrote them and did-you-mean hints."""
+def format_validation_error(
+    err: ValidationError, raw: dict[str, Any], *, root: type[BaseModel] = ExperimentConfig
+) -> list[str]:
+    """One line per problem, with key paths as the user wrote them and did-you-mean hints.
+
+    `root` is the model of the whole file (the experiment file, or the facility file).
+    """
     problems = []
     for detail in err.errors():
         loc = _user_loc(detail["loc"])
         key_path = ".".join(str(part) for part in loc) or "(top level)"
-        problems.append(f"`{key_path}`: {_describe(detail, loc)}")
+        problems.append(f"`{key_path}`: {_describe(detail, loc, root)}")
     return problems
 
 
@@ -91,10 +98,10 @@ def _user_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
     return tuple(part for part in loc if part not in ("function-after[_exactly_one(), Length]",))
 
 
-def _describe(detail: Any, loc: tuple[Any, ...]) -> str:
+def _describe(detail: Any, loc: tuple[Any, ...], root: type[BaseModel]) -> str:
     kind = detail["type"]
     if kind == "extra_forbidden":
-        return _unknown_key_message(loc)
+        return _unknown_key_message(loc, root)
     if kind == "missing":
         return "required key is missing"
     if kind in ("literal_error", "enum"):
@@ -112,8 +119,8 @@ def _describe(detail: Any, loc: tuple[Any, ...]) -> str:
     return message
 
 
-def _unknown_key_message(loc: tuple[Any, ...]) -> str:
-    allowed = _allowed_keys(loc[:-1])
+def _unknown_key_message(loc: tuple[Any, ...], root: type[BaseModel]) -> str:
+    allowed = _allowed_keys(loc[:-1], root)
     key = str(loc[-1])
     if not allowed:
         return f"unknown key {key!r}"
@@ -122,15 +129,21 @@ def _unknown_key_message(loc: tuple[Any, ...]) -> str:
     return f"unknown key {key!r}; {hint}allowed keys here: {', '.join(sorted(allowed))}"
 
 
-def _allowed_keys(parent_loc: tuple[Any, ...]) -> list[str]:
-    """The field names of the section at `parent_loc`, found by walking the schema's types."""
-    model: type[BaseModel] | None = ExperimentConfig
-    if parent_loc[:1] == ("hyperparameters",) and len(parent_loc) == 2:
-        return ["type", "min", "max", "vals", "count"]
+def _allowed_keys(parent_loc: tuple[Any, ...], root: type[BaseModel]) -> list[str]:
+    """The field names of the section at `parent_loc`, found by walking the schema's types
+    (a user-named key, such as a pool's name, stands for the value type of its mapping)."""
+    if root is ExperimentConfig and parent_loc[:1] == ("hyperparameters",):
+        return ["type", "min", "max", "vals", "count"] if len(parent_loc) == 2 else []
+    annotation: Any = root
     for part in parent_loc:
+        if typing.get_origin(annotation) is dict:
+            annotation = typing.get_args(annotation)[1]
+            continue
+        model = _model_in(annotation)
         if model is None or part not in model.model_fields:
             return []
-        model = _model_in(model.model_fields[part].annotation)
+        annotation = model.model_fields[part].annotation
+    model = _model_in(annotation)
     return list(model.model_fields) if model else []
 
 

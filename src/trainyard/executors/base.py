@@ -6,13 +6,23 @@ Contract:
   after that the Master owns the outcome (it reads the worker's reported status and log).
 - `stop` asks the worker to checkpoint and exit (SIGTERM locally, scancel --signal on SLURM);
   `kill` ends it at once and is used only when `stop` timed out or the worker went silent.
+- Exit codes from `poll`: 0-255 are the worker's own exit status, -N means it was killed by
+  signal N, and codes from INFRASTRUCTURE_EXIT on are the backend's own (a job that a cluster
+  cancelled, timed out or lost with its node). `describe_exit` turns any of them into words
+  for the trial's error message.
+- A backend with its own queue (SLURM) reports `waiting` while a launched trial has not
+  started; the runner does not count that time as a silent (hung) worker.
 """
 
 from __future__ import annotations
 
 import abc
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
+
+INFRASTRUCTURE_EXIT = 256
+"""The first exit code a backend may use for an end its infrastructure caused."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +66,19 @@ class Executor(abc.ABC):
     def worker_pid(self, trial_id: int) -> int | None:
         """The local process id of a trial's worker, where the backend has one."""
         return None
+
+    def waiting(self, trial_id: int) -> bool:
+        """Whether a launched trial still waits in the backend's queue (not started)."""
+        return False
+
+    def describe_exit(self, trial_id: int, code: int) -> str:
+        """Why a trial's workers ended without reporting an outcome, for its error message.
+
+        Called after `poll` returned `code`; backends with codes of their own override it.
+        """
+        if code < 0:
+            return f"worker was killed by signal {signal.Signals(-code).name} without reporting"
+        return f"worker exited with code {code} without reporting an outcome"
 
     @abc.abstractmethod
     def running(self) -> list[int]:

@@ -48,6 +48,7 @@ class ExperimentRunner:
         self._token = token
         self._pause_requested = threading.Event()
         self._hung: dict[int, str] = {}
+        self._waiting: set[int] = set()
         self._search_exhausted = False
 
     def request_pause(self) -> None:
@@ -145,7 +146,7 @@ class ExperimentRunner:
             if trial.state not in (TrialState.RUNNING, TrialState.ERRORED):
                 continue
             reported = trial.error if trial.state == TrialState.ERRORED else None
-            reason = hung or reported or _describe_exit(code)
+            reason = hung or reported or self._executor.describe_exit(trial_id, code)
             retried = self._service.fail_or_retry(
                 trial_id, reason=f"{reason}\n{self._log_tail(trial)}", max_restarts=max_restarts
             )
@@ -157,6 +158,13 @@ class ExperimentRunner:
         now = datetime.now(UTC)
         for trial_id in self._executor.running():
             if trial_id in self._hung:
+                continue
+            if self._executor.waiting(trial_id):  # queued by the cluster: not silent
+                self._waiting.add(trial_id)
+                continue
+            if trial_id in self._waiting:  # started just now: silence counts from here
+                self._waiting.discard(trial_id)
+                self._service.update_trial(trial_id, last_heartbeat_at=now)
                 continue
             trial = self._service.get_trial(trial_id)
             if trial.state != TrialState.RUNNING or trial.last_heartbeat_at is None:
@@ -174,7 +182,11 @@ class ExperimentRunner:
         if self._executor.running() or not self._search_exhausted:
             return False
         trials = self._service.list_trials(experiment_id)
-        return bool(trials) and all(TrialState(t.state).is_finished() for t in trials)
+        # A trial paused by a signal from outside (a cluster's time limit, a preemption, a
+        # failing node) while the experiment runs is requeued on the next tick, not done.
+        return bool(trials) and all(
+            TrialState(t.state).is_finished() and t.state != TrialState.PAUSED for t in trials
+        )
 
     def _finish(self, experiment_id: int) -> str:
         trials = self._service.list_trials(experiment_id)
@@ -211,8 +223,11 @@ class ExperimentRunner:
 
     def _resumed_after_pause(self, experiment_id: int) -> bool:
         """After `trainyard activate`, paused trials go back to the queue."""
+        running = self._executor.running()  # a stopped worker may not have exited yet
         paused = [
-            t for t in self._service.list_trials(experiment_id) if t.state == TrialState.PAUSED
+            t
+            for t in self._service.list_trials(experiment_id)
+            if t.state == TrialState.PAUSED and t.id not in running
         ]
         for trial in paused:
             self._service.update_trial(trial.id, state=TrialState.QUEUED)
@@ -233,12 +248,6 @@ class ExperimentRunner:
         lines = Path(trial.log_path).read_text(errors="replace").splitlines()
         tail = lines[-self._settings.log_tail_lines :]
         return f"last {len(tail)} line(s) of {trial.log_path}:\n" + "\n".join(tail)
-
-
-def _describe_exit(code: int) -> str:
-    if code < 0:
-        return f"worker was killed by signal {signal.Signals(-code).name} without reporting"
-    return f"worker exited with code {code} without reporting an outcome"
 
 
 def _kill_orphan(pid: int | None) -> None:
