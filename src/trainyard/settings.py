@@ -5,6 +5,7 @@ Experiment files never carry these; a facility sets them for everyone (TRAINYARD
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 from pydantic import Field
@@ -29,6 +30,12 @@ class Settings(BaseSettings):
     """Silence after which a worker counts as hung and is killed."""
     stop_grace_s: float = Field(default=60.0, gt=0)
     """Time a stopped worker gets to write its checkpoint before it is killed."""
+    master_host: str = "127.0.0.1"
+    """Address the embedded Master listens on. Workers on other nodes (SLURM, Kubernetes)
+    need one they can reach, e.g. 0.0.0.0; the bearer token still guards every call."""
+    master_advertise_host: str | None = None
+    """Host name workers use to reach the Master; default: master_host, or this machine's
+    fully qualified name when master_host is 0.0.0.0."""
     poll_interval_s: float = Field(default=0.5, gt=0)
     log_tail_lines: int = Field(default=60, gt=0)
     """Lines of a failed worker's log kept with the trial (torchrun's summary alone is ~40)."""
@@ -36,6 +43,12 @@ class Settings(BaseSettings):
     def resolved_home(self) -> Path:
         """The home folder as an absolute path (workers may run in another directory)."""
         return self.home.expanduser().resolve()
+
+    def advertised_master_host(self) -> str:
+        """The host in the Master URL handed to workers."""
+        if self.master_advertise_host:
+            return self.master_advertise_host
+        return socket.getfqdn() if self.master_host in ("0.0.0.0", "::") else self.master_host
 
     def resolved_database_url(self) -> str:
         """The configured database, or the embedded SQLite file under home."""

@@ -48,7 +48,11 @@ def run_experiment(
     if resume is None:
         experiment_id = service.create_experiment(config)
     token = new_token()
-    server = EmbeddedServer(create_app(service, token=token))
+    server = EmbeddedServer(
+        create_app(service, token=token),
+        host=settings.master_host,
+        advertised_host=settings.advertised_master_host(),
+    )
     server.start()
     runner = ExperimentRunner(
         service=service,

@@ -14,13 +14,16 @@ from trainyard.errors import TrainyardError
 
 
 class EmbeddedServer:
-    """uvicorn on 127.0.0.1 on a free port, with a fresh random bearer token per run."""
+    """uvicorn on a free port (127.0.0.1 unless told otherwise); a fresh token per run."""
 
-    def __init__(self, app: FastAPI) -> None:
+    def __init__(
+        self, app: FastAPI, *, host: str = "127.0.0.1", advertised_host: str | None = None
+    ) -> None:
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._socket.bind(("127.0.0.1", 0))
+        self._socket.bind((host, 0))
         self.port: int = self._socket.getsockname()[1]
+        self._advertised_host = advertised_host or host
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
@@ -29,7 +32,7 @@ class EmbeddedServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self._advertised_host}:{self.port}"
 
     def start(self, timeout_s: float = 10.0) -> None:
         """Start serving and wait until uvicorn accepts connections."""
@@ -42,7 +45,8 @@ class EmbeddedServer:
 
     def stop(self) -> None:
         self._server.should_exit = True
-        self._thread.join(timeout=10)
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
         self._socket.close()
 
 
