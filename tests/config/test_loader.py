@@ -52,6 +52,21 @@ def test_relative_data_paths_become_absolute(tmp_path: Path) -> None:
     assert config.data.train == str(tmp_path / "runs" / "train/*.parquet")
 
 
+def test_relative_data_config_becomes_absolute(tmp_path: Path) -> None:
+    file = tmp_path / "exp.yaml"
+    data = {**MINIMAL["data"], "config": "configs/top_kin.yaml"}
+    file.write_text(yaml.safe_dump({**MINIMAL, "data": data}))
+    config = load_experiment(file, base_dir=tmp_path / "runs")
+    assert config.data.config == str(tmp_path / "runs" / "configs/top_kin.yaml")
+
+
+def test_weaver_only_keys_need_a_data_config_and_max_particles_does_not_go_with_one() -> None:
+    message = _problems(_with("data", inputs={"points": "pf_coords"}))
+    assert "`data`: `inputs` maps the input groups of a weaver data config" in message
+    message = _problems(_with("data", config="c.yaml", max_particles=64))
+    assert "`data`: `max_particles` is for the built-in inputs" in message
+
+
 def test_misspelt_key_gets_did_you_mean() -> None:
     message = _problems(_with("training", bach_size=12))
     assert "`training.bach_size`: unknown key 'bach_size'; did you mean 'batch_size'?" in message

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from trainyard.data.loader import JetBatch
+from trainyard.data.batch import JetBatch
 from trainyard.data.prefetch import Prefetcher
 from trainyard.data.staged_dataset import StagedDataset
 from trainyard.data.staged_loader import StagedLoader, epoch_order, select_io
@@ -101,6 +101,23 @@ def test_training_ranks_get_equal_full_batches_covering_every_jet(
     assert len(seen) - NUM_JETS < world_size * 8  # only the wrapped padding repeats
     per_rank = [{jet for batch in batches for jet in batch} for batches in epochs]
     assert sum(map(len, per_rank)) >= NUM_JETS  # ranks overlap only through the padding
+
+
+@pytest.mark.parametrize("world_size", [2, 3])
+def test_training_ranks_split_the_global_batches_of_one_rank(
+    dataset: StagedDataset, world_size: int
+) -> None:
+    """W ranks of batch B train on exactly the batches of one rank of batch W * B (DDP == 1)."""
+    one_rank = _loader(dataset, batch_size=4 * world_size)
+    ranks = [
+        _loader(dataset, batch_size=4, rank=rank, world_size=world_size)
+        for rank in range(world_size)
+    ]
+    for _ in range(2):  # two epochs: the order changes, the split does not
+        per_rank = [_epoch(loader) for loader in ranks]
+        steps = zip(*per_rank, strict=True)
+        global_batches = [[jet for part in parts for jet in part] for parts in steps]
+        assert global_batches == _epoch(one_rank)
 
 
 def test_shuffle_is_reproducible_per_seed_and_epoch(dataset: StagedDataset) -> None:

@@ -113,6 +113,32 @@ def test_concurrent_stagers_of_one_key_write_it_once(tmp_path: Path) -> None:
     assert results[0] == results[1]
 
 
+def test_progress_is_reported_per_chunk_and_while_another_stager_holds_the_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fcntl
+
+    monkeypatch.setattr(staging, "LOCK_POLL_S", 0.01)
+    calls: list[str] = []
+    stage(_chunks(_arrays(30), 10), tmp_path / "a", key=KEY, on_progress=lambda: calls.append("c"))
+    assert calls == ["c", "c", "c"]
+
+    other = tmp_path / "b"
+    other.mkdir()
+    waited = threading.Event()
+    with (other / f".{KEY}.lock").open("a") as held:  # another process staging this key
+        fcntl.flock(held, fcntl.LOCK_EX)
+        waiter = threading.Thread(
+            target=lambda: stage(_chunks(_arrays(10), 10), other, key=KEY, on_progress=waited.set)
+        )
+        waiter.start()
+        assert waited.wait(timeout=10), "a waiting stager reports progress"
+        assert waiter.is_alive() and find_staged(other, KEY) is None
+        fcntl.flock(held, fcntl.LOCK_UN)
+    waiter.join(timeout=10)
+    assert find_staged(other, KEY) is not None
+
+
 def test_without_flock_staging_still_works_and_keeps_others_temporary_folders(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

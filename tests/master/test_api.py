@@ -8,6 +8,7 @@ from fastapi.testclient import TestClient
 from trainyard.config import ExperimentConfig
 from trainyard.master.api.app import create_app
 from trainyard.master.service import MasterService
+from trainyard.settings import Settings
 from trainyard.store import ExperimentState, TrialState
 
 TOKEN = "s3cret"
@@ -39,13 +40,14 @@ def test_every_api_call_needs_the_token(service: MasterService, trial_id: int) -
     assert anonymous.get("/healthz").status_code == 200
 
 
-def test_spec_carries_config_hyperparameters_and_checkpoint_dir(
-    client: TestClient, trial_id: int
+def test_spec_carries_config_hyperparameters_checkpoint_and_staging_dirs(
+    client: TestClient, trial_id: int, settings: Settings
 ) -> None:
     spec = client.get(f"/api/v1/trials/{trial_id}/spec").json()
     assert spec["config"]["name"] == "api-test"
     assert spec["hyperparameters"] == {"lr": 0.01}
     assert spec["checkpoint_dir"].endswith("trials/0000/checkpoints")
+    assert spec["staging_dir"] == str(settings.resolved_home() / "cache" / "staged")
 
 
 def test_trial_lifecycle_through_the_api(
@@ -119,3 +121,15 @@ def test_openapi_documents_the_worker_endpoints(client: TestClient) -> None:
     paths = client.get("/openapi.json").json()["paths"]
     for suffix in ("spec", "metrics", "checkpoints", "heartbeat", "decision", "outcome"):
         assert f"/api/v1/trials/{{trial_id}}/{suffix}" in paths
+
+
+def test_embedded_server_advertises_a_reachable_host(service: MasterService) -> None:
+    from trainyard.master.server import EmbeddedServer
+
+    server = EmbeddedServer(
+        create_app(service, token=TOKEN), host="0.0.0.0", advertised_host="node01.example"
+    )
+    try:
+        assert server.url == f"http://node01.example:{server.port}"
+    finally:
+        server.stop()

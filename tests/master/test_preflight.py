@@ -138,3 +138,106 @@ def test_all_problems_at_once(data: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         preflight(config)
     assert len(caught.value.problems) == 4
+
+
+TOP_KIN = Path(__file__).parents[1] / "data" / "configs" / "top_kin.yaml"
+
+
+def _weaver_data(root: Path, config: Path | str = TOP_KIN, **keys: Any) -> dict[str, Any]:
+    return {
+        "train": str(root / "train/*.parquet"),
+        "val": str(root / "val/*.parquet"),
+        "config": str(config),
+        **keys,
+    }
+
+
+def test_a_weaver_data_config_passes(data: Path) -> None:
+    preflight(_config(data, data=_weaver_data(data)))
+
+
+def test_missing_data_config_is_named(data: Path, tmp_path: Path) -> None:
+    message = _problems(_config(data, data=_weaver_data(data, tmp_path / "nope.yaml")))
+    assert f"`data.config` ({tmp_path / 'nope.yaml'}): no such file" in message
+
+
+def test_data_config_problems_keep_their_key_paths(data: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    text = TOP_KIN.read_text().replace("length: 128", "length: -3", 1)
+    broken.write_text(text.replace("pad_mode: wrap", "pad_mode: zigzag", 1))
+    message = _problems(_config(data, data=_weaver_data(data, broken)))
+    assert f"`data.config` ({broken}): `inputs.pf_points.length` must be a positive" in message
+    assert f"`data.config` ({broken}): `inputs.pf_points.pad_mode` must be" in message
+
+
+def test_mapped_input_group_missing_from_the_data_config(data: Path) -> None:
+    mapping = {"points": "pf_point", "features": "pf_features", "mask": "pf_mask"}
+    message = _problems(_config(data, data=_weaver_data(data, inputs=mapping)))
+    assert (
+        f"`data.inputs.points`: the data config {TOP_KIN} has no input group 'pf_point'; "
+        "its groups are pf_points, pf_features, pf_vectors, pf_mask"
+    ) in message
+
+
+def test_mask_group_must_have_one_variable(data: Path) -> None:
+    mapping = {"points": "pf_points", "features": "pf_features", "mask": "pf_vectors"}
+    message = _problems(_config(data, data=_weaver_data(data, inputs=mapping)))
+    assert "`data.inputs.mask`: input group 'pf_vectors'" in message
+    assert "has 4 variables; a mask has exactly one" in message
+
+
+def test_signal_class_must_be_a_class_of_the_config(data: Path) -> None:
+    message = _problems(_config(data, data=_weaver_data(data, signal_class=2)))
+    assert "`data.signal_class`: 2 is not a class of" in message
+    assert "['jet_isTop', 'jet_isQCD'] has classes 0 to 1" in message
+    builtin = {"train": str(data / "train/*.parquet"), "val": str(data / "val/*.parquet")}
+    message = _problems(_config(data, data={**builtin, "signal_class": 2}))
+    assert "`data.signal_class`: the built-in inputs have classes 0 (QCD) and 1 (top)" in message
+
+
+def test_batch_size_must_split_over_the_slots(data: Path) -> None:
+    config = _config(
+        data, resources={"slots_per_trial": 3}, training={"max_length": {"epochs": 1}}
+    )
+    message = _problems(config)  # the default batch_size: 256
+    assert (
+        "`training.batch_size`: the global batch of 256 does not split evenly over "
+        "resources.slots_per_trial = 3 ranks; choose a multiple of 3"
+    ) in message
+
+
+def test_every_batch_size_a_search_can_pick_must_split_over_the_slots(data: Path) -> None:
+    grid = {"name": "grid"}
+    choices = {"batch_size": {"type": "categorical", "vals": [64, 96, 98]}}
+    config = _config(
+        data, resources={"slots_per_trial": 4}, searcher=grid, hyperparameters=choices
+    )
+    problems = _problems(config)
+    assert (
+        "`hyperparameters.batch_size`: the global batch of 98 does not split evenly over "
+        "resources.slots_per_trial = 4 ranks"
+    ) in problems
+    assert "batch of 64" not in problems and "batch of 96" not in problems
+    ranged = {"batch_size": {"type": "int", "min": 64, "max": 128}}
+    config = _config(data, resources={"slots_per_trial": 2}, searcher=grid, hyperparameters=ranged)
+    assert (
+        "`hyperparameters.batch_size`: the int range 64 to 128 includes batch sizes that do not "
+        "split evenly over resources.slots_per_trial = 2 ranks (e.g. 65)"
+    ) in _problems(config)
+    preflight(
+        _config(
+            data,
+            resources={"slots_per_trial": 2},
+            searcher=grid,
+            hyperparameters={"batch_size": {"type": "categorical", "vals": [64, 128]}},
+        )
+    )
+
+
+def test_batch_size_from_a_real_valued_range_is_refused(data: Path) -> None:
+    space = {"batch_size": {"type": "log", "min": 32, "max": 512}}
+    config = _config(data, searcher={"name": "random", "max_trials": 2}, hyperparameters=space)
+    assert (
+        "`hyperparameters.batch_size`: a log range can pick batch sizes that are not whole "
+        "numbers; use an int range or categorical values"
+    ) in _problems(config)

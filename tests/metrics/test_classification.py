@@ -96,6 +96,13 @@ def test_softmax_signal_scores_takes_class_one_of_many() -> None:
     np.testing.assert_allclose(softmax_signal_scores(logits), [0.5], rtol=1e-6)
 
 
+def test_softmax_signal_scores_of_another_signal_class() -> None:
+    logits = torch.log(torch.tensor([[0.2, 0.5, 0.3]]))
+    np.testing.assert_allclose(softmax_signal_scores(logits, signal_class=0), [0.2], rtol=1e-6)
+    with pytest.raises(ValueError, match="signal class 3 is not one of the 3 classes"):
+        softmax_signal_scores(logits, signal_class=3)
+
+
 def test_softmax_signal_scores_needs_two_classes() -> None:
     with pytest.raises(ValueError, match="at least 2 classes"):
         softmax_signal_scores(torch.zeros(3, 1))

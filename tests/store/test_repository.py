@@ -53,6 +53,7 @@ def test_state_helpers() -> None:
     assert [s for s in ExperimentState if s.is_finished()] == ["COMPLETED", "ERRORED", "CANCELED"]
     assert [s for s in TrialState if s.is_finished()] == [
         "COMPLETED",
+        "PAUSED",
         "STOPPED",
         "ERRORED",
         "CANCELED",
@@ -211,8 +212,8 @@ def test_update_trial_rejects_unknown_and_fixed_fields(store: Store, trial: Tria
     with store.session() as session:
         with pytest.raises(ValueError, match=r"cannot update trial field\(s\) bogus, number;"):
             update_trial(session, trial_id=trial.id, number=7, bogus=1)
-        with pytest.raises(ValueError, match="PAUSED"):
-            update_trial(session, trial_id=trial.id, state="PAUSED")
+        with pytest.raises(ValueError, match="SLEEPING"):
+            update_trial(session, trial_id=trial.id, state="SLEEPING")
         with pytest.raises(NotFoundError, match="no trial with id 999"):
             update_trial(session, trial_id=999, log_path="/tmp/x.log")
 

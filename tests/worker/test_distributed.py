@@ -16,7 +16,8 @@ import torch.multiprocessing as mp
 from torch import nn
 from torch.distributed.fsdp import fully_shard
 
-from trainyard.data.features import JetArrays
+from trainyard.data.staged_dataset import StagedDataset
+from trainyard.data.staging import stage, staging_key
 from trainyard.errors import CheckpointError, ConfigError
 from trainyard.models import build_model
 from trainyard.worker import parallel
@@ -85,35 +86,43 @@ def test_lr_scale() -> None:
     assert parallel.lr_scale("sqrt", 4) == 2.0
 
 
-def _jets(num_jets: int) -> JetArrays:
+def _staged_jets(root: Path, num_jets: int) -> StagedDataset:
     """Jet i carries label i % 2 and the value i in its first feature, to follow it."""
     features = np.zeros((num_jets, 7, 3), np.float32)
     features[:, 0, 0] = np.arange(num_jets)
-    return JetArrays(
-        points_NCP=np.zeros((num_jets, 2, 3), np.float32),
-        features_NCP=features,
-        mask_N1P=np.ones((num_jets, 1, 3), np.float32),
-        labels_N=np.arange(num_jets, dtype=np.int64) % 2,
-    )
+    arrays = {
+        "points": np.zeros((num_jets, 2, 3), np.float32),
+        "features": features,
+        "mask": np.ones((num_jets, 1, 3), np.float32),
+        "labels": np.arange(num_jets, dtype=np.int64) % 2,
+    }
+    return stage([arrays], root, key=staging_key([], f"jets-{num_jets}"))
 
 
-@pytest.mark.parametrize(("num_jets", "world_size", "batch_size"), [(10, 3, 2), (7, 2, 4)])
+@pytest.mark.parametrize(
+    ("num_jets", "world_size", "batch_size"),
+    [(10, 3, 2), (7, 2, 4), (5, 2, 2), (10, 3, 3), (9, 1, 4)],
+)
 def test_validation_shards_score_every_jet_exactly_once(
-    num_jets: int, world_size: int, batch_size: int
+    num_jets: int, world_size: int, batch_size: int, tmp_path: Path
 ) -> None:
+    dataset = _staged_jets(tmp_path, num_jets)
     seen: list[int] = []
-    batches_per_rank = set()
+    batches_run = set()
     for rank in range(world_size):
         shard = ValidationShard(
-            _jets(num_jets),
+            dataset,
             batch_size=batch_size,
             world=World(rank=rank, size=world_size, local_size=world_size),
         )
-        batches_per_rank.add(len(shard))
-        for batch, num_real in shard:
+        for _ in range(2):  # every validation covers the whole share again
+            batches = list(shard)
+            batches_run.add(len(batches))
+            assert len(batches) == len(shard)
+        for batch, num_real in batches:
             seen += batch.features[:num_real, 0, 0].int().tolist()
     assert sorted(seen) == list(range(num_jets))
-    assert len(batches_per_rank) == 1, "FSDP needs the same number of forwards on every rank"
+    assert len(batches_run) == 1, "FSDP needs the same number of forwards on every rank"
 
 
 def test_peer_failures_are_told_apart_from_bugs() -> None:

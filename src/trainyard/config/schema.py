@@ -138,15 +138,55 @@ class ModelSpec(_Strict):
     """Keyword arguments for the model builder (e.g. `k: 16` for ParticleNet)."""
 
 
+DEFAULT_MAX_PARTICLES = 128
+
+
+class DataInputs(_Strict):
+    """Which input groups of a weaver data config feed the model's three inputs."""
+
+    points: str = "pf_points"
+    """Coordinates for the k-nearest-neighbour graph, (C, P)."""
+    features: str = "pf_features"
+    """Per-particle features, (C, P); C is the model's num_features."""
+    mask: str = "pf_mask"
+    """1 for real particles, 0 for padding, (1, P)."""
+
+
 class DataSpec(_Strict):
-    """Where the jets are. Relative paths are resolved against the folder `trainyard` runs in."""
+    """Where the jets are and how they become model inputs. Relative paths are resolved
+    against the folder `trainyard` runs in."""
 
     train: str | list[str]
     """Glob(s) of training Parquet files."""
     val: str | list[str]
     """Glob(s) of validation Parquet files."""
-    max_particles: int = Field(default=128, gt=0, le=200)
-    """Constituents per jet fed to the network (padded or truncated)."""
+    config: str | None = None
+    """A weaver-core YAML data config (e.g. particle_transformer's top_kin.yaml); default:
+    the built-in ParticleNet inputs (TopLandscape top_kin features, `max_particles` long)."""
+    max_particles: int = Field(default=DEFAULT_MAX_PARTICLES, gt=0, le=200)
+    """Built-in inputs only: constituents per jet (padded or truncated); with `config` the
+    config's input lengths decide."""
+    inputs: DataInputs = DataInputs()
+    """With `config` only: the config's input groups that feed points, features and mask."""
+    signal_class: int | None = Field(default=None, ge=0)
+    """Class index scored as signal for val_auc and the rejections; default: 1 for the built-in
+    inputs (label 1 = top), 0 with `config` (weaver's `labels.value` lists top first in
+    top_kin: [jet_isTop, jet_isQCD])."""
+
+    @model_validator(mode="after")
+    def _config_keys_go_together(self) -> DataSpec:
+        # Compared with the defaults, not with the keys given: stored configs are full dumps.
+        if self.config is None and self.inputs != DataInputs():
+            raise ValueError(
+                "`inputs` maps the input groups of a weaver data config; set `config` too, "
+                "or remove `inputs` to use the built-in ParticleNet inputs"
+            )
+        if self.config is not None and self.max_particles != DEFAULT_MAX_PARTICLES:
+            raise ValueError(
+                "`max_particles` is for the built-in inputs; with `config` the input groups' "
+                "`length` in the data config sets the particles per jet, so remove one of them"
+            )
+        return self
 
 
 class AshaSpec(_Strict):

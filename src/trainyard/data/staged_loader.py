@@ -1,17 +1,19 @@
 """Batches from staged shards: block-shuffled, split across ranks, resumable, prefetched.
 
-The epoch order is a pure function of (seed, epoch), as in JetLoader, so resuming needs no
-replay and ranks need no communication. It is shuffled in two levels so that reads stay large
-and sequential: blocks of ``block_size`` consecutive jets are put in random order, then jets
-are shuffled within each window of ``window_blocks`` blocks. Ranks take contiguous slices of
-that order, so each reads (nearly) only its own blocks.
+The epoch order is a pure function of (seed, epoch), so resuming needs no replay and ranks
+need no communication. It is shuffled in two levels so that reads stay large and sequential:
+blocks of ``block_size`` consecutive jets are put in random order, then jets are shuffled
+within each window of ``window_blocks`` blocks.
 
-Uneven splits. With ``full_batches=True`` (training) every rank yields the same number of full
-batches, ceil(N / (world_size * batch_size)), and the order wraps around to its start to fill
-the last ones: every jet is seen at least once per epoch, and fewer than
-world_size * batch_size of the jets handed out are repeats. With ``full_batches=False``
-(validation) every jet is seen exactly once across ranks: rank shares differ by at most one
-jet, and the batch counts by at most one (the last batch of a rank may be short).
+Training (``full_batches=True``): the order is cut into global batches of
+world_size * batch_size jets, and rank r takes the r-th slice of batch_size jets of each, so
+W ranks together train on exactly the batches one rank with W times the batch would (what
+makes W-rank DDP equal to 1-rank training). Every rank yields the same number of full batches,
+ceil(N / (world_size * batch_size)), and the order wraps around to its start to fill the last
+one: every jet is seen at least once per epoch, and fewer than world_size * batch_size of the
+jets handed out are repeats. Validation (``full_batches=False``): ranks take contiguous slices
+of the order and every jet is seen exactly once across ranks: rank shares differ by at most
+one jet, and the batch counts by at most one (the last batch of a rank may be short).
 
 Array legend (suffixes give the shape):
     N  jets in the staged dataset
@@ -28,7 +30,7 @@ from types import ModuleType
 import numpy as np
 import torch
 
-from trainyard.data.loader import JetBatch
+from trainyard.data.batch import JetBatch
 from trainyard.data.prefetch import Prefetcher
 from trainyard.data.staged_dataset import StagedDataset
 from trainyard.data.staged_readers import (
@@ -218,8 +220,11 @@ class StagedLoader:
             window_blocks=self._window_blocks,
         )
         if self._full_batches:
-            per_rank = self._num_batches * self._batch_size
-            positions_S = np.arange(self._rank * per_rank, (self._rank + 1) * per_rank)
+            # Batch b of this rank: jets [b * W * B + r * B, b * W * B + (r + 1) * B) of the
+            # order, i.e. this rank's slice of global batch b.
+            global_batch, batch = self._world_size * self._batch_size, self._batch_size
+            starts = np.arange(self._num_batches) * global_batch + self._rank * batch
+            positions_S = (starts[:, None] + np.arange(batch)).reshape(-1)
             return order_N[positions_S % self._num_jets]
         start, size = self._rank_slice_unpadded()
         return order_N[start : start + size]

@@ -26,7 +26,7 @@ from typing import Any, BinaryIO, Protocol
 import numpy as np
 import torch
 
-from trainyard.data.loader import JetBatch
+from trainyard.data.batch import JetBatch
 from trainyard.data.staged_dataset import DATA_OFFSET, StagedDataset
 
 BatchProducer = Callable[[int], JetBatch]

@@ -40,6 +40,8 @@ from trainyard.errors import DataError
 logger = logging.getLogger(__name__)
 
 DEFAULT_JETS_PER_SHARD = 1 << 20
+LOCK_POLL_S = 1.0
+"""Seconds between tries for the lock of a key another process is staging, with on_progress."""
 _KEY = re.compile(r"[0-9a-f]{8,64}")
 _FULL_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
@@ -91,6 +93,7 @@ def stage(
     num_jets: int | None = None,
     jets_per_shard: int = DEFAULT_JETS_PER_SHARD,
     open_file: OpenFile | None = None,
+    on_progress: Callable[[], None] | None = None,
 ) -> StagedDataset:
     """Write ``chunks`` (dicts of equal-length arrays) as ``cache_root/key``, or reuse it.
 
@@ -100,7 +103,8 @@ def stage(
     wait and then reuse its result. ``extra_manifest`` (free-form JSON) may be a function,
     called after the last chunk, for what a producer learns on the way (e.g. computed
     standardisation). ``num_jets``, when known, lets a too-small disk fail before anything
-    is written.
+    is written. ``on_progress`` (e.g. a heartbeat) is called after each chunk and about every
+    ``LOCK_POLL_S`` seconds while another process stages the same key.
     """
     if not _KEY.fullmatch(key):
         raise DataError(f"staging key {key!r} is not 8-64 lowercase hex digits; use staging_key()")
@@ -119,7 +123,7 @@ def stage(
             f"cannot create the staging cache folder {cache_root}: {error.strerror}; "
             "choose a writable cache root (--out, or TRAINYARD_HOME)"
         ) from error
-    with _exclusive_lock(cache_root / f".{key}.lock") as locked:
+    with _exclusive_lock(cache_root / f".{key}.lock", on_progress) as locked:
         found = find_staged(cache_root, key)
         if found is not None:
             return found
@@ -130,7 +134,9 @@ def stage(
         temp = cache_root / f".tmp-{key}-{socket.gethostname()}-{os.getpid()}"
         temp.mkdir()
         try:
-            _write_staged(chunks, temp, key, extra_manifest, num_jets, jets_per_shard, open_file)
+            _write_staged(
+                chunks, temp, key, extra_manifest, num_jets, jets_per_shard, open_file, on_progress
+            )
             _replace_folder(temp, cache_root / key)
         finally:
             shutil.rmtree(temp, ignore_errors=True)
@@ -145,6 +151,7 @@ def _write_staged(
     num_jets: int | None,
     jets_per_shard: int,
     open_file: OpenFile | None,
+    on_progress: Callable[[], None] | None,
 ) -> None:
     """Write every chunk into ``temp``, then the manifest; the folder is complete afterwards."""
     started = time.perf_counter()
@@ -159,6 +166,8 @@ def _write_staged(
                     _check_free_space(temp, writer.bytes_needed(num_jets))
             with _disk_errors(temp, writer, num_jets):
                 writer.append(arrays)
+            if on_progress is not None:
+                on_progress()
         if writer is None or writer.num_jets == 0:
             raise DataError("there are no jets to stage; check that the input files hold jets")
         extra = extra_manifest() if callable(extra_manifest) else extra_manifest
@@ -252,15 +261,21 @@ def _replace_folder(temp: Path, final: Path) -> None:
 
 
 @contextmanager
-def _exclusive_lock(path: Path) -> Iterator[bool]:
+def _exclusive_lock(path: Path, on_wait: Callable[[], None] | None = None) -> Iterator[bool]:
     """Hold an flock on ``path`` (released by the kernel if the process dies).
 
-    Yields False, unlocked, on a filesystem without flock: staging still works, but concurrent
-    stagers of one key each do the work.
+    With ``on_wait`` the lock is polled and ``on_wait`` called between tries, so a waiter can
+    show it is alive; without, the call blocks. Yields False, unlocked, on a filesystem without
+    flock: staging still works, but concurrent stagers of one key each do the work.
     """
     with path.open("a") as lock_file:
         try:
-            fcntl.flock(lock_file, fcntl.LOCK_EX)
+            if on_wait is None:
+                fcntl.flock(lock_file, fcntl.LOCK_EX)
+            else:
+                while not _try_lock(lock_file):
+                    on_wait()
+                    time.sleep(LOCK_POLL_S)
         except OSError as error:
             logger.warning(
                 "cannot lock %s (%s); staging without a lock, so concurrent stagers of this "
@@ -274,6 +289,15 @@ def _exclusive_lock(path: Path) -> Iterator[bool]:
             yield True
         finally:
             fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+
+def _try_lock(lock_file: Any) -> bool:
+    """Take the flock if nobody holds it; False when another process does."""
+    try:
+        fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
 
 
 def _fsync_folder(folder: Path) -> None:

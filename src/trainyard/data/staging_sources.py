@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -27,6 +27,9 @@ from trainyard.data.reader import read_jet_table
 from trainyard.data.staged_dataset import StagedDataset
 from trainyard.data.staging import DEFAULT_JETS_PER_SHARD, stage, staging_key
 from trainyard.errors import DataError
+
+if TYPE_CHECKING:
+    from trainyard.data.weaver_config import WeaverDataConfig
 
 
 class ChunkSource(Protocol):
@@ -51,17 +54,31 @@ class ChunkSource(Protocol):
         ...
 
 
+def source_key(source: ChunkSource) -> str:
+    """The staging key of ``source``: its files (path, size, mtime) and its config text."""
+    return staging_key(source.files, source.config_text())
+
+
 def stage_source(
-    source: ChunkSource, cache_root: Path, *, jets_per_shard: int = DEFAULT_JETS_PER_SHARD
+    source: ChunkSource,
+    cache_root: Path,
+    *,
+    jets_per_shard: int = DEFAULT_JETS_PER_SHARD,
+    on_progress: Callable[[], None] | None = None,
 ) -> StagedDataset:
-    """Stage ``source`` under ``cache_root``, or reuse what an unchanged source staged before."""
+    """Stage ``source`` under ``cache_root``, or reuse what an unchanged source staged before.
+
+    ``on_progress`` is called after each staged file and while waiting for another process
+    that stages the same key (see ``stage``).
+    """
     return stage(
         source.chunks(),
         cache_root,
-        key=staging_key(source.files, source.config_text()),
+        key=source_key(source),
         extra_manifest=source.manifest_extra,
         num_jets=source.num_jets(),
         jets_per_shard=jets_per_shard,
+        on_progress=on_progress,
     )
 
 
@@ -125,14 +142,25 @@ class WeaverConfigSource:
 
     In training mode (weaver's for_training, used by its train and val loaders) the config is
     completed from all files (auto standardisation, reweighting histograms) before the first
-    chunk, as weaver does; the completed config goes into the manifest.
+    chunk, as weaver does; the completed config goes into the manifest. ``prepared`` is a
+    config completed elsewhere, used as is: validation files must be standardised with what
+    the training files gave, as weaver's val loader is (pass the training manifest's
+    ``data_config``); it is then part of the staging key.
     """
 
-    def __init__(self, files: Sequence[Path], config_path: Path, *, training: bool = True) -> None:
+    def __init__(
+        self,
+        files: Sequence[Path],
+        config_path: Path,
+        *,
+        training: bool = True,
+        prepared: WeaverDataConfig | None = None,
+    ) -> None:
         self.files = list(files)
         self._config_path = Path(config_path)
         self._training = training
-        self._completed: Any = None
+        self._prepared = prepared
+        self._completed: Any = prepared
 
     def config_text(self) -> str:
         try:
@@ -142,16 +170,24 @@ class WeaverConfigSource:
                 f"cannot read the data config {self._config_path}: {error.strerror}; "
                 "give the path of a weaver data config (*.yaml)"
             ) from error
-        return json.dumps(
-            {"producer": "weaver-data-config", "config": text, "training": self._training},
-            sort_keys=True,
-        )
+        described: dict[str, Any] = {
+            "producer": "weaver-data-config",
+            "config": text,
+            "training": self._training,
+        }
+        if self._prepared is not None:
+            from trainyard.data.weaver_config import to_weaver_mapping
+
+            described["prepared"] = to_weaver_mapping(self._prepared)
+        return json.dumps(described, sort_keys=True)
 
     def chunks(self) -> Iterator[dict[str, np.ndarray]]:
         from trainyard.data.pipeline import load_arrays, prepare_config
         from trainyard.data.weaver_config import load_weaver_config
 
-        if self._training:
+        if self._prepared is not None:
+            self._completed = self._prepared
+        elif self._training:
             self._completed = prepare_config(self.files, self._config_path)
         else:
             self._completed = load_weaver_config(self._config_path)

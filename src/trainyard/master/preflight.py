@@ -1,13 +1,22 @@
-"""Checks that need more than the schema: files exist, the model builds, names line up.
+"""Checks that need more than the schema: files exist, the data config parses and has the
+mapped input groups, batch sizes split over the ranks, the model builds, names line up.
 
 Run before anything is queued, so a typo costs seconds, not a place in the queue.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from trainyard.config import ExperimentConfig
-from trainyard.config.schema import TRAINING_HYPERPARAMETERS
-from trainyard.data.features import FEATURE_NAMES
+from trainyard.config.schema import (
+    TRAINING_HYPERPARAMETERS,
+    Categorical,
+    DoubleRange,
+    IntRange,
+    LogRange,
+)
+from trainyard.data.model_inputs import ModelInputs, model_inputs
 from trainyard.data.reader import resolve_files
 from trainyard.errors import ConfigError, DataError, ModelError
 from trainyard.models import accepted_options, build_model
@@ -35,7 +44,14 @@ def preflight(config: ExperimentConfig, *, pool_capacity: int | None = None) -> 
             resolve_files(getattr(config.data, split))
         except DataError as err:
             problems.append(f"`data.{split}`: {err}")
-    problems += _model_problems(config)
+    inputs = None
+    try:
+        data = config.data
+        inputs = model_inputs(data.config, data.inputs.model_dump(), data.signal_class)
+    except ConfigError as err:
+        problems += err.problems
+    problems += _batch_size_problems(config)
+    problems += _model_problems(config, inputs)
     if config.searcher.metric not in VALIDATION_METRICS:
         problems.append(
             f"`searcher.metric`: no trial reports {config.searcher.metric!r}; "
@@ -49,7 +65,40 @@ def preflight(config: ExperimentConfig, *, pool_capacity: int | None = None) -> 
         raise ConfigError(problems)
 
 
-def _model_problems(config: ExperimentConfig) -> list[str]:
+def _batch_size_problems(config: ExperimentConfig) -> list[str]:
+    """Every global batch a trial can get must split evenly over its ranks."""
+    slots = config.resources.slots_per_trial
+    if "batch_size" in config.hyperparameters:
+        key, value = "hyperparameters.batch_size", config.hyperparameters["batch_size"]
+    else:
+        key, value = "training.batch_size", config.training.batch_size
+    if isinstance(value, DoubleRange | LogRange):
+        return [
+            f"`{key}`: a {value.type} range can pick batch sizes that are not whole numbers; "
+            "use an int range or categorical values"
+        ]
+    if slots == 1:
+        return []
+    if isinstance(value, IntRange):
+        uneven = next((n for n in range(value.min, value.max + 1) if n % slots), None)
+        if uneven is None:
+            return []
+        return [
+            f"`{key}`: the int range {value.min} to {value.max} includes batch sizes that do "
+            f"not split evenly over resources.slots_per_trial = {slots} ranks (e.g. {uneven}); "
+            f"list multiples of {slots} as categorical values instead"
+        ]
+    candidates: list[Any] = value.vals if isinstance(value, Categorical) else [value]
+    return [
+        f"`{key}`: the global batch of {candidate} does not split evenly over "
+        f"resources.slots_per_trial = {slots} ranks; choose a multiple of {slots}, or "
+        "another number of slots"
+        for candidate in candidates
+        if isinstance(candidate, int) and not isinstance(candidate, bool) and candidate % slots
+    ]
+
+
+def _model_problems(config: ExperimentConfig, inputs: ModelInputs | None) -> list[str]:
     try:
         accepted = accepted_options(config.model.name)
     except ModelError as err:
@@ -67,9 +116,14 @@ def _model_problems(config: ExperimentConfig) -> list[str]:
         **config.model.options,
         **{k: v for k, v in config.hyperparameters.items() if k not in TRAINING_HYPERPARAMETERS},
     }
+    if inputs is None:  # the data section is wrong: already reported
+        return []
     try:
         build_model(
-            config.model.name, num_features=len(FEATURE_NAMES), num_classes=2, options=options
+            config.model.name,
+            num_features=inputs.num_features,
+            num_classes=inputs.num_classes,
+            options=options,
         )
     except ModelError as err:
         return [f"`model`: {err}"]

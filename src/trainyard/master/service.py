@@ -227,6 +227,7 @@ class MasterService:
                 config=experiment.config,
                 hyperparameters=trial.hyperparameters,
                 checkpoint_dir=str(self._trial_dir(session, trial) / "checkpoints"),
+                staging_dir=str(self._settings.resolved_home() / "cache" / "staged"),
                 heartbeat_interval_s=self._settings.heartbeat_interval_s,
             )
 

@@ -44,15 +44,20 @@ def binary_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     return metrics
 
 
-def softmax_signal_scores(logits: torch.Tensor) -> np.ndarray:
-    """Probability of class index 1 (signal) from (N, classes) logits, as float64 numpy."""
+def softmax_signal_scores(logits: torch.Tensor, *, signal_class: int = 1) -> np.ndarray:
+    """Probability of class ``signal_class`` from (N, classes) logits, as float64 numpy."""
     if logits.ndim != 2 or logits.shape[1] < 2:
         raise ValueError(
             f"logits must have shape (N, classes) with at least 2 classes, "
             f"got {tuple(logits.shape)}"
         )
+    if not 0 <= signal_class < logits.shape[1]:
+        raise ValueError(
+            f"signal class {signal_class} is not one of the {logits.shape[1]} classes of the "
+            "logits; choose data.signal_class between 0 and the number of classes - 1"
+        )
     probabilities = torch.softmax(logits.detach().to(torch.float64), dim=1)
-    return probabilities[:, 1].cpu().numpy()
+    return probabilities[:, signal_class].cpu().numpy()
 
 
 def _binary_labels(labels: np.ndarray) -> np.ndarray:

@@ -1,62 +1,78 @@
 """Validation over the whole validation set, with the top-tagging benchmark's figures.
 
-With several ranks each one scores a disjoint share of the set and the scores and labels are
-gathered, so the AUC is computed over every jet exactly once, as on one rank.
-
-Array legend (suffixes give the shape):
-    N  jets in the validation set
-    S  jets in this rank's share, padded to the same length on every rank
+With several ranks each one scores a disjoint, contiguous share of the staged validation set
+and the scores and labels are gathered, so the AUC is computed over every jet exactly once, as
+on one rank.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from trainyard.data.features import JetArrays
-from trainyard.data.loader import JetBatch, JetLoader
+from trainyard.data.batch import JetBatch
+from trainyard.data.staged_dataset import StagedDataset
+from trainyard.data.staged_loader import PARTICLENET_FIELDS, StagedLoader
 from trainyard.metrics import binary_metrics, softmax_signal_scores
 from trainyard.worker.distributed import World
 from trainyard.worker.precision import Precision
 
 
 class ValidationShard:
-    """Rank r's jets r, r + W, r + 2W, ... of the validation set, in batches.
+    """This rank's share of the staged validation set, in batches, the same number on every rank.
 
-    FSDP's forward is a collective, so every rank must run the same number of batches: shares
-    one jet short are padded with a copy of jet 0, whose result is dropped. Every jet is
-    scored exactly once across ranks; none is dropped to even the shares out.
+    Shares differ by at most one jet (``StagedLoader`` with ``full_batches=False``), so a rank
+    may have one batch fewer than another. FSDP's forward is a collective, so every rank must
+    run the same number of batches: a rank that is one short repeats its last batch with no
+    real jets, and its result is dropped. Every jet is scored exactly once across ranks.
     """
 
-    def __init__(self, arrays: JetArrays, *, batch_size: int, world: World) -> None:
-        num_jets = len(arrays)
-        own_S = np.arange(world.rank, num_jets, world.size)
-        self.num_real = len(own_S)
-        if world.size > 1:
-            num_padded = -(-num_jets // world.size)
-            padded_S = np.concatenate([own_S, np.zeros(num_padded - len(own_S), np.int64)])
-            arrays = JetArrays(
-                points_NCP=arrays.points_NCP[padded_S],
-                features_NCP=arrays.features_NCP[padded_S],
-                mask_N1P=arrays.mask_N1P[padded_S],
-                labels_N=arrays.labels_N[padded_S],
-            )
-        self._loader = JetLoader(
-            arrays, batch_size=batch_size, shuffle=False, seed=0, drop_last=False
+    def __init__(
+        self,
+        dataset: StagedDataset,
+        *,
+        batch_size: int,
+        world: World,
+        fields: Mapping[str, str] = PARTICLENET_FIELDS,
+        device: torch.device | str = "cpu",
+        signal_class: int = 1,
+    ) -> None:
+        self._loader = StagedLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=False,
+            seed=0,
+            full_batches=False,
+            rank=world.rank,
+            world_size=world.size,
+            fields=fields,
+            device=device,
         )
+        largest_share = -(-dataset.num_jets // world.size)
+        self._num_batches = -(-largest_share // batch_size)
+        self.signal_class = signal_class
+        """The class whose probability is the score of val_auc and the rejections."""
 
     def __len__(self) -> int:
-        return len(self._loader)
+        """Batches per validation, the same on every rank."""
+        return self._num_batches
 
     def __iter__(self) -> Iterator[tuple[JetBatch, int]]:
-        """Batches with how many of their leading jets are real (the padding is at the end)."""
-        start = 0
+        """Batches with how many of their leading jets are real (padding batches have none)."""
+        self._loader.load_state_dict({"epoch": 0, "batch_index": 0})  # always the whole share
+        last = None
         for batch in self._loader:
-            yield batch, max(0, min(len(batch), self.num_real - start))
-            start += len(batch)
+            last = batch
+            yield batch, len(batch)
+        assert last is not None, "StagedLoader refuses ranks without jets"
+        for _ in range(self._num_batches - len(self._loader)):
+            yield last, 0
+
+    def close(self) -> None:
+        self._loader.close()
 
 
 @torch.no_grad()
@@ -71,7 +87,8 @@ def evaluate(
 ) -> dict[str, float]:
     """val_loss, val_accuracy, val_auc and background rejection at 30% / 50% signal efficiency.
 
-    Every rank returns the same figures, computed over the whole validation set.
+    Every rank returns the same figures, computed over the whole validation set; the
+    signal is ``shard.signal_class`` against all other classes.
     """
     model.eval()
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
@@ -82,12 +99,13 @@ def evaluate(
             logits = model(batch.points, batch.features, batch.mask).float()
         logits, batch_labels = logits[:num_real], batch.labels[:num_real]
         loss_sum += F.cross_entropy(logits, batch_labels, reduction="sum")
-        scores.append(softmax_signal_scores(logits))
+        scores.append(softmax_signal_scores(logits, signal_class=shard.signal_class))
         labels.append(batch_labels.cpu().numpy())
         on_progress()
     all_scores = world.all_gather_array(np.concatenate(scores))
     all_labels = world.all_gather_array(np.concatenate(labels))
-    metrics = binary_metrics(all_scores, all_labels)
+    is_signal = (all_labels == shard.signal_class).astype(np.int64)
+    metrics = binary_metrics(all_scores, is_signal)
     values = {"val_loss": world.sum(loss_sum.item()) / len(all_labels)}
     values.update({f"val_{name}": float(value) for name, value in metrics.items()})
     return values

@@ -38,7 +38,7 @@ class Reporter:
     def checkpoint(self, *, batches: int, path: str, info: dict[str, Any]) -> None:
         self._call(lambda c: c.register_checkpoint(batches=batches, path=path, info=info), None)
 
-    def heartbeat(self, *, batches: int, total_batches: int) -> None:
+    def heartbeat(self, *, batches: int, total_batches: int | None = None) -> None:
         """Beat from the loop itself, so a hung step falls silent and the Master notices."""
         now = time.monotonic()
         if now - self._last_beat < self._heartbeat_interval_s:

@@ -17,6 +17,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,14 +25,14 @@ import torch.nn.functional as F
 
 from trainyard.config import ExperimentConfig, Length
 from trainyard.config.schema import TRAINING_HYPERPARAMETERS
-from trainyard.data.features import FEATURE_NAMES, load_jet_arrays
-from trainyard.data.loader import JetBatch, JetLoader
+from trainyard.data.batch import JetBatch
 from trainyard.models import accepted_options, build_model
 from trainyard.worker import checkpoint as ckpt
 from trainyard.worker import parallel
 from trainyard.worker.client import MasterUnreachableError
+from trainyard.worker.data import load_trial_data
 from trainyard.worker.distributed import World
-from trainyard.worker.evaluation import ValidationShard, evaluate
+from trainyard.worker.evaluation import evaluate
 from trainyard.worker.optim import build_lr_schedule, build_optimizer
 from trainyard.worker.precision import Precision
 from trainyard.worker.reporter import Reporter
@@ -39,8 +40,6 @@ from trainyard.worker.rng import capture_rng_state, restore_rng_state, seed_all
 from trainyard.worker.trained_state import load_trained_state, trained_state
 
 logger = logging.getLogger(__name__)
-
-NUM_CLASSES = 2
 
 
 @dataclass
@@ -91,26 +90,24 @@ class Trainer:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True, warn_only=self.device.type == "cuda")
 
-        # Data: the global batch split evenly over the ranks; whole-epoch permutations seeded
-        # by (seed, epoch) and dealt out by rank, so resuming needs no replay.
+        # Data: staged once into the Master's cache (reused by later trials and other ranks),
+        # read memory-mapped onto the device; each rank takes its slice of every global batch
+        # of an epoch order seeded by (seed, epoch), so resuming needs no replay.
         self.global_batch_size = int(hyperparameters.get("batch_size", training.batch_size))
         source = "hyperparameters" if "batch_size" in hyperparameters else "training"
         batch_size = parallel.rank_batch_size(
             self.global_batch_size, world.size, key=f"{source}.batch_size"
         )
-        max_particles = config.data.max_particles
-        train_arrays = load_jet_arrays(config.data.train, max_particles=max_particles)
-        val_arrays = load_jet_arrays(config.data.val, max_particles=max_particles)
-        self.train_loader = JetLoader(
-            train_arrays,
+        data = load_trial_data(
+            config.data,
+            staging_dir=Path(spec["staging_dir"]),
             batch_size=batch_size,
-            shuffle=True,
             seed=training.seed,
-            drop_last=True,
-            rank=world.rank,
-            world_size=world.size,
+            world=world,
+            device=self.device,
+            on_progress=lambda: reporter.heartbeat(batches=0),
         )
-        self.val_shard = ValidationShard(val_arrays, batch_size=batch_size, world=world)
+        self.train_loader, self.val_shard = data.train_loader, data.val_shard
         self.batches_per_epoch = len(self.train_loader)
         self.total_batches = self._in_batches(training.max_length)
         self.validate_every = self._in_batches(training.validation_period)
@@ -119,8 +116,8 @@ class Trainer:
         # Model: zoo or user code, with the hyperparameters that name its options.
         model = build_model(
             config.model.name,
-            num_features=len(FEATURE_NAMES),
-            num_classes=NUM_CLASSES,
+            num_features=data.inputs.num_features,
+            num_classes=data.inputs.num_classes,
             options=_model_options(config, hyperparameters),
         ).to(self.device)
 
@@ -167,8 +164,8 @@ class Trainer:
             spec["trial_number"],
             config.model.name,
             self.device,
-            len(train_arrays),
-            len(val_arrays),
+            data.train.num_jets,
+            data.val.num_jets,
             self.global_batch_size,
             world.size,
             self.strategy,

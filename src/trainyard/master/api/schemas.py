@@ -17,6 +17,8 @@ class TrialSpec(BaseModel):
     config: dict[str, Any]
     hyperparameters: dict[str, Any]
     checkpoint_dir: str
+    staging_dir: str
+    """Cache root of staged data (the Master's home/cache/staged), shared by all trials."""
     heartbeat_interval_s: float
 
 

@@ -1,0 +1,128 @@
+"""The worker's data step: staged once into the cache, reused, mapped onto the model's inputs."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from trainyard.config import parse_experiment
+from trainyard.config.schema import DataSpec
+from trainyard.datasets.toy import write_toy_dataset
+from trainyard.worker.data import TrialData, load_trial_data
+from trainyard.worker.distributed import World
+
+TOP_KIN = Path(__file__).parents[1] / "data" / "configs" / "top_kin.yaml"
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("worker-data")
+    write_toy_dataset(root / "train", num_jets=300, seed=5, jets_per_shard=200)
+    write_toy_dataset(root / "val", num_jets=101, seed=6)
+    return root
+
+
+def _data(toy: Path, **keys: Any) -> DataSpec:
+    raw = {
+        "name": "d",
+        "model": "mlp",
+        "data": {"train": str(toy / "train/*.parquet"), "val": str(toy / "val/*.parquet"), **keys},
+        "training": {"max_length": {"epochs": 1}},
+    }
+    return parse_experiment(raw).data
+
+
+def _load(data: DataSpec, cache: Path, world: World = World(), **settings: Any) -> TrialData:
+    options: dict[str, Any] = {
+        "staging_dir": cache,
+        "batch_size": 16,
+        "seed": 1,
+        "world": world,
+        "device": torch.device("cpu"),
+        "on_progress": lambda: None,
+        **settings,
+    }
+    return load_trial_data(data, **options)
+
+
+def _staged_folders(cache: Path) -> list[Path]:
+    return sorted(p for p in cache.iterdir() if not p.name.startswith("."))
+
+
+def test_builtin_inputs_are_staged_once_and_reused(toy: Path, tmp_path: Path, caplog) -> None:
+    beats: list[int] = []
+    caplog.set_level("INFO", logger="trainyard.worker.data")
+    first = _load(_data(toy, max_particles=24), tmp_path, on_progress=lambda: beats.append(1))
+    assert beats, "staging beats the heartbeat after each file"
+    assert "staging training data from 2 file(s)" in caplog.text
+    assert (first.train.num_jets, first.val.num_jets) == (300, 101)
+    assert (first.inputs.num_features, first.inputs.num_classes) == (7, 2)
+    assert first.inputs.signal_class == first.val_shard.signal_class == 1
+    batch = next(iter(first.train_loader))
+    assert batch.features.shape == (16, 7, 24) and batch.mask.shape == (16, 1, 24)
+    assert len(first.train_loader) == 19  # ceil(300 / 16), the last batch wrapped around
+    folders = _staged_folders(tmp_path)
+    assert len(folders) == 2
+
+    caplog.clear()
+    again = _load(_data(toy, max_particles=24), tmp_path)
+    assert "reusing staged training data" in caplog.text
+    assert "reusing staged validation data" in caplog.text
+    assert _staged_folders(tmp_path) == folders
+    assert again.train.root == first.train.root
+    _load(_data(toy, max_particles=32), tmp_path)  # another setting: another key
+    assert len(_staged_folders(tmp_path)) == 4
+
+
+def test_weaver_config_inputs_are_mapped_from_its_groups(toy: Path, tmp_path: Path) -> None:
+    trial = _load(_data(toy, config=str(TOP_KIN)), tmp_path)
+    assert trial.inputs.fields == {
+        "points": "_pf_points",
+        "features": "_pf_features",
+        "mask": "_pf_mask",
+        "labels": "_label_",
+    }
+    assert (trial.inputs.num_features, trial.inputs.num_classes) == (7, 2)
+    assert trial.val_shard.signal_class == 0  # top_kin lists [jet_isTop, jet_isQCD]
+    batch, num_real = next(iter(trial.val_shard))
+    assert batch.points.shape == (16, 2, 128) and batch.features.shape == (16, 7, 128)
+    assert num_real == 16
+    assert trial.val.extra["training"] is True  # weaver's val loader: training selection
+    is_top = np.load(trial.val.shard_path("_label_", 0)) == 0
+    assert 0.3 < is_top.mean() < 0.7
+
+
+def test_validation_is_standardised_with_what_the_training_files_gave(
+    toy: Path, tmp_path: Path
+) -> None:
+    auto = tmp_path / "top_kin_auto.yaml"
+    text = TOP_KIN.read_text().replace("method: manual", "method: auto")
+    auto.write_text(text.replace("- [part_pt_log, 1.7, 0.7]", "- part_pt_log"))  # center: auto
+    trial = _load(_data(toy, config=str(auto)), tmp_path / "cache")
+    train_config = trial.train.extra["data_config"]
+    assert trial.val.extra["data_config"] == train_config
+    center = train_config["preprocess"]["params"]["part_pt_log"]["center"]
+    assert isinstance(center, float), "computed from the training files"
+    assert len(list(tmp_path.glob("top_kin_auto.*.auto.yaml"))) == 1  # as weaver writes it
+    again = _load(_data(toy, config=str(auto)), tmp_path / "cache")
+    assert again.val.root == trial.val.root
+
+
+def test_other_ranks_wait_for_rank_0_and_read_their_share(toy: Path, tmp_path: Path) -> None:
+    data = _data(toy, max_particles=16)
+    results: dict[int, TrialData] = {}
+    waiter = threading.Thread(
+        target=lambda: results.update({1: _load(data, tmp_path, World(rank=1, size=2))})
+    )
+    waiter.start()
+    results[0] = _load(data, tmp_path, World(rank=0, size=2))
+    waiter.join(timeout=30)
+    assert not waiter.is_alive()
+    assert results[0].train.root == results[1].train.root
+    assert len(results[0].train_loader) == len(results[1].train_loader) == 10  # 300 / 32
+    assert len(results[0].val_shard) == len(results[1].val_shard) == 4  # 51 and 50 jets
