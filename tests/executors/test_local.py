@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from trainyard.errors import ExecutorError
 from trainyard.executors import LocalExecutor, WorkerLaunch
@@ -88,3 +90,11 @@ def test_polling_an_unknown_trial_is_an_error(executor: LocalExecutor) -> None:
 def test_a_pool_without_slots_is_refused() -> None:
     with pytest.raises(ExecutorError, match="no GPU and no CPU slot"):
         LocalExecutor(gpu_ids=[], num_cpu_slots=0, threads_per_cpu_slot=1)
+
+
+def test_cpu_pool_never_has_more_slots_than_cores() -> None:
+    num_cores = len(os.sched_getaffinity(0))
+    executor = LocalExecutor.for_this_machine(
+        max_concurrent_trials=num_cores * 4, slots_per_trial=1
+    )
+    assert executor.capacity() <= max(num_cores, torch.cuda.device_count())

@@ -57,10 +57,15 @@ class LocalExecutor(Executor):
     def for_this_machine(
         cls, *, max_concurrent_trials: int, slots_per_trial: int
     ) -> LocalExecutor:
-        """GPUs when CUDA sees any, else the CPU cores split among concurrent trials."""
+        """GPUs when CUDA sees any, else the usable CPU cores split among concurrent trials.
+
+        A CPU slot gets at least one core, so there are never more slots than cores: extra
+        concurrent trials wait in the queue instead of oversubscribing the machine.
+        """
         gpu_ids = _visible_gpus()
-        num_cpu_slots = max_concurrent_trials * slots_per_trial
-        threads = (os.cpu_count() or 1) // max(1, num_cpu_slots)
+        num_cores = len(os.sched_getaffinity(0))
+        num_cpu_slots = max(1, min(max_concurrent_trials * slots_per_trial, num_cores))
+        threads = num_cores // num_cpu_slots
         return cls(gpu_ids=gpu_ids, num_cpu_slots=num_cpu_slots, threads_per_cpu_slot=threads)
 
     def capacity(self) -> int:
