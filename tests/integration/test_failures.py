@@ -20,18 +20,6 @@ FAULTY_MODELS = textwrap.dedent(
     from trainyard.models import build_model
 
 
-    class _Faulty:
-        def __init__(self, model, action, after):
-            self.model, self.action, self.after, self.calls = model, action, after, 0
-
-        def __call__(self, *args):
-            self.calls += 1
-            if self.calls > self.after:
-                print(f"faulty model: {self.action} now", flush=True)
-                self.action_now()
-            return self.model(*args)
-
-
     def _wrap(action_now, num_features, num_classes, after):
         model = build_model("mlp", num_features=num_features, num_classes=num_classes)
         original = model.forward
