@@ -55,7 +55,7 @@ def faulty_env(tmp_path: Path) -> dict[str, str]:
 def test_sigkilled_worker_is_an_errored_trial_with_log_tail(
     toy_data, write_experiment, faulty_env
 ) -> None:
-    file = write_experiment(experiment(toy_data, model="faulty_models:dies"))
+    file = write_experiment(experiment(toy_data, model="faulty_models:dies", max_restarts=0))
     result = run_cli(["run", str(file)], faulty_env, timeout=120)
     assert result.returncode == 1
     assert "ERRORED" in result.stdout
@@ -66,7 +66,7 @@ def test_sigkilled_worker_is_an_errored_trial_with_log_tail(
 def test_hung_worker_is_killed_after_heartbeat_timeout(
     toy_data, write_experiment, faulty_env
 ) -> None:
-    file = write_experiment(experiment(toy_data, model="faulty_models:hangs"))
+    file = write_experiment(experiment(toy_data, model="faulty_models:hangs", max_restarts=0))
     result = run_cli(["run", str(file)], faulty_env, timeout=120)
     assert result.returncode == 1
     assert "worker sent no heartbeat for" in result.stdout
