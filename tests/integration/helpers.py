@@ -10,6 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from trainyard.settings import Settings
+from trainyard.store import open_store, repository
+
 CLI = [sys.executable, "-c", "from trainyard.cli.app import main; main()"]
 
 
@@ -81,3 +84,15 @@ def checkpoint_steps(home: Path) -> list[int]:
     return sorted(
         int(p.name.split("-")[1]) for p in home.glob("experiments/*/trials/*/checkpoints/step-*")
     )
+
+
+def last_validation(home: Path, trial_id: int) -> dict[str, float]:
+    """The newest validation metrics a trial reported, read from the store under `home`."""
+    store = open_store(Settings(home=home).resolved_database_url())
+    try:
+        with store.session() as session:
+            metric = repository.latest_metrics(session, trial_id=trial_id, kind="validation")
+            assert metric is not None, f"trial {trial_id} reported no validation"
+            return dict(metric.values)
+    finally:
+        store.close()

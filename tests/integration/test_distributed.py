@@ -15,6 +15,7 @@ from tests.integration.helpers import (
     checkpoint_steps,
     cli_env,
     experiment,
+    last_validation,
     run_cli,
     start_cli,
     wait_for,
@@ -97,18 +98,6 @@ def _config(toy_data: Path, name: str, *, slots: int, **sections: Any) -> dict[s
     )
 
 
-def _last_validation(home: Path) -> dict[str, float]:
-    trial_id = _trial(home).id
-    store = open_store(Settings(home=home).resolved_database_url())
-    try:
-        with store.session() as session:
-            metric = repository.latest_metrics(session, trial_id=trial_id, kind="validation")
-            assert metric is not None
-            return dict(metric.values)
-    finally:
-        store.close()
-
-
 def _trial(home: Path) -> Any:
     store = open_store(Settings(home=home).resolved_database_url())
     try:
@@ -138,7 +127,7 @@ def test_two_rank_ddp_matches_one_rank(toy_data, write_experiment, models_env, t
         newest = _newest(home)
         assert newest.name == "step-00000020"
         final[slots] = torch.load(newest / "state.pt", weights_only=True)["model"]
-        validation[slots] = _last_validation(home)
+        validation[slots] = last_validation(home, _trial(home).id)
     assert final[1].keys() == final[2].keys()  # DDP's "module." prefix is not saved
     for name, one_rank in final[1].items():
         difference = (one_rank - final[2][name]).abs().max().item()

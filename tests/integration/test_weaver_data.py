@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.integration.helpers import cli_env, run_cli
+from tests.integration.helpers import cli_env, last_validation, run_cli
 from trainyard.settings import Settings
 from trainyard.store import TrialState, open_store, repository
 
@@ -55,7 +55,7 @@ def test_weaver_config_trial_trains_and_the_next_trial_reuses_the_staged_data(
     assert "staging" not in second_log
     staged = [p for p in (home / "cache" / "staged").iterdir() if not p.name.startswith(".")]
     assert len(staged) == 2, staged  # training and validation, once
-    aucs = [_last_validation(home, trial.id)["val_auc"] for trial in trials]
+    aucs = [last_validation(home, trial.id)["val_auc"] for trial in trials]
     print("val_auc per trial:", aucs)
     assert max(aucs) > 0.7, aucs
 
@@ -69,16 +69,5 @@ def _trials(home: Path) -> list:
             for trial in trials:
                 session.expunge(trial)
             return sorted(trials, key=lambda trial: trial.number)
-    finally:
-        store.close()
-
-
-def _last_validation(home: Path, trial_id: int) -> dict[str, float]:
-    store = open_store(Settings(home=home).resolved_database_url())
-    try:
-        with store.session() as session:
-            metric = repository.latest_metrics(session, trial_id=trial_id, kind="validation")
-            assert metric is not None
-            return dict(metric.values)
     finally:
         store.close()
