@@ -98,9 +98,15 @@ Constant = StrictBool | StrictInt | float | str | list[Any]
 
 
 def _hyperparameter_kind(value: Any) -> str:
-    """A mapping with `type` is a search space; anything else is a constant."""
+    """A mapping with `type` is a search space; anything else is a constant.
+
+    Pydantic also calls this when serializing, with the parsed search-space model: it must
+    name that model's tag too, or every dump warns that a range is not a constant.
+    """
     if isinstance(value, dict):
         return str(value.get("type", "missing-type"))
+    if isinstance(value, IntRange | DoubleRange | LogRange | Categorical):
+        return value.type
     return "constant"
 
 
@@ -275,6 +281,10 @@ class TrainingSpec(_Strict):
     seed: int = Field(default=0, ge=0)
     deterministic: bool = True
     """Deterministic kernels, so a resumed run reproduces an uninterrupted one."""
+    on_nonfinite: Literal["error", "skip_batch"] = "error"
+    """A NaN or infinite loss: `error` stops the trial with the batch and the last finite
+    checkpoint named (a retry resumes from it); `skip_batch` drops that batch's update and
+    goes on (this checks every step, which waits for the device once per batch)."""
 
 
 class CheckpointSpec(_Strict):
