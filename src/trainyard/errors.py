@@ -36,3 +36,11 @@ class ExecutorError(TrainyardError):
 
 class NotFoundError(TrainyardError, LookupError):
     """An experiment, trial or checkpoint that the user named does not exist."""
+
+
+class AuthenticationError(TrainyardError):
+    """A request carries no credential, or one the Master does not accept (HTTP 401)."""
+
+
+class PermissionDeniedError(TrainyardError):
+    """A valid credential asks for something it may not reach (HTTP 403)."""

@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     master_advertise_host: str | None = None
     """Host name workers use to reach the Master; default: master_host, or this machine's
     fully qualified name when master_host is 0.0.0.0."""
+    max_request_bytes: int = Field(default=1024 * 1024, gt=0)
+    """Request bodies larger than this are refused (413) before any handler reads them."""
     poll_interval_s: float = Field(default=0.5, gt=0)
     log_tail_lines: int = Field(default=60, gt=0)
     """Lines of a failed worker's log kept with the trial (torchrun's summary alone is ~40)."""

@@ -1,4 +1,4 @@
-"""A Master service over a real SQLite store in a temporary home."""
+"""A Master service and its HTTP API over a real SQLite store in a temporary home."""
 
 from __future__ import annotations
 
@@ -6,11 +6,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 
 from trainyard.config import ExperimentConfig, parse_experiment
+from trainyard.master.api.app import create_app
 from trainyard.master.service import MasterService
+from trainyard.protocol import ExperimentState, TrialState
 from trainyard.settings import Settings
 from trainyard.store import open_store
+
+ADMIN_TOKEN = "admin-s3cret"
 
 
 @pytest.fixture
@@ -27,12 +32,62 @@ def service(settings: Settings) -> Iterator[MasterService]:
 
 @pytest.fixture
 def config(tmp_path: Path) -> ExperimentConfig:
+    return experiment_config(tmp_path, "api-test")
+
+
+def experiment_config(tmp_path: Path, name: str, *, grid: bool = False) -> ExperimentConfig:
+    """One trial at lr 0.01, or with `grid` a grid search over two learning rates."""
+    lr = {"type": "categorical", "vals": [0.01, 0.02]} if grid else 0.01
     return parse_experiment(
         {
-            "name": "api-test",
+            "name": name,
             "model": "mlp",
             "data": {"train": str(tmp_path / "t/*.parquet"), "val": str(tmp_path / "v/*.parquet")},
-            "hyperparameters": {"lr": 0.01},
+            "hyperparameters": {"lr": lr},
+            "searcher": {"name": "grid" if grid else "single"},
             "training": {"max_length": {"batches": 10}},
         }
     )
+
+
+def running_trial(service: MasterService, config: ExperimentConfig) -> int:
+    """A new experiment's first trial, RUNNING as after a launch."""
+    experiment_id = service.create_experiment(config)
+    service.set_experiment_state(experiment_id, ExperimentState.RUNNING)
+    (created,) = service.create_trials(experiment_id, num_free=1)
+    service.update_trial(created, state=TrialState.RUNNING)
+    return created
+
+
+@pytest.fixture
+def trial_id(service: MasterService, config: ExperimentConfig) -> int:
+    return running_trial(service, config)
+
+
+@pytest.fixture
+def api(service: MasterService) -> TestClient:
+    """The API with no credential: each test sends the one it means."""
+    return TestClient(create_app(service, admin_token=ADMIN_TOKEN))
+
+
+@pytest.fixture
+def admin(service: MasterService) -> TestClient:
+    """The API as the CLI calls it, with the admin token."""
+    return TestClient(
+        create_app(service, admin_token=ADMIN_TOKEN),
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+    )
+
+
+def worker_client(service: MasterService, trial_id: int) -> TestClient:
+    """The API as the worker of a freshly launched attempt of `trial_id` calls it."""
+    token = service.issue_worker_token(trial_id)
+    return TestClient(
+        create_app(service, admin_token=ADMIN_TOKEN),
+        headers={"Authorization": f"Bearer {token}"},
+    )
+
+
+@pytest.fixture
+def worker(service: MasterService, trial_id: int) -> TestClient:
+    return worker_client(service, trial_id)

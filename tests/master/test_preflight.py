@@ -241,3 +241,23 @@ def test_batch_size_from_a_real_valued_range_is_refused(data: Path) -> None:
         "`hyperparameters.batch_size`: a log range can pick batch sizes that are not whole "
         "numbers; use an int range or categorical values"
     ) in _problems(config)
+
+
+def test_optimizer_values_torch_refuses_are_named_by_their_hyperparameter(data: Path) -> None:
+    problems = _problems(
+        _config(
+            data,
+            hyperparameters={
+                "lr": -1,
+                "momentum": {"type": "double", "min": 0.5, "max": 1.5},
+                "weight_decay": {"type": "categorical", "vals": [0.1, -0.2]},
+            },
+        )
+    )
+    assert "`hyperparameters.lr`: Input should be greater than 0 (got -1)" in problems
+    assert "sets `training.optimizer.lr`" in problems
+    assert "`hyperparameters.momentum`: Input should be less than 1 (got 1.5)" in problems
+    assert "`hyperparameters.weight_decay`: Input should be greater than or equal to 0 " in (
+        problems
+    )
+    assert "(got -0.2)" in problems

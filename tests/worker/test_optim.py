@@ -27,11 +27,13 @@ def test_step_decay() -> None:
 
 
 @pytest.mark.parametrize("name", ["adam", "adamw", "sgd"])
-def test_optimizers_take_the_merged_lr(name: str) -> None:
+def test_optimizers_take_the_given_lr_and_the_spec_settings(name: str) -> None:
     model = torch.nn.Linear(2, 2)
-    optimizer = build_optimizer(
-        model.parameters(), OptimizerSpec(name=name), lr=0.05, weight_decay=0.0, momentum=0.9
-    )
+    spec = OptimizerSpec(name=name, lr=0.001, weight_decay=0.01, momentum=0.5)
+    optimizer = build_optimizer(model.parameters(), spec, lr=0.05)
+    assert optimizer.param_groups[0]["weight_decay"] == 0.01
+    if name == "sgd":
+        assert optimizer.param_groups[0]["momentum"] == 0.5
     schedule = build_lr_schedule(optimizer, LRScheduleSpec(warmup_batches=2), total_batches=10)
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.025)
     optimizer.step()

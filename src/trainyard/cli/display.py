@@ -6,7 +6,7 @@ import math
 
 from rich.table import Table
 
-from trainyard.master.api.schemas import ExperimentOut, MetricOut, TrialOut
+from trainyard.protocol import ExperimentOut, MetricOut, TrialOut
 
 
 def trial_table(

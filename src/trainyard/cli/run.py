@@ -47,19 +47,14 @@ def run_experiment(
     preflight(config, pool_capacity=executor.capacity())
     if resume is None:
         experiment_id = service.create_experiment(config)
-    token = new_token()
     server = EmbeddedServer(
-        create_app(service, token=token),
+        create_app(service, admin_token=new_token(), max_request_bytes=settings.max_request_bytes),
         host=settings.master_host,
         advertised_host=settings.advertised_master_host(),
     )
     server.start()
     runner = ExperimentRunner(
-        service=service,
-        executor=executor,
-        settings=settings,
-        master_url=server.url,
-        token=token,
+        service=service, executor=executor, settings=settings, master_url=server.url
     )
     started = time.monotonic()
     try:

@@ -92,9 +92,11 @@ def _problem(detail: Any, hyperparameters: Mapping[str, Any]) -> str:
         ("training", "batch_size"): "batch_size",
     }
     name = names.get(loc)
-    if name in hyperparameters:
-        key = f"hyperparameters.{name}"
-    else:
-        key = ".".join(str(part) for part in loc)
+    target = ".".join(str(part) for part in loc)
     message = str(detail["msg"]).removeprefix("Value error, ")
-    return f"`{key}`: {message} (got {detail.get('input')!r})"
+    if name in hyperparameters:
+        return (
+            f"`hyperparameters.{name}`: {message} (got {detail.get('input')!r}); this "
+            f"hyperparameter sets `{target}`, so give it values allowed there"
+        )
+    return f"`{target}`: {message} (got {detail.get('input')!r})"

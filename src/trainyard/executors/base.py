@@ -67,6 +67,12 @@ class Executor(abc.ABC):
         """The local process id of a trial's worker, where the backend has one."""
         return None
 
+    def end_leftover(self, trial_id: int, worker_pid: int | None) -> None:
+        """End the workers of `trial_id` that an earlier Master started and lost (it was
+        killed): they must not train beside the attempt that replaces them. Backends that
+        find their leftovers themselves at launch (SLURM, by job name) need not override."""
+        return None
+
     def waiting(self, trial_id: int) -> bool:
         """Whether a launched trial still waits in the backend's queue (not started)."""
         return False

@@ -15,7 +15,9 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO
 
 from trainyard.errors import ExecutorError
@@ -25,6 +27,7 @@ logger = logging.getLogger(__name__)
 
 WORKER_MODULE = "trainyard.worker"
 GPU_THREADS_PER_SLOT = 4
+LEFTOVER_EXIT_TIMEOUT_S = 10.0
 
 
 @dataclass
@@ -104,6 +107,19 @@ class LocalExecutor(Executor):
         logger.info("trial %d: worker pid %d on slots %s", launch.trial_id, process.pid, slots)
         self._running[launch.trial_id] = _Running(process, slots, log_file)
 
+    def end_leftover(self, trial_id: int, worker_pid: int | None) -> None:
+        """SIGKILL the process group of an earlier Master's worker of this trial, if that pid
+        is still such a worker (its environment names the trial; pids are reused), and wait
+        until it is gone."""
+        if worker_pid is None or not _is_worker_of(worker_pid, trial_id):
+            return
+        logger.warning("trial %d: ending leftover worker pid %d", trial_id, worker_pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(worker_pid, signal.SIGKILL)
+        deadline = time.monotonic() + LEFTOVER_EXIT_TIMEOUT_S
+        while _is_worker_of(worker_pid, trial_id) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
     def worker_pid(self, trial_id: int) -> int | None:
         running = self._running.get(trial_id)
         return running.process.pid if running else None
@@ -168,6 +184,19 @@ def _worker_command(launch: WorkerLaunch) -> list[str]:
         "--module",
         WORKER_MODULE,
     ]
+
+
+def _is_worker_of(pid: int, trial_id: int) -> bool:
+    """Whether `pid` is a live (not zombie) trainyard worker started for `trial_id`."""
+    proc = Path(f"/proc/{pid}")
+    try:
+        state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        environ = (proc / "environ").read_bytes().split(b"\0")
+        cmdline = (proc / "cmdline").read_bytes()
+    except (OSError, IndexError):
+        return False
+    is_worker = WORKER_MODULE.encode() in cmdline or b"torch.distributed.run" in cmdline
+    return state != "Z" and is_worker and f"TRAINYARD_TRIAL_ID={trial_id}".encode() in environ
 
 
 def _free_port() -> int:

@@ -9,13 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from trainyard.config import ExperimentConfig
-from trainyard.config.schema import (
-    TRAINING_HYPERPARAMETERS,
-    Categorical,
-    DoubleRange,
-    IntRange,
-    LogRange,
-)
+from trainyard.config.schema import Categorical, DoubleRange, IntRange, LogRange
+from trainyard.config.trial import TRAINING_HYPERPARAMETERS, resolve_trial
 from trainyard.data.model_inputs import ModelInputs, model_inputs
 from trainyard.data.reader import resolve_files
 from trainyard.errors import ConfigError, DataError, ModelError
@@ -51,6 +46,7 @@ def preflight(config: ExperimentConfig, *, pool_capacity: int | None = None) -> 
     except ConfigError as err:
         problems += err.problems
     problems += _batch_size_problems(config)
+    problems += _trial_value_problems(config)
     problems += _model_problems(config, inputs)
     if config.searcher.metric not in VALIDATION_METRICS:
         problems.append(
@@ -96,6 +92,32 @@ def _batch_size_problems(config: ExperimentConfig) -> list[str]:
         for candidate in candidates
         if isinstance(candidate, int) and not isinstance(candidate, bool) and candidate % slots
     ]
+
+
+def _trial_value_problems(config: ExperimentConfig) -> list[str]:
+    """Values a trial can get that its config would refuse (lr: -1, momentum: 2, ...).
+
+    Each hyperparameter is tried at every value it can take that matters here: a constant,
+    the ends of a range, each categorical value; the others stay at their first value.
+    """
+    candidates = {name: _extremes(space) for name, space in config.hyperparameters.items()}
+    baseline = {name: values[0] for name, values in candidates.items()}
+    problems: list[str] = []
+    for name, values in candidates.items():
+        for value in values:
+            try:
+                resolve_trial(config, {**baseline, name: value})
+            except ConfigError as err:
+                problems += [p for p in err.problems if p not in problems]
+    return problems
+
+
+def _extremes(space: Any) -> list[Any]:
+    if isinstance(space, IntRange | DoubleRange | LogRange):
+        return [space.min, space.max]
+    if isinstance(space, Categorical):
+        return list(space.vals)
+    return [space]
 
 
 def _model_problems(config: ExperimentConfig, inputs: ModelInputs | None) -> list[str]:

@@ -9,8 +9,6 @@ experiment's state there, and the runner follows on its next tick.
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import threading
 import time
 from collections.abc import Callable
@@ -18,11 +16,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from trainyard.executors import Executor, WorkerLaunch
-from trainyard.master.api.schemas import TrialOut
 from trainyard.master.service import MasterService
+from trainyard.protocol import ExperimentState, TrialOut, TrialState
 from trainyard.scheduler import LaunchRequest, plan_launches
 from trainyard.settings import Settings
-from trainyard.store import ExperimentState, TrialState
 
 logger = logging.getLogger(__name__)
 
@@ -39,13 +36,11 @@ class ExperimentRunner:
         executor: Executor,
         settings: Settings,
         master_url: str,
-        token: str,
     ) -> None:
         self._service = service
         self._executor = executor
         self._settings = settings
         self._master_url = master_url
-        self._token = token
         self._pause_requested = threading.Event()
         self._hung: dict[int, str] = {}
         self._waiting: set[int] = set()
@@ -118,7 +113,7 @@ class ExperimentRunner:
         assert trial.log_path is not None, "trials get their log path when created"
         env = {
             "TRAINYARD_MASTER_URL": self._master_url,
-            "TRAINYARD_TOKEN": self._token,
+            "TRAINYARD_TOKEN": self._service.issue_worker_token(trial.id),
             "TRAINYARD_TRIAL_ID": str(trial.id),
         }
         self._executor.launch(
@@ -138,7 +133,7 @@ class ExperimentRunner:
     def _reap(self, max_restarts: int) -> None:
         """Collect exited workers; a failure is retried from its checkpoint or marked errored."""
         for trial_id in self._executor.running():
-            code = self._executor.poll(trial_id)
+            code = self._poll(trial_id)
             if code is None:
                 continue
             trial = self._service.get_trial(trial_id)
@@ -185,7 +180,7 @@ class ExperimentRunner:
         # A trial paused by a signal from outside (a cluster's time limit, a preemption, a
         # failing node) while the experiment runs is requeued on the next tick, not done.
         return bool(trials) and all(
-            TrialState(t.state).is_finished() and t.state != TrialState.PAUSED for t in trials
+            t.state.is_finished() and t.state is not TrialState.PAUSED for t in trials
         )
 
     def _finish(self, experiment_id: int) -> str:
@@ -209,11 +204,11 @@ class ExperimentRunner:
         deadline = time.monotonic() + self._settings.stop_grace_s
         while self._executor.running() and time.monotonic() < deadline:
             for trial_id in self._executor.running():
-                self._executor.poll(trial_id)
+                self._poll(trial_id)
             time.sleep(0.1)
         for trial_id in self._executor.running():
             self._executor.kill(trial_id)
-            self._executor.poll(trial_id)
+            self._poll(trial_id)
         final = TrialState.PAUSED if state == ExperimentState.PAUSED else TrialState.CANCELED
         for trial in self._service.list_trials(experiment_id):
             if trial.state in (TrialState.RUNNING, TrialState.QUEUED) or (
@@ -236,11 +231,19 @@ class ExperimentRunner:
     def _requeue_unfinished(self, experiment_id: int) -> None:
         """On resume, unfinished trials go back to the queue; orphaned workers are ended first."""
         for trial in self._service.list_trials(experiment_id):
-            if TrialState(trial.state) not in _RESUMABLE:
+            if trial.state not in _RESUMABLE:
                 continue
-            if trial.state == TrialState.RUNNING:
-                _kill_orphan(trial.worker_pid)
+            self._service.end_attempt(trial.id)
+            if trial.state is TrialState.RUNNING:
+                self._executor.end_leftover(trial.id, trial.worker_pid)
             self._service.update_trial(trial.id, state=TrialState.QUEUED)
+
+    def _poll(self, trial_id: int) -> int | None:
+        """The executor's poll; once the workers have exited, their attempt is over."""
+        code = self._executor.poll(trial_id)
+        if code is not None:
+            self._service.end_attempt(trial_id)
+        return code
 
     def _log_tail(self, trial: TrialOut) -> str:
         if not trial.log_path or not Path(trial.log_path).exists():
@@ -248,15 +251,3 @@ class ExperimentRunner:
         lines = Path(trial.log_path).read_text(errors="replace").splitlines()
         tail = lines[-self._settings.log_tail_lines :]
         return f"last {len(tail)} line(s) of {trial.log_path}:\n" + "\n".join(tail)
-
-
-def _kill_orphan(pid: int | None) -> None:
-    """End a worker left by a Master that died, but only if that pid is still our worker."""
-    if pid is None:
-        return
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return
-    if b"trainyard.worker" in cmdline or b"torch.distributed.run" in cmdline:
-        os.killpg(pid, signal.SIGKILL)

@@ -1,39 +1,36 @@
-"""The Master's service layer: experiment lifecycle and the answers to workers.
+"""The Master's service layer: experiment lifecycle, trials, searchers and worker credentials.
 
-The HTTP handlers and the experiment runner both call this; it is the only code that turns
-requests into store writes, so the store stays consistent whoever calls.
+The HTTP handlers, the experiment runner and the CLI all call this; it is the only code that
+turns requests into store writes, so the store stays consistent whoever calls. What workers
+report goes through `master.reports.TrialReports`, which builds on this.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import secrets
 import threading
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from trainyard.config import ExperimentConfig, parse_experiment
+from trainyard.config.trial import TrialConfig, resolve_trial
 from trainyard.errors import TrainyardError
-from trainyard.master.api.schemas import (
-    CheckpointReport,
-    DecisionOut,
+from trainyard.protocol import (
+    CheckpointOut,
     ExperimentOut,
-    Heartbeat,
+    ExperimentState,
+    MetricKind,
     MetricOut,
-    MetricsReport,
     TrialOut,
-    TrialOutcome,
-    TrialSpec,
+    TrialState,
 )
 from trainyard.search import Searcher, TrialResult, make_searcher, validate_searcher
 from trainyard.settings import Settings
-from trainyard.store import (
-    ExperimentState,
-    Metric,
-    Store,
-    Trial,
-    TrialState,
-    repository,
-)
+from trainyard.store import Metric, Store, Trial, repository
 
 logger = logging.getLogger(__name__)
 
@@ -47,20 +44,21 @@ _CONTROL = {
 }
 _PAST = {"pause": "paused", "activate": "activated", "kill": "killed"}
 
-_OUTCOME_STATES = {
-    "completed": TrialState.COMPLETED,
-    "stopped": TrialState.STOPPED,
-    "paused": TrialState.PAUSED,
-    "errored": TrialState.ERRORED,
-}
+WORKER_TOKEN_PREFIX = "tyw_"
+"""Worker credentials start with this, so a leaked one is recognisable (and greppable)."""
+
+
+def token_sha256(token: str) -> str:
+    """The form in which the store keeps a credential: a leaked database grants nothing."""
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 class MasterService:
     """Experiment and trial operations over one store; safe to call from several threads."""
 
     def __init__(self, store: Store, settings: Settings) -> None:
-        self._store = store
-        self._settings = settings
+        self.store = store
+        self.settings = settings
         self._searchers: dict[int, Searcher] = {}
         self._lock = threading.Lock()
 
@@ -69,12 +67,12 @@ class MasterService:
     def create_experiment(self, config: ExperimentConfig) -> int:
         """Record a validated experiment and give it a folder; trials are created by the runner."""
         validate_searcher(config)
-        with self._store.session() as session:
+        with self.store.session() as session:
             experiment = repository.create_experiment(
                 session, name=config.name, config=config.model_dump(mode="json"), home_dir=""
             )
             home = (
-                self._settings.resolved_home()
+                self.settings.resolved_home()
                 / "experiments"
                 / f"{experiment.id:05d}-{config.name}"
             )
@@ -85,7 +83,7 @@ class MasterService:
 
     def experiment_config(self, experiment_id: int) -> ExperimentConfig:
         """The experiment's config, re-validated (catches a store written by another version)."""
-        with self._store.session() as session:
+        with self.store.session() as session:
             experiment = repository.get_experiment(session, experiment_id)
             return parse_experiment(experiment.config, source=f"experiment {experiment_id}")
 
@@ -95,14 +93,14 @@ class MasterService:
             if experiment_id not in self._searchers:
                 self._searchers[experiment_id] = make_searcher(
                     self.experiment_config(experiment_id),
-                    storage_url=self._settings.resolved_database_url(),
+                    storage_url=self.settings.resolved_database_url(),
                     experiment_id=experiment_id,
                 )
             return self._searchers[experiment_id]
 
     def recover_searcher(self, experiment_id: int) -> None:
         """After a restart, re-propose searcher trials that were handed out but never stored."""
-        with self._store.session() as session:
+        with self.store.session() as session:
             trials = repository.list_trials(session, experiment_id=experiment_id)
             known = {t.searcher_trial_id for t in trials if t.searcher_trial_id is not None}
         self.searcher(experiment_id).recover(known)
@@ -110,7 +108,7 @@ class MasterService:
     def set_experiment_state(
         self, experiment_id: int, state: ExperimentState, message: str | None = None
     ) -> None:
-        with self._store.session() as session:
+        with self.store.session() as session:
             repository.set_experiment_state(
                 session, experiment_id=experiment_id, state=state, message=message
             )
@@ -122,12 +120,11 @@ class MasterService:
             TrainyardError: the action does not apply to the experiment's current state.
         """
         experiment = self.get_experiment(ref)
-        current = ExperimentState(experiment.state)
         target, allowed = _CONTROL[action]
-        if current not in allowed:
+        if experiment.state not in allowed:
             names = " or ".join(sorted(s.value for s in allowed))
             raise TrainyardError(
-                f"experiment {experiment.id} ({experiment.name}) is {current.value}; "
+                f"experiment {experiment.id} ({experiment.name}) is {experiment.state.value}; "
                 f"only a {names} experiment can be {_PAST[action]}"
             )
         self.set_experiment_state(experiment.id, target)
@@ -135,30 +132,30 @@ class MasterService:
 
     def create_trials(self, experiment_id: int, *, num_free: int) -> list[int]:
         """Ask the searcher for new trials while slots are free; returns the new trial ids."""
-        with self._store.session() as session:
+        with self.store.session() as session:
             num_created = len(repository.list_trials(session, experiment_id=experiment_id))
         proposals = self.searcher(experiment_id).next_trials(
             num_created=num_created, num_free=num_free
         )
         created = []
-        with self._store.session() as session:
+        with self.store.session() as session:
             for proposal in proposals:
                 trial = repository.create_trial(
                     session, experiment_id=experiment_id, hyperparameters=proposal.hyperparameters
                 )
                 trial.searcher_trial_id = proposal.searcher_trial_id
-                trial.log_path = str(self._trial_dir(session, trial) / "worker.log")
+                trial.log_path = str(self.trial_dir(session, trial) / "worker.log")
                 created.append(trial.id)
         return created
 
     def get_experiment(self, ref: int | str) -> ExperimentOut:
-        with self._store.session() as session:
+        with self.store.session() as session:
             experiment = repository.get_experiment(session, ref)
             num_trials = len(repository.list_trials(session, experiment_id=experiment.id))
             return ExperimentOut(
                 id=experiment.id,
                 name=experiment.name,
-                state=experiment.state.value,
+                state=experiment.state,
                 created_at=experiment.created_at,
                 ended_at=experiment.ended_at,
                 message=experiment.message,
@@ -166,28 +163,33 @@ class MasterService:
             )
 
     def list_experiments(self, *, limit: int = 100) -> list[ExperimentOut]:
-        with self._store.session() as session:
+        with self.store.session() as session:
             ids = [e.id for e in repository.list_experiments(session, limit=limit)]
         return [self.get_experiment(i) for i in ids]
 
+    # -- trials ------------------------------------------------------------------------------
+
     def list_trials(self, experiment_id: int) -> list[TrialOut]:
-        with self._store.session() as session:
+        with self.store.session() as session:
             return [
                 _trial_out(t) for t in repository.list_trials(session, experiment_id=experiment_id)
             ]
 
-    # -- trials ------------------------------------------------------------------------------
-
     def get_trial(self, trial_id: int) -> TrialOut:
-        with self._store.session() as session:
+        with self.store.session() as session:
             return _trial_out(repository.get_trial(session, trial_id))
 
     def update_trial(self, trial_id: int, **fields: Any) -> None:
-        with self._store.session() as session:
+        with self.store.session() as session:
             repository.update_trial(session, trial_id=trial_id, **fields)
 
-    def trial_metrics(self, trial_id: int, kind: str | None = None) -> list[MetricOut]:
-        with self._store.session() as session:
+    def trial_config(self, trial_id: int) -> TrialConfig:
+        """The trial's resolved config: its experiment's with its hyperparameters applied."""
+        trial = self.get_trial(trial_id)
+        return resolve_trial(self.experiment_config(trial.experiment_id), trial.hyperparameters)
+
+    def trial_metrics(self, trial_id: int, kind: MetricKind | None = None) -> list[MetricOut]:
+        with self.store.session() as session:
             return [
                 _metric_out(m)
                 for m in repository.list_metrics(session, trial_id=trial_id, kind=kind)
@@ -195,103 +197,41 @@ class MasterService:
 
     def latest_metrics(self, trial_id: int) -> tuple[MetricOut | None, MetricOut | None]:
         """The newest training and validation reports of a trial (for live tables)."""
-        with self._store.session() as session:
+        with self.store.session() as session:
             found = [
                 repository.latest_metrics(session, trial_id=trial_id, kind=kind)
-                for kind in ("training", "validation")
+                for kind in (MetricKind.TRAINING, MetricKind.VALIDATION)
             ]
             training, validation = (_metric_out(m) if m else None for m in found)
         return training, validation
 
     def best_validation(self, trial_id: int, *, metric: str, mode: str) -> MetricOut | None:
         """The validation report with the best value of `metric` (max or min)."""
-        reports = [m for m in self.trial_metrics(trial_id, "validation") if metric in m.values]
+        reports = [
+            m for m in self.trial_metrics(trial_id, MetricKind.VALIDATION) if metric in m.values
+        ]
         if not reports:
             return None
         sign = 1.0 if mode == "max" else -1.0
         return max(reports, key=lambda m: sign * m.values[metric])
 
+    def trial_checkpoints(self, trial_id: int) -> list[CheckpointOut]:
+        """The trial's active checkpoints (those on disk), newest first."""
+        with self.store.session() as session:
+            repository.get_trial(session, trial_id)
+            return [
+                CheckpointOut(
+                    batches=c.batches,
+                    path=c.path,
+                    epoch=c.info.get("epoch"),
+                    created_at=c.created_at,
+                )
+                for c in repository.list_checkpoints(session, trial_id=trial_id)
+            ]
+
     def latest_checkpoint_path(self, trial_id: int) -> str | None:
-        with self._store.session() as session:
-            checkpoints = repository.list_checkpoints(session, trial_id=trial_id)
-            return checkpoints[0].path if checkpoints else None
-
-    def trial_spec(self, trial_id: int) -> TrialSpec:
-        with self._store.session() as session:
-            trial = repository.get_trial(session, trial_id)
-            experiment = repository.get_experiment(session, trial.experiment_id)
-            return TrialSpec(
-                trial_id=trial.id,
-                experiment_id=experiment.id,
-                trial_number=trial.number,
-                config=experiment.config,
-                hyperparameters=trial.hyperparameters,
-                checkpoint_dir=str(self._trial_dir(session, trial) / "checkpoints"),
-                staging_dir=str(self._settings.resolved_home() / "cache" / "staged"),
-                heartbeat_interval_s=self._settings.heartbeat_interval_s,
-            )
-
-    def report_metrics(self, trial_id: int, report: MetricsReport) -> None:
-        with self._store.session() as session:
-            repository.add_metrics(
-                session,
-                trial_id=trial_id,
-                kind=report.kind,
-                batches=report.batches,
-                epoch=report.epoch,
-                values=report.values,
-            )
-            repository.update_trial(session, trial_id=trial_id, batches_trained=report.batches)
-
-    def register_checkpoint(self, trial_id: int, report: CheckpointReport) -> None:
-        with self._store.session() as session:
-            repository.add_checkpoint(
-                session,
-                trial_id=trial_id,
-                batches=report.batches,
-                path=report.path,
-                info=report.info,
-            )
-
-    def heartbeat(self, trial_id: int, beat: Heartbeat) -> None:
-        with self._store.session() as session:
-            repository.record_heartbeat(session, trial_id=trial_id)
-            fields: dict[str, Any] = {"batches_trained": beat.batches}
-            if beat.total_batches is not None:
-                fields["total_batches"] = beat.total_batches
-            repository.update_trial(session, trial_id=trial_id, **fields)
-
-    def decide(self, trial_id: int) -> DecisionOut:
-        """Stop when the experiment was paused or killed, else ask the searcher."""
-        with self._store.session() as session:
-            trial = repository.get_trial(session, trial_id)
-            experiment = repository.get_experiment(session, trial.experiment_id)
-            latest = repository.latest_metrics(session, trial_id=trial_id, kind="validation")
-            searcher_trial_id, experiment_state = trial.searcher_trial_id, experiment.state
-        if experiment_state is not ExperimentState.RUNNING:
-            return DecisionOut(action="stop", reason=f"experiment is {experiment_state.value}")
-        if latest is None:
-            return DecisionOut(action="continue")
-        decision = self.searcher(trial.experiment_id).on_validation(
-            searcher_trial_id=searcher_trial_id, batches=latest.batches, metrics=latest.values
-        )
-        return DecisionOut(action=decision.action, reason=decision.reason)
-
-    def finish_trial(self, trial_id: int, outcome: TrialOutcome) -> None:
-        """Record the worker's own account of how it ended; the first final word wins.
-
-        Completed and early-stopped trials are told to the searcher now; an errored one only
-        once the runner has given up retrying it (`fail_or_retry`).
-        """
-        with self._store.session() as session:
-            trial = repository.get_trial(session, trial_id)
-            if trial.state.is_finished():
-                return
-            state = _OUTCOME_STATES[outcome.state]
-            repository.update_trial(session, trial_id=trial_id, state=state, error=outcome.message)
-        logger.info("trial %d reported %s", trial_id, outcome.state)
-        if outcome.state in ("completed", "stopped"):
-            self._tell_searcher(trial_id, outcome.state)
+        checkpoints = self.trial_checkpoints(trial_id)
+        return checkpoints[0].path if checkpoints else None
 
     def fail_or_retry(self, trial_id: int, *, reason: str, max_restarts: int) -> bool:
         """After a failure: requeue the trial (it resumes from its checkpoint) while restarts
@@ -306,11 +246,12 @@ class MasterService:
             )
             return True
         self.update_trial(trial_id, state=TrialState.ERRORED, error=reason)
-        self._tell_searcher(trial_id, "errored")
+        self.tell_searcher(trial_id, "errored")
         return False
 
-    def _tell_searcher(self, trial_id: int, result: TrialResult) -> None:
-        with self._store.session() as session:
+    def tell_searcher(self, trial_id: int, result: TrialResult) -> None:
+        """Tell the searcher, once, how a trial ended for good, with its best value."""
+        with self.store.session() as session:
             trial = repository.get_trial(session, trial_id)
             experiment_id, searcher_trial_id = trial.experiment_id, trial.searcher_trial_id
         config = self.experiment_config(experiment_id)
@@ -323,14 +264,35 @@ class MasterService:
             best_value=best.values[config.searcher.metric] if best else None,
         )
 
-    def _trial_dir(self, session: Any, trial: Trial) -> Path:
+    def trial_dir(self, session: Session, trial: Trial) -> Path:
         experiment = repository.get_experiment(session, trial.experiment_id)
         return Path(experiment.home_dir) / "trials" / f"{trial.number:04d}"
+
+    # -- worker credentials ------------------------------------------------------------------
+
+    def issue_worker_token(self, trial_id: int) -> str:
+        """A fresh credential for the trial's next attempt; any earlier one stops working.
+
+        Only its hash is stored, so the token exists only in the launched worker's
+        environment.
+        """
+        token = WORKER_TOKEN_PREFIX + secrets.token_urlsafe(32)
+        with self.store.session() as session:
+            attempt = repository.issue_worker_credential(
+                session, trial_id=trial_id, token_sha256=token_sha256(token)
+            )
+        logger.info("trial %d: credential issued for attempt %d", trial_id, attempt)
+        return token
+
+    def end_attempt(self, trial_id: int) -> None:
+        """The trial's current attempt is over: its worker credential stops working."""
+        with self.store.session() as session:
+            repository.revoke_worker_credentials(session, trial_id=trial_id)
 
 
 def _metric_out(metric: Metric) -> MetricOut:
     return MetricOut(
-        kind=metric.kind.value,
+        kind=metric.kind,
         batches=metric.batches,
         epoch=metric.epoch,
         values=metric.values,
@@ -343,7 +305,7 @@ def _trial_out(trial: Trial) -> TrialOut:
         id=trial.id,
         experiment_id=trial.experiment_id,
         number=trial.number,
-        state=trial.state.value,
+        state=trial.state,
         hyperparameters=trial.hyperparameters,
         batches_trained=trial.batches_trained,
         total_batches=trial.total_batches,

@@ -1,4 +1,4 @@
-"""ORM tables for experiments, trials, metrics and checkpoints.
+"""ORM tables for experiments, trials, metrics, checkpoints and worker credentials.
 
 The store is the single source of truth: a restarted Master rebuilds its view from these rows.
 Everything here must work on SQLite and PostgreSQL alike, so types are portable (JSON,
@@ -28,6 +28,8 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from trainyard.protocol import ExperimentState, MetricKind, TrialState
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -95,62 +97,6 @@ class MetricValues(TypeDecorator[dict[str, float]]):
         if value is None:
             return None
         return {name: float(v) for name, v in value.items()}
-
-
-class ExperimentState(StrEnum):
-    """Lifecycle of an experiment; PAUSED keeps its trials resumable."""
-
-    QUEUED = "QUEUED"
-    RUNNING = "RUNNING"
-    PAUSED = "PAUSED"
-    COMPLETED = "COMPLETED"
-    ERRORED = "ERRORED"
-    CANCELED = "CANCELED"
-
-    def is_finished(self) -> bool:
-        """True for end states: nothing runs and `ended_at` is set."""
-        return self in _FINISHED_EXPERIMENT_STATES
-
-
-_FINISHED_EXPERIMENT_STATES = frozenset(
-    {ExperimentState.COMPLETED, ExperimentState.ERRORED, ExperimentState.CANCELED}
-)
-
-
-class TrialState(StrEnum):
-    """Lifecycle of one trial (one hyperparameter setting) of an experiment."""
-
-    QUEUED = "QUEUED"
-    RUNNING = "RUNNING"
-    COMPLETED = "COMPLETED"
-    PAUSED = "PAUSED"
-    """Checkpointed and stopped by the user (Ctrl-C, `trainyard pause`); resumes on activate."""
-    STOPPED = "STOPPED"
-    """Stopped early by the searcher (pruned); final."""
-    ERRORED = "ERRORED"
-    CANCELED = "CANCELED"
-
-    def is_finished(self) -> bool:
-        """True when the trial will not run again without an explicit resume."""
-        return self in _FINISHED_TRIAL_STATES
-
-
-_FINISHED_TRIAL_STATES = frozenset(
-    {
-        TrialState.COMPLETED,
-        TrialState.PAUSED,
-        TrialState.STOPPED,
-        TrialState.ERRORED,
-        TrialState.CANCELED,
-    }
-)
-
-
-class MetricKind(StrEnum):
-    """Which loop reported a metric: training steps or a validation pass."""
-
-    TRAINING = "training"
-    VALIDATION = "validation"
 
 
 class CheckpointState(StrEnum):
@@ -276,3 +222,27 @@ class Checkpoint(Base):
 
     def __repr__(self) -> str:
         return f"Checkpoint(id={self.id}, trial_id={self.trial_id}, batches={self.batches})"
+
+
+class WorkerCredential(Base):
+    """The bearer credential of one attempt of one trial, stored only as its SHA-256.
+
+    A worker's token reaches only its own trial's worker endpoints, and only until its attempt
+    ends (`revoked_at`); the row stays so a late call can be told which attempt it was.
+    """
+
+    __tablename__ = "ty_worker_credentials"
+    __table_args__ = (UniqueConstraint("trial_id", "attempt"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    trial_id: Mapped[int] = mapped_column(
+        ForeignKey("ty_trials.id", ondelete="CASCADE"), index=True
+    )
+    attempt: Mapped[int]
+    """1 for a trial's first launch, one more for each retry or resume."""
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    issued_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None]
+
+    def __repr__(self) -> str:
+        return f"WorkerCredential(trial_id={self.trial_id}, attempt={self.attempt})"

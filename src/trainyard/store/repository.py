@@ -7,6 +7,7 @@ NotFoundError with a message the CLI can print as is.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -14,6 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from trainyard.errors import NotFoundError
+from trainyard.protocol import MAX_ID, CheckpointEntry
 from trainyard.store.models import (
     Checkpoint,
     CheckpointState,
@@ -23,6 +25,7 @@ from trainyard.store.models import (
     MetricKind,
     Trial,
     TrialState,
+    WorkerCredential,
     utcnow,
 )
 
@@ -71,7 +74,7 @@ def get_experiment(session: Session, ref: int | str) -> Experiment:
     Names are not unique because reruns share them; the newest is what a user means.
     """
     if isinstance(ref, int) or (ref.isascii() and ref.isdigit()):
-        experiment = session.get(Experiment, int(ref))
+        experiment = session.get(Experiment, int(ref)) if int(ref) <= MAX_ID else None
         if experiment is None:
             raise NotFoundError(
                 f"no experiment with id {ref}; run `trainyard list` to see experiments"
@@ -138,7 +141,7 @@ def create_trial(
 
 
 def get_trial(session: Session, trial_id: int) -> Trial:
-    trial = session.get(Trial, trial_id)
+    trial = session.get(Trial, trial_id) if 0 <= trial_id <= MAX_ID else None
     if trial is None:
         raise NotFoundError(
             f"no trial with id {trial_id}; run `trainyard list` to see experiments and trials"
@@ -283,3 +286,62 @@ def mark_checkpoint_deleted(session: Session, *, checkpoint_id: int) -> Checkpoi
     checkpoint.state = CheckpointState.DELETED
     session.flush()
     return checkpoint
+
+
+def replace_checkpoints(
+    session: Session, *, trial_id: int, present: Sequence[CheckpointEntry]
+) -> None:
+    """Make the trial's ACTIVE checkpoints exactly `present` (what is on disk): new folders
+    are added, active rows whose folder is gone become DELETED."""
+    get_trial(session, trial_id)
+    by_path = {entry.path: entry for entry in present}
+    for checkpoint in list_checkpoints(session, trial_id=trial_id):
+        if by_path.pop(checkpoint.path, None) is None:
+            checkpoint.state = CheckpointState.DELETED
+    for entry in sorted(by_path.values(), key=lambda e: e.batches):
+        add_checkpoint(
+            session,
+            trial_id=trial_id,
+            batches=entry.batches,
+            path=entry.path,
+            info={"epoch": entry.epoch},
+        )
+    session.flush()
+
+
+# --- worker credentials ------------------------------------------------------------------------
+
+
+def issue_worker_credential(session: Session, *, trial_id: int, token_sha256: str) -> int:
+    """Record a new attempt's credential, revoking any the trial still had; returns the
+    attempt number (1 for the first launch)."""
+    get_trial(session, trial_id)
+    revoke_worker_credentials(session, trial_id=trial_id)
+    last = session.scalar(
+        select(func.max(WorkerCredential.attempt)).where(WorkerCredential.trial_id == trial_id)
+    )
+    attempt = 1 if last is None else last + 1
+    session.add(
+        WorkerCredential(
+            trial_id=trial_id, attempt=attempt, token_sha256=token_sha256, issued_at=utcnow()
+        )
+    )
+    session.flush()
+    return attempt
+
+
+def find_worker_credential(session: Session, *, token_sha256: str) -> WorkerCredential | None:
+    """The credential with that hash, revoked or not; None for a token never issued."""
+    query = select(WorkerCredential).where(WorkerCredential.token_sha256 == token_sha256)
+    return session.scalars(query).first()
+
+
+def revoke_worker_credentials(session: Session, *, trial_id: int) -> None:
+    """End every live credential of the trial (its attempt is over)."""
+    query = select(WorkerCredential).where(
+        WorkerCredential.trial_id == trial_id, WorkerCredential.revoked_at.is_(None)
+    )
+    now = utcnow()
+    for credential in session.scalars(query):
+        credential.revoked_at = now
+    session.flush()

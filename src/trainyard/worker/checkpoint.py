@@ -155,7 +155,7 @@ class CheckpointManager:
 
     def list_checkpoints(self) -> list[Path]:
         """Complete checkpoint folders, newest (highest step) first."""
-        return [path for _, path in self._scan()]
+        return [path for _, path in self.scan()]
 
     def load_latest(self) -> LoadedCheckpoint | None:
         """Load the newest checkpoint that passes verification, skipping damaged ones.
@@ -217,7 +217,7 @@ class CheckpointManager:
                 f"{exc}\nChoose another checkpoint, or restore a backup of {path}."
             ) from None
 
-    def _scan(self) -> list[tuple[int, Path]]:
+    def scan(self) -> list[tuple[int, Path]]:
         """(batches, folder) of every complete checkpoint, newest first."""
         if not self.directory.is_dir():
             return []
@@ -290,7 +290,7 @@ class CheckpointManager:
     def _tidy(self, saved: int) -> None:
         """Drop checkpoints newer than the one just saved, old ones beyond `keep`, and the
         temporary folders of crashed saves."""
-        for batches, path in self._scan():
+        for batches, path in self.scan():
             if batches > saved:
                 self._discard(path, f"newer than the checkpoint just saved at batch {saved}")
         for path in self.list_checkpoints()[self.keep :]:

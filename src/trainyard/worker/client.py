@@ -1,4 +1,7 @@
-"""The worker's side of the Master API: the only channel between a worker and the Master."""
+"""The worker's side of the Master API: the only channel between a worker and the Master.
+
+Every call sends and receives a `trainyard.protocol` message; nothing here indexes raw JSON.
+"""
 
 from __future__ import annotations
 
@@ -6,28 +9,49 @@ import logging
 import math
 import os
 import time
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+from pydantic import BaseModel, ValidationError
 
 from trainyard.errors import TrainyardError
+from trainyard.protocol import (
+    API_PREFIX,
+    MAX_MESSAGE_CHARS,
+    CheckpointEntry,
+    CheckpointInventory,
+    Decision,
+    Heartbeat,
+    MetricKind,
+    MetricsReport,
+    OutcomeState,
+    TrialOutcome,
+    TrialSpec,
+)
 
 logger = logging.getLogger(__name__)
 
 _RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class MasterUnreachableError(TrainyardError):
     """The Master did not answer after all retries: the worker should checkpoint and exit."""
 
 
+class CredentialRefusedError(TrainyardError):
+    """The Master refused this attempt's credential (it ended, or a new Master took over):
+    another attempt owns the trial now, so this worker exits without writing anything."""
+
+
 class MasterClient:
-    """Typed calls to the trial endpoints, retried across short Master outages."""
+    """Typed calls to one trial's worker endpoints, retried across short Master outages."""
 
     def __init__(self, *, url: str, token: str, trial_id: int) -> None:
         self.trial_id = trial_id
         self._http = httpx.Client(
-            base_url=f"{url.rstrip('/')}/api/v1/trials/{trial_id}",
+            base_url=f"{url.rstrip('/')}{API_PREFIX}/trials/{trial_id}",
             headers={"Authorization": f"Bearer {token}"},
             timeout=30.0,
         )
@@ -35,64 +59,93 @@ class MasterClient:
     @classmethod
     def from_env(cls) -> MasterClient:
         """Built from the variables every executor sets for its workers."""
-        missing = [
-            name
-            for name in ("TRAINYARD_MASTER_URL", "TRAINYARD_TOKEN", "TRAINYARD_TRIAL_ID")
-            if not os.environ.get(name)
-        ]
+        names = ("TRAINYARD_MASTER_URL", "TRAINYARD_TOKEN", "TRAINYARD_TRIAL_ID")
+        missing = [name for name in names if not os.environ.get(name)]
         if missing:
             raise TrainyardError(
                 f"{', '.join(missing)} not set: trainyard.worker is started by an executor "
                 "(trainyard run), not by hand"
             )
+        trial_id = os.environ["TRAINYARD_TRIAL_ID"]
+        if not trial_id.isdigit():
+            raise TrainyardError(f"TRAINYARD_TRIAL_ID must be a trial id, not {trial_id!r}")
         return cls(
             url=os.environ["TRAINYARD_MASTER_URL"],
             token=os.environ["TRAINYARD_TOKEN"],
-            trial_id=int(os.environ["TRAINYARD_TRIAL_ID"]),
+            trial_id=int(trial_id),
         )
 
-    def trial_spec(self) -> dict[str, Any]:
-        return self._call("GET", "/spec").json()
+    def trial_spec(self) -> TrialSpec:
+        return self._parse(TrialSpec, self._call("GET", "/spec"))
 
     def report_metrics(
-        self, kind: str, *, batches: int, epoch: float, values: dict[str, float]
+        self, kind: MetricKind, *, batches: int, epoch: float, values: dict[str, float]
     ) -> None:
-        # JSON has no inf/nan (a perfect rejection is inf): send those as strings, which the
-        # Master's float fields parse back.
-        safe = {k: v if math.isfinite(v) else str(v) for k, v in values.items()}
-        body = {"kind": kind, "batches": batches, "epoch": epoch, "values": safe}
-        self._call("POST", "/metrics", json=body)
+        """NaN values are left out (an undefined metric; a NaN loss never gets here)."""
+        undefined = sorted(name for name, value in values.items() if math.isnan(value))
+        if undefined:
+            logger.warning("not reporting undefined (NaN) metric(s): %s", ", ".join(undefined))
+        defined = {name: value for name, value in values.items() if not math.isnan(value)}
+        self._send(
+            "POST",
+            "/metrics",
+            MetricsReport(kind=kind, batches=batches, epoch=epoch, values=defined),
+        )
 
-    def register_checkpoint(self, *, batches: int, path: str, info: dict[str, Any]) -> None:
-        self._call("POST", "/checkpoints", json={"batches": batches, "path": path, "info": info})
+    def sync_checkpoints(self, checkpoints: list[CheckpointEntry]) -> None:
+        self._send("PUT", "/checkpoints", CheckpointInventory(checkpoints=checkpoints))
 
     def heartbeat(self, *, batches: int, total_batches: int | None = None) -> None:
-        self._call("POST", "/heartbeat", json={"batches": batches, "total_batches": total_batches})
+        self._send("POST", "/heartbeat", Heartbeat(batches=batches, total_batches=total_batches))
 
-    def should_stop(self) -> tuple[bool, str]:
-        answer = self._call("GET", "/decision").json()
-        return answer["action"] == "stop", answer.get("reason", "")
+    def decision(self) -> Decision:
+        return self._parse(Decision, self._call("GET", "/decision"))
 
-    def report_outcome(self, state: str, message: str | None = None) -> None:
-        self._call("POST", "/outcome", json={"state": state, "message": message})
+    def report_outcome(self, state: OutcomeState, message: str | None = None) -> None:
+        if message is not None and len(message) > MAX_MESSAGE_CHARS:
+            message = "...\n" + message[-(MAX_MESSAGE_CHARS - 4) :]
+        self._send("POST", "/outcome", TrialOutcome(state=state, message=message))
 
     def close(self) -> None:
         self._http.close()
 
+    def _send(self, method: str, path: str, message: BaseModel) -> None:
+        self._call(
+            method,
+            path,
+            content=message.model_dump_json(),
+            headers={"Content-Type": "application/json"},
+        )
+
+    def _parse(self, model: type[M], response: httpx.Response) -> M:
+        try:
+            return model.model_validate_json(response.content)
+        except ValidationError as err:
+            raise TrainyardError(
+                f"the Master's answer to {response.request.method} {response.request.url.path} "
+                f"is not a valid {model.__name__} (is the Master another trainyard version?): "
+                f"{err}"
+            ) from None
+
     def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """Retry connection failures and 5xx; a 4xx is a bug or a bad token and fails at once."""
+        """Retry connection failures and 5xx; a refused credential or another 4xx (a bug,
+        or version skew) fails at once."""
         last_error: Exception | None = None
         for delay in (*_RETRY_DELAYS_S, None):
             try:
                 response = self._http.request(method, path, **kwargs)
+                if response.status_code in (401, 403):
+                    raise CredentialRefusedError(
+                        f"the Master refused {method} {path}: {_detail(response)}"
+                    )
                 if response.status_code < 500:
                     if response.is_error:
                         raise TrainyardError(
-                            f"Master refused {method} {path}: "
-                            f"{response.status_code} {response.text}"
+                            f"the Master refused {method} {path}: "
+                            f"{response.status_code} {_detail(response)}"
                         )
                     return response
-                last_error = TrainyardError(f"{response.status_code} {response.text}")
+                last_error = TrainyardError(f"{response.status_code} {_detail(response)}")
             except httpx.TransportError as err:
                 last_error = err
             if delay is None:
@@ -108,3 +161,12 @@ class MasterClient:
         raise MasterUnreachableError(
             f"the Master at {self._http.base_url} did not answer {method} {path}: {last_error}"
         )
+
+
+def _detail(response: httpx.Response) -> str:
+    """The `detail` of the Master's error body, or the raw text of anything else."""
+    try:
+        detail = response.json().get("detail")
+    except (ValueError, AttributeError):
+        detail = None
+    return str(detail) if detail else response.text[:500]

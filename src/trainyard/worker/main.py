@@ -5,7 +5,8 @@ Kept short on purpose; the loop is in trainer.py. One process per rank runs this
 starts them for a multi-slot trial); only rank 0 talks to the Master. Exit codes: 0 when the
 outcome was reported, 1 on an error (reported by rank 0 when the Master is reachable, or left
 to the runner when another rank died first), 2 when started without an executor's
-environment, 3 when the Master is gone.
+environment, 3 when the Master is gone, 4 when the Master refused this attempt's credential
+(another attempt owns the trial; nothing was written).
 """
 
 from __future__ import annotations
@@ -18,14 +19,15 @@ import threading
 import traceback
 from types import FrameType
 
-from trainyard.config import parse_experiment
 from trainyard.errors import TrainyardError
-from trainyard.worker.client import MasterClient, MasterUnreachableError
+from trainyard.protocol import OutcomeState
+from trainyard.worker.client import CredentialRefusedError, MasterClient, MasterUnreachableError
 
 logger = logging.getLogger("trainyard.worker")
 
 EXIT_ERROR = 1
 EXIT_MASTER_GONE = 3
+EXIT_SUPERSEDED = 4
 
 
 def main() -> int:
@@ -51,25 +53,25 @@ def main() -> int:
         spec = world.broadcast(client.trial_spec() if world.is_primary else None)
         if world.is_primary:
             client.heartbeat(batches=0)  # alive; loading data and building the model take long
-        config = parse_experiment(spec["config"], source=f"trial {spec['trial_id']} spec")
         from trainyard.worker.reporter import Reporter
         from trainyard.worker.trainer import Trainer
 
         reporter = Reporter(
             client if world.is_primary else None,
-            heartbeat_interval_s=spec["heartbeat_interval_s"],
+            heartbeat_interval_s=spec.heartbeat_interval_s,
         )
-        trainer = Trainer(
-            spec=spec, config=config, reporter=reporter, world=world, stop_requested=stop_requested
-        )
+        trainer = Trainer(spec=spec, reporter=reporter, world=world, stop_requested=stop_requested)
         outcome = trainer.train()
         if world.is_primary:
             client.report_outcome(outcome)
-        logger.info("trial %s %s", spec["trial_number"], outcome)
+        logger.info("trial %s %s (attempt %d)", spec.trial_number, outcome.value, spec.attempt)
         return 0
     except MasterUnreachableError as err:
         logger.error("%s; exiting", err)
         return EXIT_MASTER_GONE
+    except CredentialRefusedError as err:
+        logger.error("%s; exiting without writing anything", err)
+        return EXIT_SUPERSEDED
     except Exception as err:
         if distributed.is_peer_failure(err):
             # Another rank died first: its error, and torchrun's summary of which rank failed
@@ -82,9 +84,11 @@ def main() -> int:
         if rank != 0:
             return EXIT_ERROR
         try:
-            client.report_outcome("errored", f"{type(err).__name__}: {message}")
+            client.report_outcome(OutcomeState.ERRORED, f"{type(err).__name__}: {message}")
         except MasterUnreachableError:
             return EXIT_MASTER_GONE
+        except CredentialRefusedError:
+            return EXIT_SUPERSEDED
         return EXIT_ERROR
     finally:
         client.close()

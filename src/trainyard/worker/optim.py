@@ -1,4 +1,4 @@
-"""Optimizer and learning-rate schedule from the experiment file and trial hyperparameters."""
+"""Optimizer and learning-rate schedule from a trial's resolved config."""
 
 from __future__ import annotations
 
@@ -12,19 +12,17 @@ from trainyard.config.schema import LRScheduleSpec, OptimizerSpec
 
 
 def build_optimizer(
-    parameters: Iterable[torch.nn.Parameter],
-    spec: OptimizerSpec,
-    *,
-    lr: float,
-    weight_decay: float,
-    momentum: float,
+    parameters: Iterable[torch.nn.Parameter], spec: OptimizerSpec, *, lr: float
 ) -> torch.optim.Optimizer:
-    """adam, adamw or sgd (with momentum); `lr` etc. already merged with hyperparameters."""
+    """adam, adamw or sgd (with momentum) as the trial's config resolved them; `lr` is the
+    spec's, possibly scaled with the number of ranks."""
     if spec.name == "adam":
-        return torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay)
+        return torch.optim.Adam(parameters, lr=lr, weight_decay=spec.weight_decay)
     if spec.name == "adamw":
-        return torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay)
-    return torch.optim.SGD(parameters, lr=lr, weight_decay=weight_decay, momentum=momentum)
+        return torch.optim.AdamW(parameters, lr=lr, weight_decay=spec.weight_decay)
+    return torch.optim.SGD(
+        parameters, lr=lr, weight_decay=spec.weight_decay, momentum=spec.momentum
+    )
 
 
 def lr_multiplier(step: int, spec: LRScheduleSpec, total_batches: int) -> float:

@@ -1,9 +1,10 @@
 """Rank 0's channel to the Master: metrics, heartbeats, checkpoints and the continue/stop ask.
 
 Other ranks get a Reporter without a client, which stays silent, so the loop calls it the same
-way on every rank. A Master that stops answering does not raise here: `gone` is set, and the
-loop shares it with every rank at the next step so that all of them checkpoint together (a
-sharded checkpoint needs every rank) before exiting.
+way on every rank. A Master that stops answering, or that refuses this attempt's credential,
+does not raise here: `gone` or `superseded` is set, and the loop shares it with every rank at
+the next step, so that all of them act together (checkpoint and exit when the Master is gone;
+exit without writing when another attempt owns the trial).
 """
 
 from __future__ import annotations
@@ -11,13 +12,16 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from trainyard.worker.client import MasterClient, MasterUnreachableError
+from trainyard.protocol import CheckpointEntry, Decision, DecisionAction, MetricKind
+from trainyard.worker.client import CredentialRefusedError, MasterClient, MasterUnreachableError
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+_CONTINUE = Decision(action=DecisionAction.CONTINUE)
 
 
 class Reporter:
@@ -29,33 +33,44 @@ class Reporter:
         self._last_beat = 0.0
         self.gone: MasterUnreachableError | None = None
         """Set when the Master did not answer after all retries."""
+        self.superseded: CredentialRefusedError | None = None
+        """Set when the Master refused this attempt's credential."""
 
-    def metrics(self, kind: str, *, batches: int, epoch: float, values: dict[str, float]) -> None:
+    def metrics(
+        self, kind: MetricKind, *, batches: int, epoch: float, values: dict[str, float]
+    ) -> None:
         self._call(
             lambda c: c.report_metrics(kind, batches=batches, epoch=epoch, values=values), None
         )
 
-    def checkpoint(self, *, batches: int, path: str, info: dict[str, Any]) -> None:
-        self._call(lambda c: c.register_checkpoint(batches=batches, path=path, info=info), None)
+    def checkpoints(self, present: list[CheckpointEntry]) -> None:
+        """Every checkpoint on disk, so the store lists exactly those."""
+        self._call(lambda c: c.sync_checkpoints(present), None)
 
-    def heartbeat(self, *, batches: int, total_batches: int | None = None) -> None:
-        """Beat from the loop itself, so a hung step falls silent and the Master notices."""
-        now = time.monotonic()
-        if now - self._last_beat < self._heartbeat_interval_s:
+    def heartbeat(
+        self, *, batches: int, total_batches: int | None = None, now: bool = False
+    ) -> None:
+        """Beat from the loop itself, so a hung step falls silent and the Master notices;
+        at most once per interval unless `now`."""
+        clock = time.monotonic()
+        if not now and clock - self._last_beat < self._heartbeat_interval_s:
             return
         self._call(lambda c: c.heartbeat(batches=batches, total_batches=total_batches), None)
-        self._last_beat = now
+        self._last_beat = clock
 
-    def should_stop(self) -> tuple[bool, str]:
+    def decision(self) -> Decision:
         """The searcher's (or a pause's) decision; "continue" where nobody can be asked."""
-        return self._call(lambda c: c.should_stop(), (False, ""))
+        return self._call(lambda c: c.decision(), _CONTINUE)
 
     def _call(self, call: Callable[[MasterClient], T], default: T) -> T:
-        if self._client is None or self.gone is not None:
+        if self._client is None or self.gone is not None or self.superseded is not None:
             return default
         try:
             return call(self._client)
         except MasterUnreachableError as err:
             logger.error("%s; every rank will checkpoint and exit", err)
             self.gone = err
-            return default
+        except CredentialRefusedError as err:
+            logger.error("%s; every rank will exit without writing", err)
+            self.superseded = err
+        return default

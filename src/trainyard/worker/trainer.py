@@ -16,23 +16,25 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from trainyard.config import ExperimentConfig, Length
-from trainyard.config.schema import TRAINING_HYPERPARAMETERS
+from trainyard.config import Length
 from trainyard.data.batch import JetBatch
-from trainyard.models import accepted_options, build_model
+from trainyard.errors import ConfigError
+from trainyard.models import build_model
+from trainyard.protocol import CheckpointEntry, DecisionAction, MetricKind, OutcomeState, TrialSpec
 from trainyard.worker import checkpoint as ckpt
 from trainyard.worker import parallel
-from trainyard.worker.client import MasterUnreachableError
+from trainyard.worker.client import CredentialRefusedError, MasterUnreachableError
 from trainyard.worker.data import load_trial_data
 from trainyard.worker.distributed import World
 from trainyard.worker.evaluation import evaluate
+from trainyard.worker.nonfinite import NonFiniteGuard
 from trainyard.worker.optim import build_lr_schedule, build_optimizer
 from trainyard.worker.precision import Precision
 from trainyard.worker.reporter import Reporter
@@ -48,14 +50,22 @@ class TrainState:
 
     batches: int = 0
     last_validated_at: int = -1
+    last_validation: dict[str, float] = field(default_factory=dict)
+    """The metrics of the validation at `last_validated_at`; a resumed worker resends them,
+    since a Master killed just after they were sent may never have stored them."""
     last_checkpoint_at: int = -1
 
-    def state_dict(self) -> dict[str, int]:
-        return {"batches": self.batches, "last_validated_at": self.last_validated_at}
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "batches": self.batches,
+            "last_validated_at": self.last_validated_at,
+            "last_validation": dict(self.last_validation),
+        }
 
-    def load_state_dict(self, state: dict[str, int]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         self.batches = int(state["batches"])
         self.last_validated_at = int(state["last_validated_at"])
+        self.last_validation = dict(state.get("last_validation", {}))
         self.last_checkpoint_at = self.batches
 
 
@@ -65,19 +75,17 @@ class Trainer:
     def __init__(
         self,
         *,
-        spec: dict[str, Any],
-        config: ExperimentConfig,
+        spec: TrialSpec,
         reporter: Reporter,
         world: World,
         stop_requested: threading.Event,
     ) -> None:
-        self.config = config
+        self.spec = spec
+        self.config = config = spec.config
         self.reporter = reporter
         self.world = world
         self.stop_requested = stop_requested
-        self.resolved_config = {**config.model_dump(mode="json"), "trial": spec}
         training, resources = config.training, config.resources
-        hyperparameters: dict[str, Any] = spec["hyperparameters"]
 
         # Device: the executor placed us (CUDA_VISIBLE_DEVICES); each rank takes its own GPU.
         self.device = _select_device(resources.device, world.local_rank)
@@ -93,32 +101,45 @@ class Trainer:
         # Data: staged once into the Master's cache (reused by later trials and other ranks),
         # read memory-mapped onto the device; each rank takes its slice of every global batch
         # of an epoch order seeded by (seed, epoch), so resuming needs no replay.
-        self.global_batch_size = int(hyperparameters.get("batch_size", training.batch_size))
-        source = "hyperparameters" if "batch_size" in hyperparameters else "training"
+        self.global_batch_size = training.batch_size
+        batch_size_key = (
+            "hyperparameters.batch_size"
+            if "batch_size" in config.hyperparameters
+            else "training.batch_size"
+        )
         batch_size = parallel.rank_batch_size(
-            self.global_batch_size, world.size, key=f"{source}.batch_size"
+            self.global_batch_size, world.size, key=batch_size_key
         )
         data = load_trial_data(
             config.data,
-            staging_dir=Path(spec["staging_dir"]),
+            staging_dir=Path(spec.staging_dir),
             batch_size=batch_size,
             seed=training.seed,
             world=world,
             device=self.device,
             on_progress=lambda: reporter.heartbeat(batches=0),
         )
+        if self.global_batch_size > data.train.num_jets:
+            raise ConfigError(
+                [
+                    f"`{batch_size_key}`: a batch of {self.global_batch_size} is larger than the "
+                    f"{data.train.num_jets} training jets of data.train; lower it to at most "
+                    f"{data.train.num_jets}, or add training files"
+                ],
+                source=f"trial {spec.trial_number}",
+            )
         self.train_loader, self.val_shard = data.train_loader, data.val_shard
         self.batches_per_epoch = len(self.train_loader)
         self.total_batches = self._in_batches(training.max_length)
         self.validate_every = self._in_batches(training.validation_period)
         self.checkpoint_every = self._in_batches(config.checkpoint.period)
 
-        # Model: zoo or user code, with the hyperparameters that name its options.
+        # Model: zoo or user code, with the model options the trial's config resolved.
         model = build_model(
             config.model.name,
             num_features=data.inputs.num_features,
             num_classes=data.inputs.num_classes,
-            options=_model_options(config, hyperparameters),
+            options=config.model.options,
         ).to(self.device)
 
         # Parallelize: one rank trains the model as is; several wrap it in DDP or FSDP.
@@ -135,15 +156,11 @@ class Trainer:
             seed_all(training.seed, world.rank)
 
         # Optimizer (lr scaled with the number of ranks if asked) and LR schedule (per batch).
-        lr = float(hyperparameters.get("lr", training.optimizer.lr))
+        optimizer = training.optimizer
         self.optimizer = build_optimizer(
             self.model.parameters(),
-            training.optimizer,
-            lr=lr * parallel.lr_scale(training.scale_lr, world.size),
-            weight_decay=float(
-                hyperparameters.get("weight_decay", training.optimizer.weight_decay)
-            ),
-            momentum=float(hyperparameters.get("momentum", training.optimizer.momentum)),
+            optimizer,
+            lr=optimizer.lr * parallel.lr_scale(training.scale_lr, world.size),
         )
         self.lr_schedule = build_lr_schedule(
             self.optimizer, training.lr_schedule, total_batches=self.total_batches
@@ -151,17 +168,18 @@ class Trainer:
 
         # Mixed precision: bf16 autocast where the GPU has it; fp16 brings a grad scaler.
         self.precision = Precision.choose(training.amp, self.device)
+        self.nonfinite = NonFiniteGuard(training.on_nonfinite, device=self.device, world=world)
 
         # Checkpoints, then resume from the newest usable one.
         self.checkpointer = ckpt.CheckpointManager(
-            spec["checkpoint_dir"], keep=config.checkpoint.keep, world=world
+            Path(spec.checkpoint_dir), keep=config.checkpoint.keep, world=world
         )
         self.state = TrainState()
         self._resume()
         logger.info(
             "trial %s: %s on %s, %d train / %d val jets, batch %d (%d rank(s), %s), "
             "%d batches (%d/epoch), %s",
-            spec["trial_number"],
+            spec.trial_number,
             config.model.name,
             self.device,
             data.train.num_jets,
@@ -174,10 +192,11 @@ class Trainer:
             self.precision.name,
         )
 
-    def train(self) -> str:
-        """Train to the configured length; returns "completed", "stopped" (by the searcher)
-        or "paused" (by a stop signal), checkpointed. Raises MasterUnreachableError, after
-        checkpointing, when the Master is gone."""
+    def train(self) -> OutcomeState:
+        """Train to the configured length; returns COMPLETED, STOPPED (by the searcher) or
+        PAUSED (by a stop signal), checkpointed. Raises MasterUnreachableError, after
+        checkpointing, when the Master is gone; CredentialRefusedError, without writing, when
+        another attempt owns the trial; NonFiniteLossError on a NaN loss (policy error)."""
         self.model.train()
         loss_sum = torch.zeros((), device=self.device)
         window_start, window_batches = time.perf_counter(), 0
@@ -191,6 +210,7 @@ class Trainer:
                 )
                 if self.state.batches % self.config.training.log_period_batches == 0:
                     # .item() waits for the device: only once per log period.
+                    self._check_finite()
                     elapsed = time.perf_counter() - window_start
                     self._report_training(loss_sum.item(), window_batches, elapsed)
                     loss_sum.zero_()
@@ -201,29 +221,33 @@ class Trainer:
                 if self.state.batches % self.checkpoint_every == 0:
                     self.save_checkpoint()
                 # One small all-reduce per step, so every rank stops at the same step.
-                signalled, master_gone = self.world.any(
-                    self.stop_requested.is_set(), self.reporter.gone is not None
+                signalled, master_gone, superseded = self.world.any(
+                    self.stop_requested.is_set(),
+                    self.reporter.gone is not None,
+                    self.reporter.superseded is not None,
                 )
-                if master_gone:
-                    self._exit_without_master()
+                self._leave_if_master_lost(master_gone, superseded)
                 if signalled or told_to_stop:
                     self.save_checkpoint()
                     # A stop signal pauses (resumable); the searcher's stop is final.
-                    return "paused" if signalled else "stopped"
+                    return OutcomeState.PAUSED if signalled else OutcomeState.STOPPED
                 if self.state.batches >= self.total_batches:
                     break
         if self.state.last_validated_at != self.state.batches:
             self._validate_and_ask()
         self.save_checkpoint()
-        if self.world.any(self.reporter.gone is not None)[0]:
-            self._exit_without_master()
-        return "completed"
+        self._leave_if_master_lost(
+            *self.world.any(self.reporter.gone is not None, self.reporter.superseded is not None)
+        )
+        return OutcomeState.COMPLETED
 
     def save_checkpoint(self, *, notify_master: bool = True) -> None:
-        """Write (once per step) a checkpoint and tell the Master where it is; all ranks call
-        this, since the RNG states and FSDP's shards come from every rank."""
+        """Write (once per step) a checkpoint and tell the Master which ones exist; all ranks
+        call this, since the RNG states and FSDP's shards come from every rank. Never after a
+        non-finite loss: `_check_finite` raises first."""
         if self.state.last_checkpoint_at == self.state.batches:
             return
+        self._check_finite()
         state = {
             ckpt.LR_SCHEDULER: self.lr_schedule.state_dict(),
             ckpt.DATALOADER: self.train_loader.state_dict(),
@@ -235,20 +259,14 @@ class Trainer:
         if sharded:
             parallel.sync_buffers(self.model)
         trained = trained_state(self.model, self.optimizer, sharded=sharded)
-        path = None
+        config = self.config.model_dump(mode="json")
         if sharded:
-            path = self.checkpointer.save(
-                self.state.batches, state, config=self.resolved_config, shards=trained
-            )
+            self.checkpointer.save(self.state.batches, state, config=config, shards=trained)
         elif self.world.is_primary:
-            path = self.checkpointer.save(
-                self.state.batches, {**trained, **state}, config=self.resolved_config
-            )
+            self.checkpointer.save(self.state.batches, {**trained, **state}, config=config)
         self.state.last_checkpoint_at = self.state.batches
-        if notify_master and path is not None:
-            self.reporter.checkpoint(
-                batches=self.state.batches, path=str(path), info={"epoch": self._epoch()}
-            )
+        if notify_master:
+            self._report_checkpoints()
 
     def _train_step(self, batch: JetBatch) -> torch.Tensor:
         batch = batch.to(self.device, non_blocking=True)
@@ -256,6 +274,9 @@ class Trainer:
             logits = self.model(batch.points, batch.features, batch.mask)
             loss = F.cross_entropy(logits.float(), batch.labels)
         self.precision.backward(loss)
+        if not self.nonfinite.keep_update(loss.detach(), self.state.batches + 1):
+            self.optimizer.zero_grad(set_to_none=True)
+            return torch.zeros((), device=self.device)
         if self.config.training.grad_clip_norm is not None:
             self.precision.unscale(self.optimizer)
             torch.nn.utils.clip_grad_norm_(
@@ -266,9 +287,17 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         return loss.detach()
 
+    def _check_finite(self) -> None:
+        def newest() -> str | None:
+            found = self.checkpointer.list_checkpoints()
+            return str(found[0]) if found else None
+
+        self.nonfinite.check(last_checkpoint=newest, parameters=self.model.parameters())
+
     def _validate_and_ask(self) -> bool:
         """Validate on all ranks, report, and return True (on every rank) when the searcher
         or a pause says stop."""
+        self._check_finite()
         if self.strategy == "fsdp":
             parallel.sync_buffers(self.model)
         metrics = evaluate(
@@ -283,14 +312,15 @@ class Trainer:
         )
         self.model.train()
         self.state.last_validated_at = self.state.batches
+        self.state.last_validation = metrics
         self.reporter.metrics(
-            "validation", batches=self.state.batches, epoch=self._epoch(), values=metrics
+            MetricKind.VALIDATION, batches=self.state.batches, epoch=self._epoch(), values=metrics
         )
         logger.info("validation at batch %d: %s", self.state.batches, _fmt(metrics))
-        stop, reason = self.world.broadcast(self.reporter.should_stop())
-        if stop:
-            logger.info("stopping at batch %d: %s", self.state.batches, reason)
-        return stop
+        decision = self.world.broadcast(self.reporter.decision())
+        if decision.action is DecisionAction.STOP:
+            logger.info("stopping at batch %d: %s", self.state.batches, decision.reason)
+        return decision.action is DecisionAction.STOP
 
     def _report_training(self, loss_sum: float, num_batches: int, elapsed_s: float) -> None:
         loss = self.world.sum(loss_sum) / (num_batches * self.world.size)
@@ -301,15 +331,33 @@ class Trainer:
             "batches_per_second": num_batches / max(elapsed_s, 1e-9),
         }
         self.reporter.metrics(
-            "training", batches=self.state.batches, epoch=self._epoch(), values=values
+            MetricKind.TRAINING, batches=self.state.batches, epoch=self._epoch(), values=values
         )
 
-    def _exit_without_master(self) -> None:
-        """Every rank checkpoints (unregistered: nobody to tell) and leaves with the error."""
-        self.save_checkpoint(notify_master=False)
-        raise self.reporter.gone or MasterUnreachableError(
-            "the Master stopped answering rank 0; checkpointed and exiting"
-        )
+    def _report_checkpoints(self) -> None:
+        """Rank 0 tells the Master every checkpoint on disk (new ones, and those gone)."""
+        if not self.world.is_primary:
+            return
+        present = [
+            CheckpointEntry(
+                batches=batches, path=str(path), epoch=batches / self.batches_per_epoch
+            )
+            for batches, path in self.checkpointer.scan()
+        ]
+        self.reporter.checkpoints(present)
+
+    def _leave_if_master_lost(self, master_gone: bool, superseded: bool) -> None:
+        """Another attempt owns the trial: leave at once, writing nothing. The Master is gone:
+        every rank checkpoints (unregistered: nobody to tell) and leaves with the error."""
+        if superseded:
+            raise self.reporter.superseded or CredentialRefusedError(
+                "the Master refused rank 0's credential; exiting without writing"
+            )
+        if master_gone:
+            self.save_checkpoint(notify_master=False)
+            raise self.reporter.gone or MasterUnreachableError(
+                "the Master stopped answering rank 0; checkpointed and exiting"
+            )
 
     def _choose_strategy(self, model: torch.nn.Module) -> parallel.Strategy:
         resources = self.config.resources
@@ -328,6 +376,7 @@ class Trainer:
     def _resume(self) -> None:
         loaded = self.checkpointer.load_latest()
         if loaded is None:
+            self._report_checkpoints()  # none on disk: none in the store either
             return
         for reason in loaded.skipped:
             logger.warning("refused checkpoint: %s", reason)
@@ -338,6 +387,7 @@ class Trainer:
         self.state.load_state_dict(state[ckpt.TRAIN_STATE])
         self.precision.load_state_dict(state)
         self._restore_rng(state[ckpt.RNG], loaded.world_size)
+        self._resend_after_resume()
         logger.info(
             "resumed from %s at batch %d (written by %d rank(s), %s)",
             loaded.path,
@@ -345,6 +395,21 @@ class Trainer:
             loaded.world_size,
             "sharded" if loaded.shards is not None else "one file",
         )
+
+    def _resend_after_resume(self) -> None:
+        """What the Master may have missed when it was killed: the checkpoints on disk, the
+        position, and the last validation (stored once, however often it is sent)."""
+        self._report_checkpoints()
+        self.reporter.heartbeat(
+            batches=self.state.batches, total_batches=self.total_batches, now=True
+        )
+        if self.state.last_validation:
+            self.reporter.metrics(
+                MetricKind.VALIDATION,
+                batches=self.state.last_validated_at,
+                epoch=self.state.last_validated_at / self.batches_per_epoch,
+                values=self.state.last_validation,
+            )
 
     def _restore_rng(self, states: list[dict[str, Any]], saved_world_size: int) -> None:
         """Each rank's own RNG state when the number of ranks is unchanged; otherwise a
@@ -383,17 +448,6 @@ def _select_device(requested: str, local_rank: int) -> torch.device:
     if requested == "cpu" or not torch.cuda.is_available():
         return torch.device("cpu")
     return torch.device("cuda", local_rank)
-
-
-def _model_options(config: ExperimentConfig, hyperparameters: dict[str, Any]) -> dict[str, Any]:
-    """The model's options plus every hyperparameter that is not a training one."""
-    accepted = accepted_options(config.model.name)
-    chosen = {
-        name: value
-        for name, value in hyperparameters.items()
-        if name not in TRAINING_HYPERPARAMETERS and (accepted is None or name in accepted)
-    }
-    return {**config.model.options, **chosen}
 
 
 def _fmt(metrics: dict[str, float]) -> str:

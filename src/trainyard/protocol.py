@@ -1,0 +1,281 @@
+"""The Master's HTTP protocol: every message a worker or client sends or receives, typed once.
+
+Both sides import this module: the Master's routes declare these models as bodies and
+responses, the worker parses every answer into them, and the CLI reads the views. Nothing
+crosses the wire as a free-form dict, and states travel as enums, so neither side converts
+strings by hand. The module imports only pydantic and the trial config, so a worker (or a
+user's script through trainyard.core) can use it without the Master's dependencies.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    StringConstraints,
+)
+
+from trainyard.config.trial import TrialConfig
+
+API_PREFIX = "/api/v1"
+"""Every route but /healthz lives under this prefix."""
+
+MAX_ID = 2**63 - 1
+"""Ids are 64-bit signed integers in the store; larger ones are refused at the edge."""
+
+MAX_METRICS_PER_REPORT = 64
+"""A report names at most this many metrics (trainyard's own send about ten)."""
+
+MAX_MESSAGE_CHARS = 65_536
+"""An outcome's message (an error with its traceback) is cut to this length by the worker."""
+
+
+class ExperimentState(StrEnum):
+    """Lifecycle of an experiment; PAUSED keeps its trials resumable."""
+
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    PAUSED = "PAUSED"
+    COMPLETED = "COMPLETED"
+    ERRORED = "ERRORED"
+    CANCELED = "CANCELED"
+
+    def is_finished(self) -> bool:
+        """True for end states: nothing runs and `ended_at` is set."""
+        return self in _FINISHED_EXPERIMENT_STATES
+
+
+_FINISHED_EXPERIMENT_STATES = frozenset(
+    {ExperimentState.COMPLETED, ExperimentState.ERRORED, ExperimentState.CANCELED}
+)
+
+
+class TrialState(StrEnum):
+    """Lifecycle of one trial (one hyperparameter setting) of an experiment."""
+
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    PAUSED = "PAUSED"
+    """Checkpointed and stopped by the user (Ctrl-C, `trainyard pause`); resumes on activate."""
+    STOPPED = "STOPPED"
+    """Stopped early by the searcher (pruned); final."""
+    ERRORED = "ERRORED"
+    CANCELED = "CANCELED"
+
+    def is_finished(self) -> bool:
+        """True when the trial will not run again without an explicit resume."""
+        return self in _FINISHED_TRIAL_STATES
+
+
+_FINISHED_TRIAL_STATES = frozenset(
+    {
+        TrialState.COMPLETED,
+        TrialState.PAUSED,
+        TrialState.STOPPED,
+        TrialState.ERRORED,
+        TrialState.CANCELED,
+    }
+)
+
+
+class MetricKind(StrEnum):
+    """Which loop reported a metric: training steps or a validation pass."""
+
+    TRAINING = "training"
+    VALIDATION = "validation"
+
+
+class OutcomeState(StrEnum):
+    """How a worker ended its trial, in its own words."""
+
+    COMPLETED = "completed"
+    STOPPED = "stopped"
+    """Stopped by the searcher: final."""
+    PAUSED = "paused"
+    """Stopped by a signal (Ctrl-C, pause, a cluster's preemption): resumable."""
+    ERRORED = "errored"
+
+    def trial_state(self) -> TrialState:
+        """The trial state this outcome puts the trial in."""
+        return TrialState(self.value.upper())
+
+
+class DecisionAction(StrEnum):
+    """The searcher's (or a pause's) answer to "continue?"."""
+
+    CONTINUE = "continue"
+    STOP = "stop"
+
+
+def _metric_float(value: float | str) -> float:
+    """A metric as a float: infinities come as strings (JSON has none), NaN is refused."""
+    number = float(value)
+    if math.isnan(number):
+        raise ValueError(
+            "NaN is not a metric value; leave out a metric that is undefined (e.g. an AUC "
+            "over one class), and a NaN loss stops the trial (training.on_nonfinite)"
+        )
+    return number
+
+
+MetricName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:/-]{1,64}$")]
+MetricValue = Annotated[
+    StrictFloat | Literal["inf", "-inf", "Infinity", "-Infinity"],
+    AfterValidator(_metric_float),
+]
+"""A finite number or an infinity (a background rejection with no background passing);
+JSON has no infinities, so they travel as the strings "inf" or "Infinity" (and negatives)."""
+TrialId = Annotated[StrictInt, Field(ge=1, le=MAX_ID)]
+Batches = Annotated[StrictInt, Field(ge=0, le=MAX_ID)]
+Epoch = Annotated[StrictFloat, Field(ge=0, allow_inf_nan=False)]
+
+
+class _Message(BaseModel):
+    """Base of every message: unknown fields are refused, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, ser_json_inf_nan="strings")
+
+
+# -- worker -> Master ---------------------------------------------------------------------------
+
+
+class TrialSpec(_Message):
+    """What a worker needs to train its trial: the resolved config and where to write."""
+
+    trial_id: TrialId
+    experiment_id: TrialId
+    trial_number: StrictInt = Field(ge=0)
+    attempt: StrictInt = Field(ge=1)
+    """1 for the first launch, one more for each retry or resume."""
+    config: TrialConfig
+    checkpoint_dir: str
+    staging_dir: str
+    """Cache root of staged data (the Master's home/cache/staged), shared by all trials."""
+    heartbeat_interval_s: StrictFloat = Field(gt=0)
+
+
+class MetricsReport(_Message):
+    """Training metrics at the log period, or validation metrics after a validation."""
+
+    kind: MetricKind
+    batches: Batches
+    epoch: Epoch
+    values: dict[MetricName, MetricValue] = Field(max_length=MAX_METRICS_PER_REPORT)
+
+
+class CheckpointEntry(_Message):
+    """A checkpoint folder that is complete and verified on disk."""
+
+    batches: Batches
+    path: str = Field(min_length=1, max_length=4096)
+    epoch: Epoch
+
+
+class CheckpointInventory(_Message):
+    """Every checkpoint of the trial on disk, sent after each save and after a resume.
+
+    The Master makes its active checkpoints exactly these: a new one is registered, one the
+    worker removed (`checkpoint.keep`, or newer steps of a replaced run) is marked deleted, even
+    when an earlier report was lost with a killed Master.
+    """
+
+    checkpoints: list[CheckpointEntry] = Field(max_length=1024)
+
+
+class Heartbeat(_Message):
+    """Proof of life from the training loop, with progress for ETAs."""
+
+    batches: Batches
+    total_batches: Batches | None = None
+
+
+class Decision(_Message):
+    """The answer to a worker's "continue?" after a validation."""
+
+    action: DecisionAction
+    reason: str = ""
+
+
+class TrialOutcome(_Message):
+    """How a worker ended its trial."""
+
+    state: OutcomeState
+    message: str | None = Field(default=None, max_length=MAX_MESSAGE_CHARS)
+
+
+# -- Master -> clients (read views) --------------------------------------------------------------
+
+
+class TrialOut(_Message):
+    """A trial as clients see it."""
+
+    id: int
+    experiment_id: int
+    number: int
+    state: TrialState
+    hyperparameters: dict[str, Any]
+    batches_trained: int
+    total_batches: int | None
+    num_restarts: int
+    started_at: datetime | None
+    ended_at: datetime | None
+    last_heartbeat_at: datetime | None
+    worker_pid: int | None
+    log_path: str | None
+    error: str | None
+
+
+class ExperimentOut(_Message):
+    """An experiment as clients see it."""
+
+    id: int
+    name: str
+    state: ExperimentState
+    created_at: datetime
+    ended_at: datetime | None
+    message: str | None
+    num_trials: int
+
+
+class MetricOut(_Message):
+    """One reported set of metrics (infinities as the strings "Infinity", "-Infinity")."""
+
+    kind: MetricKind
+    batches: int
+    epoch: float
+    values: dict[str, float]
+    reported_at: datetime
+
+
+class CheckpointOut(_Message):
+    """A checkpoint the store knows of, newest first in listings."""
+
+    batches: int
+    path: str
+    epoch: float | None
+    created_at: datetime
+
+
+class FieldError(BaseModel):
+    """One wrong field of a request: where it is (e.g. `query.kind`) and what is wrong."""
+
+    field: str
+    problem: str
+
+
+class ErrorOut(BaseModel):
+    """Every 4xx and 5xx body: `detail` says what was wrong and what to do."""
+
+    detail: str
+    errors: list[FieldError] = Field(default_factory=list)
+    """For a malformed request: one entry per field that was wrong."""
