@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from sqlalchemy import select
 
 from tests.integration.helpers import (
     checkpoint_steps,
@@ -18,7 +19,7 @@ from tests.integration.helpers import (
     wait_for,
 )
 from trainyard.settings import Settings
-from trainyard.store import TrialState, open_store, repository
+from trainyard.store import TrialState, WorkerCredential, open_store, repository
 
 pytestmark = pytest.mark.integration
 
@@ -58,7 +59,7 @@ def test_run_trains_reports_and_summarises(toy_data, write_experiment, tmp_path)
     assert "validation at batch 40" in log.stdout
 
 
-def test_sigkilled_run_resumes_to_bit_identical_weights(
+def test_sigkilled_run_resumes_from_its_checkpoint_to_bit_identical_weights(
     toy_data, write_experiment, tmp_path
 ) -> None:
     config = experiment(
@@ -71,21 +72,45 @@ def test_sigkilled_run_resumes_to_bit_identical_weights(
     interrupted = tmp_path / "interrupted"
     cli = start_cli(["run", str(file)], cli_env(interrupted))
     wait_for(
-        lambda: any(s >= 15 for s in checkpoint_steps(interrupted)), timeout=120, what="step 15"
+        lambda: any(s >= 15 for s in checkpoint_steps(interrupted)), timeout=300, what="step 15"
     )
     worker_pid = _trials(interrupted)[0][2]
     assert worker_pid is not None
     os.killpg(worker_pid, signal.SIGKILL)
     os.killpg(cli.pid, signal.SIGKILL)
     cli.wait()
-    assert max(checkpoint_steps(interrupted)) < 60, "the run finished before it was killed"
+    killed_at = max(checkpoint_steps(interrupted))
+    assert killed_at < 60, "the run finished before it was killed"
 
     resumed = run_cli(["run", "--resume", "e2e"], cli_env(interrupted))
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    # The second attempt started at the checkpoint's step, and trained only what was left.
+    log = run_cli(["logs", "1"], cli_env(interrupted)).stdout
+    assert f"step-{killed_at:08d} at batch {killed_at} " in log
+    second = _training_reports_of_attempt(interrupted, attempt=2)
+    assert second and min(second) > killed_at
+    assert len(second) == (60 - killed_at) // 5 < 60 // 5
     expected, actual = _final_weights(uninterrupted), _final_weights(interrupted)
     assert expected.keys() == actual.keys()
     for name in expected:
         assert torch.equal(expected[name], actual[name]), name
+
+
+def _training_reports_of_attempt(home: Path, *, attempt: int) -> list[int]:
+    """Steps of the training reports the worker of `attempt` sent (after it was issued)."""
+    store = open_store(Settings(home=home).resolved_database_url())
+    try:
+        with store.session() as session:
+            (trial,) = repository.list_trials(session, experiment_id=1)
+            issued = session.scalars(
+                select(WorkerCredential.issued_at).where(
+                    WorkerCredential.trial_id == trial.id, WorkerCredential.attempt == attempt
+                )
+            ).one()
+            reports = repository.list_metrics(session, trial_id=trial.id, kind="training")
+            return [m.batches for m in reports if m.reported_at > issued]
+    finally:
+        store.close()
 
 
 def test_ctrl_c_checkpoints_pauses_and_resume_completes(

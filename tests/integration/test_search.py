@@ -111,7 +111,7 @@ def test_a_crashed_trial_is_retried_from_its_checkpoint(
     assert "resumed from" in log and "step-00000010" in log
 
 
-def test_killed_master_resumes_the_search_keeping_finished_trials(
+def test_killed_master_resumes_the_search_and_ends_the_orphaned_workers(
     toy_data, write_experiment, tmp_path
 ) -> None:
     home = tmp_path / "home"
@@ -125,24 +125,42 @@ def test_killed_master_resumes_the_search_keeping_finished_trials(
         states = [s for _, s, _, _ in _trials(home)] if (home / "trainyard.db").exists() else []
         return "COMPLETED" in states and "RUNNING" in states
 
-    wait_for(one_done_one_running, timeout=180, what="a finished and a running trial")
+    wait_for(one_done_one_running, timeout=300, what="a finished and a running trial")
     finished_before = [t for t in _trials(home) if t[1] == "COMPLETED"]
-    store = open_store(Settings(home=home).resolved_database_url())
-    with store.session() as session:
-        pids = [
-            t.worker_pid
-            for t in repository.list_trials(session, experiment_id=1)
-            if t.state.value == "RUNNING"
-        ]
-    store.close()
-    os.killpg(cli.pid, signal.SIGKILL)
-    for pid in pids:
-        os.killpg(pid, signal.SIGKILL)
+    orphans = _running_worker_pids(home)
+    assert orphans, "a worker was running when the Master was killed"
+    os.killpg(cli.pid, signal.SIGKILL)  # the Master only: its workers live on as orphans
     cli.wait()
+    assert all(_alive(pid) for pid in orphans)
 
     resumed = run_cli(["run", "--resume", "search"], cli_env(home))
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    for pid in orphans:
+        assert f"ending leftover worker pid {pid}" in resumed.stderr
+        assert not _alive(pid)
     after = _trials(home)
     assert [state for _, state, _, _ in after] == ["COMPLETED"] * 4
     for trial in finished_before:
         assert trial in after, "a finished trial was rerun"
+
+
+def _running_worker_pids(home: Path) -> list[int]:
+    store = open_store(Settings(home=home).resolved_database_url())
+    try:
+        with store.session() as session:
+            return [
+                t.worker_pid
+                for t in repository.list_trials(session, experiment_id=1)
+                if t.state.value == "RUNNING" and t.worker_pid is not None
+            ]
+    finally:
+        store.close()
+
+
+def _alive(pid: int) -> bool:
+    """A process that exists and is not a zombie (zombies are already dead)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
