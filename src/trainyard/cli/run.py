@@ -9,6 +9,7 @@ from types import FrameType
 
 from rich.console import Console, Group
 from rich.live import Live
+from rich.markup import escape
 from rich.text import Text
 
 from trainyard.cli.display import trial_table
@@ -78,7 +79,7 @@ def _run_with_live_table(
     config: ExperimentConfig,
     console: Console,
 ) -> str:
-    title = f"experiment {experiment_id} ({config.name})"
+    title = f"experiment {experiment_id} ({escape(config.name)})"
     notice = Text("Ctrl-C checkpoints every trial and pauses the experiment", style="dim")
 
     def render() -> Group:
@@ -106,18 +107,25 @@ def _print_summary(
     elapsed_s: float,
     console: Console,
 ) -> None:
+    """The end of a run: each trial's state, best validation, checkpoint, log and error.
+
+    Everything but the headline comes from the store, workers or the experiment file, so it
+    is printed as plain text (no markup).
+    """
     metric, mode = config.searcher.metric, config.searcher.mode
     console.print(f"\n[bold]experiment {experiment_id} {state}[/bold] after {elapsed_s:.0f} s")
     for trial in service.list_trials(experiment_id):
         best = service.best_validation(trial.id, metric=metric, mode=mode)
-        console.print(f"trial {trial.number} (id {trial.id}): {trial.state}")
+        lines = [f"trial {trial.number} (id {trial.id}): {trial.state}"]
         if best is not None:
             shown = ", ".join(f"{k}={v:.4f}" for k, v in best.values.items())
-            console.print(f"  best {metric} at batch {best.batches}: {shown}")
+            lines.append(f"  best {metric} at batch {best.batches}: {shown}")
         checkpoint = service.latest_checkpoint_path(trial.id)
-        console.print(f"  checkpoint: {checkpoint or '-'}")
-        console.print(f"  log:        {trial.log_path}")
+        lines.append(f"  checkpoint: {checkpoint or '-'}")
+        lines.append(f"  log:        {trial.log_path}")
+        for line in lines:
+            console.print(line, markup=False)
         if trial.error:
-            console.print(f"  [red]error:[/red] {trial.error}", markup=True, highlight=False)
+            console.print(Text.assemble(("  error: ", "red"), trial.error))
     if state == "PAUSED":
         console.print(f"resume with: trainyard run --resume {experiment_id}")
