@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import textwrap
 from collections.abc import Callable
@@ -95,8 +96,7 @@ def test_run_into_a_file_prints_progress_lines_as_they_happen(
         (tmp_path / "gate").touch()
         assert process.wait(timeout=240) == 0, (tmp_path / "run.err").read_text()
     finally:
-        process.kill()
-        process.wait()
+        _stop(process, gate=tmp_path / "gate")
     lines = _without_time_of_day(log.read_text())
     assert "experiment 1 COMPLETED" not in before_gate
     order = [
@@ -139,6 +139,18 @@ def test_a_failed_trial_prints_its_log_tail_literally(
     for text in MARKUP:
         assert text in lines, f"{text!r} is not a line of:\n{result.stdout}"
     assert "MarkupError" not in result.stdout + result.stderr
+
+
+def _stop(process: subprocess.Popen[bytes], *, gate: Path) -> None:
+    """After a failed assertion too: open the gate and pause the run, so no worker is left."""
+    gate.touch()
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)  # the CLI stops its workers, then exits
+        try:
+            process.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def _without_time_of_day(output: str) -> list[str]:
