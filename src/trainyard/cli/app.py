@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import sys
 import time
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
+from rich.markup import escape
 
 from trainyard.cli.data import data_app
+from trainyard.cli.output import make_console
 from trainyard.errors import TrainyardError
 from trainyard.settings import Settings
 
@@ -22,8 +24,16 @@ app = typer.Typer(
 )
 app.add_typer(data_app, name="data")
 
-console = Console()
-error_console = Console(stderr=True)
+console = make_console()
+error_console = make_console(stderr=True)
+
+
+class ShowFormat(StrEnum):
+    """What `trainyard show` writes: a table for people, CSV or JSON for scripts."""
+
+    TABLE = "table"
+    CSV = "csv"
+    JSON = "json"
 
 
 @app.command()
@@ -62,8 +72,8 @@ def validate(file: Annotated[Path, typer.Argument(help="Experiment file (YAML)."
     config = load_experiment(file)
     preflight(config)
     console.print(
-        f"[green]{file} is valid[/green]: experiment {config.name!r}, "
-        f"model {config.model.name!r}, "
+        f"[green]{escape(str(file))} is valid[/green]: experiment {escape(repr(config.name))}, "
+        f"model {escape(repr(config.model.name))}, "
         f"searcher {config.searcher.name.value!r}"
     )
 
@@ -80,29 +90,39 @@ def list_experiments(
 
 
 @app.command()
-def show(experiment: Annotated[str, typer.Argument(help="Experiment id or name.")]) -> None:
+def show(
+    experiment: Annotated[str, typer.Argument(help="Experiment id or name.")],
+    output_format: Annotated[
+        ShowFormat,
+        typer.Option(
+            "--format",
+            help="table: for reading; csv or json: one row per trial with every "
+            "hyperparameter, the best validation report and the checkpoint, for scripts.",
+        ),
+    ] = ShowFormat.TABLE,
+) -> None:
     """Show an experiment and its trials."""
-    from trainyard.cli.display import trials_detail_table
+    from trainyard.cli.display import trial_errors, trials_detail_table
+    from trainyard.cli.trial_records import records_csv, records_json, trial_records
 
     service = _service()
     found = service.get_experiment(experiment)
-    config = service.experiment_config(found.id)
-    console.print(f"[bold]experiment {found.id}[/bold] {found.name}: {found.state}")
+    records = trial_records(service, found.id)
+    if output_format != ShowFormat.TABLE:
+        write = records_csv if output_format == ShowFormat.CSV else records_json
+        sys.stdout.write(write(records))
+        return
+    console.print(f"[bold]experiment {found.id}[/bold] {escape(found.name)}: {found.state}")
     if found.message:
-        console.print(found.message)
-    trials = service.list_trials(found.id)
-    best = {
-        t.id: service.best_validation(
-            t.id, metric=config.searcher.metric, mode=config.searcher.mode
-        )
-        for t in trials
-    }
-    console.print(trials_detail_table(trials, best))
+        console.print(found.message, markup=False)
+    console.print(trials_detail_table(records))
+    for line in trial_errors(records):
+        console.print(line)
 
 
 def _control(experiment: str, action: str) -> None:
     found = _service().control_experiment(experiment, action)
-    console.print(f"experiment {found.id} ({found.name}) is now {found.state}")
+    console.print(f"experiment {found.id} ({found.name}) is now {found.state}", markup=False)
     if action == "activate":
         console.print(
             "a `trainyard run` attached to it continues it now; if none is, continue it with "
@@ -166,5 +186,5 @@ def main() -> None:
     try:
         app()
     except TrainyardError as err:
-        error_console.print(f"[red]error:[/red] {err}", highlight=False)
+        error_console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False)
         sys.exit(2)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -21,11 +21,13 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from trainyard.cli.output import make_console
+
 data_app = typer.Typer(help="Generate and prepare jet datasets.", no_args_is_help=True)
 generate_app = typer.Typer(help="Generate datasets.", no_args_is_help=True)
 data_app.add_typer(generate_app, name="generate")
 
-console = Console()
+console = make_console()
 
 
 @generate_app.command("toy")
@@ -43,7 +45,7 @@ def generate_toy(
     val = write_toy_dataset(out / "val", num_jets=val_jets, seed=seed + 1)
     console.print(
         f"wrote {train_jets} training jets ({len(train)} shard(s)) and {val_jets} validation jets "
-        f"({len(val)} shard(s)) under {out} in {time.perf_counter() - started:.1f} s"
+        f"({len(val)} shard(s)) under {escape(str(out))} in {time.perf_counter() - started:.1f} s"
     )
 
 
@@ -87,12 +89,13 @@ def generate_top_tagging(
     num_shards = len(plan.shard_sizes)
     if not plan.missing:
         console.print(
-            f"{out} already holds all {jets} jets ({num_shards} shard(s)); nothing to do"
+            f"{escape(str(out))} already holds all {jets} jets ({num_shards} shard(s)); "
+            "nothing to do"
         )
         return
     num_workers = min(workers or _usable_cpus(), len(plan.missing))
     console.print(
-        f"{out}: {len(plan.finished)} of {num_shards} shard(s) already done; making "
+        f"{escape(str(out))}: {len(plan.finished)} of {num_shards} shard(s) already done; making "
         f"{len(plan.missing)} with {num_workers} worker(s), MPI {'on' if mpi else 'off'}"
     )
     started = time.perf_counter()
@@ -122,7 +125,7 @@ def generate_top_tagging(
     console.print(
         f"made {num_made} jets in {len(plan.missing)} shard(s) in {elapsed:.1f} s "
         f"({num_made / elapsed:.0f} jets/s, {num_made / elapsed / num_workers:.0f} per worker); "
-        f"{out} holds {plan.num_items} jets in {num_shards} shard(s)"
+        f"{escape(str(out))} holds {plan.num_items} jets in {num_shards} shard(s)"
     )
 
 
@@ -176,13 +179,14 @@ def stage_data(
     started = time.perf_counter()
     dataset = stage_source(source, cache_root, jets_per_shard=jets_per_shard)
     arrays = ", ".join(f"{name} {spec.shape}" for name, spec in sorted(dataset.specs.items()))
+    root = escape(str(dataset.root))
     if reused is not None:
-        console.print(f"{dataset.root} already holds these {dataset.num_jets} jets; reused")
+        console.print(f"{root} already holds these {dataset.num_jets} jets; reused")
         return
     console.print(
         f"staged {dataset.num_jets} jets from {len(paths)} file(s) in "
         f"{time.perf_counter() - started:.1f} s: {dataset.num_bytes / 2**30:.2f} GiB in "
-        f"{len(dataset.shard_sizes)} shard(s) of {arrays}\n{dataset.root}"
+        f"{len(dataset.shard_sizes)} shard(s) of {escape(arrays)}\n{root}"
     )
 
 

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import math
 
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
+from trainyard.cli.trial_records import TrialRecord
 from trainyard.protocol import ExperimentOut, MetricOut, TrialOut
 
 
@@ -15,7 +18,10 @@ def trial_table(
     *,
     title: str,
 ) -> Table:
-    """One row per trial: state, progress, throughput, loss, validation AUC and ETA."""
+    """One row per trial: state, progress, throughput, loss, validation AUC and ETA.
+
+    `title` is markup; cells are rich markup too, so text from outside is escaped.
+    """
     table = Table(title=title, title_justify="left")
     for column in ("trial", "state", "step", "samples/s", "loss", "val AUC", "ETA"):
         table.add_column(column, justify="left" if column in ("trial", "state") else "right")
@@ -40,7 +46,7 @@ def experiments_table(experiments: list[ExperimentOut]) -> Table:
     for e in experiments:
         table.add_row(
             str(e.id),
-            e.name,
+            escape(e.name),
             _state(e.state),
             str(e.num_trials),
             _time(e.created_at),
@@ -49,21 +55,38 @@ def experiments_table(experiments: list[ExperimentOut]) -> Table:
     return table
 
 
-def trials_detail_table(trials: list[TrialOut], best: dict[int, MetricOut | None]) -> Table:
+def trials_detail_table(records: list[TrialRecord]) -> Table:
+    """`trainyard show`: one row per trial with its best validation AUC and hyperparameters."""
     table = Table(title="trials", title_justify="left")
     for column in ("trial", "id", "state", "step", "restarts", "best val AUC", "hyperparameters"):
         table.add_column(column)
-    for t in trials:
+    for record in records:
+        t = record.trial
+        best_auc = record.best.get("val_auc")
         table.add_row(
             str(t.number),
             str(t.id),
             _state(t.state),
             _progress(t),
             str(t.num_restarts),
-            _value(best.get(t.id), "val_auc", "{:.4f}"),
-            ", ".join(f"{k}={v}" for k, v in t.hyperparameters.items()) or "-",
+            "-" if best_auc is None else _number(best_auc, "{:.4f}"),
+            escape(hyperparameters_text(t.hyperparameters)) or "-",
         )
     return table
+
+
+def trial_errors(records: list[TrialRecord]) -> list[Text]:
+    """Each trial's recorded error (the reason and its worker's log tail), printed literally."""
+    return [
+        Text.assemble((f"trial {r.trial.number} (id {r.trial.id}) error: ", "red"), r.trial.error)
+        for r in records
+        if r.trial.error
+    ]
+
+
+def hyperparameters_text(hyperparameters: dict[str, object]) -> str:
+    """`lr=0.003, batch_size=64`: a trial's hyperparameters on one line (not escaped)."""
+    return ", ".join(f"{k}={v}" for k, v in hyperparameters.items())
 
 
 def _state(state: str) -> str:
@@ -74,7 +97,7 @@ def _state(state: str) -> str:
         "STOPPED": "yellow",
         "PAUSED": "yellow",
     }.get(state, "white")
-    return f"[{colour}]{state}[/{colour}]"
+    return f"[{colour}]{escape(state)}[/{colour}]"
 
 
 def _progress(trial: TrialOut) -> str:
@@ -86,7 +109,10 @@ def _progress(trial: TrialOut) -> str:
 def _value(metric: MetricOut | None, key: str, fmt: str) -> str:
     if metric is None or key not in metric.values:
         return "-"
-    value = metric.values[key]
+    return _number(metric.values[key], fmt)
+
+
+def _number(value: float, fmt: str) -> str:
     return "inf" if math.isinf(value) else fmt.format(value)
 
 

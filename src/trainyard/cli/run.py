@@ -9,9 +9,11 @@ from types import FrameType
 
 from rich.console import Console, Group
 from rich.live import Live
+from rich.markup import escape
 from rich.text import Text
 
 from trainyard.cli.display import trial_table
+from trainyard.cli.progress import ProgressReporter
 from trainyard.config import ExperimentConfig, load_experiment
 from trainyard.config.facility import load_facility
 from trainyard.executors.pools import executor_for_pool
@@ -58,7 +60,7 @@ def run_experiment(
     )
     started = time.monotonic()
     try:
-        state = _run_with_live_table(runner, service, experiment_id, config, console)
+        state = _run_with_progress(runner, service, experiment_id, config, console)
     finally:
         server.stop()
         store.close()
@@ -66,20 +68,19 @@ def run_experiment(
     return EXIT_CODES.get(state, 1)
 
 
-def _run_with_live_table(
+def _run_with_progress(
     runner: ExperimentRunner,
     service: MasterService,
     experiment_id: int,
     config: ExperimentConfig,
     console: Console,
 ) -> str:
-    title = f"experiment {experiment_id} ({config.name})"
-    notice = Text("Ctrl-C checkpoints every trial and pauses the experiment", style="dim")
+    """Run while showing progress: a live table in a terminal, else one line per event.
 
-    def render() -> Group:
-        trials = service.list_trials(experiment_id)
-        latest = {t.id: service.latest_metrics(t.id) for t in trials}
-        return Group(trial_table(trials, latest, title=title), notice)
+    A live table written to a file or a pipe would appear only once the run ends; a log file
+    (`| tee`, a batch job) gets each trial's launch, reports and end as they happen instead.
+    """
+    notice = Text("Ctrl-C checkpoints every trial and pauses the experiment", style="dim")
 
     def on_interrupt(_signum: int, _frame: FrameType | None) -> None:
         notice.plain = "pausing: trials are writing checkpoints..."
@@ -87,10 +88,35 @@ def _run_with_live_table(
 
     previous = signal.signal(signal.SIGINT, on_interrupt)
     try:
-        with Live(render(), console=console, refresh_per_second=2, transient=False) as live:
-            return runner.run(experiment_id, on_tick=lambda: live.update(render()))
+        if console.is_terminal:
+            return _run_with_live_table(runner, service, experiment_id, config, notice, console)
+        reporter = ProgressReporter(
+            service, experiment_id, searcher=config.searcher, console=console
+        )
+        state = runner.run(experiment_id, on_tick=reporter.tick)
+        reporter.tick()  # trials paused or canceled after the runner's last tick
+        return state
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def _run_with_live_table(
+    runner: ExperimentRunner,
+    service: MasterService,
+    experiment_id: int,
+    config: ExperimentConfig,
+    notice: Text,
+    console: Console,
+) -> str:
+    title = f"experiment {experiment_id} ({escape(config.name)})"
+
+    def render() -> Group:
+        trials = service.list_trials(experiment_id)
+        latest = {t.id: service.latest_metrics(t.id) for t in trials}
+        return Group(trial_table(trials, latest, title=title), notice)
+
+    with Live(render(), console=console, refresh_per_second=2, transient=False) as live:
+        return runner.run(experiment_id, on_tick=lambda: live.update(render()))
 
 
 def _print_summary(
@@ -101,18 +127,25 @@ def _print_summary(
     elapsed_s: float,
     console: Console,
 ) -> None:
+    """The end of a run: each trial's state, best validation, checkpoint, log and error.
+
+    Everything but the headline comes from the store, workers or the experiment file, so it
+    is printed as plain text (no markup).
+    """
     metric, mode = config.searcher.metric, config.searcher.mode
     console.print(f"\n[bold]experiment {experiment_id} {state}[/bold] after {elapsed_s:.0f} s")
     for trial in service.list_trials(experiment_id):
         best = service.best_validation(trial.id, metric=metric, mode=mode)
-        console.print(f"trial {trial.number} (id {trial.id}): {trial.state}")
+        lines = [f"trial {trial.number} (id {trial.id}): {trial.state}"]
         if best is not None:
             shown = ", ".join(f"{k}={v:.4f}" for k, v in best.values.items())
-            console.print(f"  best {metric} at batch {best.batches}: {shown}")
+            lines.append(f"  best {metric} at batch {best.batches}: {shown}")
         checkpoint = service.latest_checkpoint_path(trial.id)
-        console.print(f"  checkpoint: {checkpoint or '-'}")
-        console.print(f"  log:        {trial.log_path}")
+        lines.append(f"  checkpoint: {checkpoint or '-'}")
+        lines.append(f"  log:        {trial.log_path}")
+        for line in lines:
+            console.print(line, markup=False)
         if trial.error:
-            console.print(f"  [red]error:[/red] {trial.error}", markup=True, highlight=False)
+            console.print(Text.assemble(("  error: ", "red"), trial.error))
     if state == "PAUSED":
         console.print(f"resume with: trainyard run --resume {experiment_id}")
