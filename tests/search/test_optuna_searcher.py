@@ -131,3 +131,93 @@ def test_asha_over_a_grid_visits_every_point(storage_url: str) -> None:
     assert searcher.max_trials == 8
     proposals = searcher.next_trials(num_created=0, num_free=20)
     assert len({tuple(sorted(p.hyperparameters.items())) for p in proposals}) == 8
+
+
+SPACES = {
+    "lr": {"type": "log", "min": 1e-4, "max": 1e-2},
+    "dropout": {"type": "double", "min": 0.0, "max": 0.5},
+    "width": {"type": "int", "min": 8, "max": 256},
+    "act": {"type": "categorical", "vals": ["relu", "gelu", "silu"]},
+}
+RESUMABLE = {
+    "random": ({"name": "random", "max_trials": 12, "seed": 5}, SPACES),
+    "tpe": ({"name": "tpe", "max_trials": 12, "seed": 5}, SPACES),
+    "asha": ({"name": "asha", "max_trials": 12, "seed": 5}, SPACES),
+    "asha-tpe": ({"name": "asha", "max_trials": 12, "asha": {"sampler": "tpe"}}, SPACES),
+    # fewer trials than grid points, so which points are visited depends on the order
+    "grid": ({"name": "grid", "max_trials": 5, "seed": 5}, GRID),
+}
+
+
+def _score(hyperparameters: dict[str, Any]) -> float:
+    """A deterministic 'validation AUC', so both searches see the same history."""
+    return 1.0 / (1.0 + abs(hyperparameters["lr"] - 3e-3) * 100)
+
+
+def _search(config: Any, url: str, chunks: list[int], *, restart: bool) -> list[dict[str, Any]]:
+    """Ask `chunks[i]` trials, then tell each; with `restart`, a new searcher per chunk, as a
+    Master resumed after a crash builds one on the same study."""
+    proposals: list[Any] = []
+    searcher = None
+    for chunk in chunks:
+        if searcher is None or restart:
+            searcher = OptunaSearcher(config, storage_url=url, study_name="resume")
+            searcher.recover({p.searcher_trial_id for p in proposals})
+        asked = searcher.next_trials(num_created=len(proposals), num_free=chunk)
+        for proposal in asked:
+            searcher.on_trial_end(
+                searcher_trial_id=proposal.searcher_trial_id,
+                result="completed",
+                best_value=_score(proposal.hyperparameters),
+            )
+        proposals += asked
+    return [p.hyperparameters for p in proposals]
+
+
+@pytest.mark.parametrize("kind", sorted(RESUMABLE))
+def test_a_resumed_search_proposes_what_an_uninterrupted_one_does(
+    kind: str, tmp_path: Path
+) -> None:
+    searcher, hyperparameters = RESUMABLE[kind]
+    config = _config(searcher, hyperparameters)
+    chunks = [4, 6, 2] if kind != "grid" else [2, 3]  # tpe models after 10 trials
+    urls = []
+    for name in ("uninterrupted", "resumed"):
+        urls.append(f"sqlite:///{tmp_path / f'{name}.db'}")
+        open_store(urls[-1]).close()
+    uninterrupted = _search(config, urls[0], chunks, restart=False)
+    resumed = _search(config, urls[1], chunks, restart=True)
+    distinct = {tuple(sorted(h.items())) for h in resumed}
+    assert len(distinct) == len(resumed), "a configuration was proposed twice"
+    assert resumed == uninterrupted
+
+
+def test_each_hyperparameter_of_a_trial_is_its_own_draw(storage_url: str) -> None:
+    same = {"type": "double", "min": 0.0, "max": 1.0}
+    config = _config({"name": "random", "max_trials": 3}, {"a": same, "b": same})
+    searcher = OptunaSearcher(config, storage_url=storage_url, study_name="draws")
+    for proposal in searcher.next_trials(num_created=0, num_free=3):
+        assert proposal.hyperparameters["a"] != proposal.hyperparameters["b"]
+
+
+def test_the_seed_changes_the_proposals(tmp_path: Path) -> None:
+    proposals = []
+    for seed in (1, 2):
+        url = f"sqlite:///{tmp_path / f'seed{seed}.db'}"
+        open_store(url).close()
+        config = _config({"name": "random", "max_trials": 3, "seed": seed}, SPACES)
+        searcher = OptunaSearcher(config, storage_url=url, study_name="seed")
+        asked = searcher.next_trials(num_created=0, num_free=3)
+        proposals.append([p.hyperparameters for p in asked])
+    assert proposals[0] != proposals[1]
+
+
+def test_telling_every_grid_point_ends_the_search_cleanly(storage_url: str) -> None:
+    searcher = OptunaSearcher(
+        _config({"name": "grid"}, GRID), storage_url=storage_url, study_name="full-grid"
+    )
+    for proposal in searcher.next_trials(num_created=0, num_free=8):
+        searcher.on_trial_end(
+            searcher_trial_id=proposal.searcher_trial_id, result="completed", best_value=0.5
+        )
+    assert [t.state.name for t in searcher._study.trials] == ["COMPLETE"] * 8

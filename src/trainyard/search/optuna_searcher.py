@@ -2,7 +2,8 @@
 
 The study lives in the experiment store's own database (Optuna's RDB storage; our tables are
 prefixed `ty_` so the two share it), so a restarted Master reloads it and neither reruns a
-finished trial nor loses a running one.
+finished trial nor loses a running one. Trial n's hyperparameters depend only on the seed, n
+and the study's stored trials, so a resumed search proposes what an uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ import warnings
 
 import optuna
 from optuna.pruners import BasePruner, HyperbandPruner, NopPruner, SuccessiveHalvingPruner
-from optuna.samplers import BaseSampler, GridSampler, RandomSampler, TPESampler
+from optuna.samplers import BaseSampler, RandomSampler, TPESampler
 from optuna.trial import TrialState as OptunaTrialState
 
 from trainyard.config import ExperimentConfig, SearcherName
 from trainyard.errors import ConfigError
 from trainyard.search.base import Decision, Proposal, Searcher, TrialResult
+from trainyard.search.samplers import AskTellGridSampler, TrialSeededSampler
 from trainyard.search.spaces import constants, grid_values, search_spaces, to_distributions
 
 logger = logging.getLogger(__name__)
@@ -134,15 +136,17 @@ def _max_trials(config: ExperimentConfig) -> int:
 
 
 def _sampler(config: ExperimentConfig) -> BaseSampler:
+    """The study's sampler; built again on every Master start, so it must not depend on
+    how many trials this process asked for (see `search/samplers.py`)."""
     seed = config.searcher.seed
     name = config.searcher.name
     if _uses_grid(config):
-        return GridSampler(grid_values(config), seed=seed)
+        return AskTellGridSampler(grid_values(config), seed=seed)
     if name is SearcherName.TPE or (
         name is SearcherName.ASHA and config.searcher.asha.sampler == "tpe"
     ):
-        return TPESampler(seed=seed)
-    return RandomSampler(seed=seed)
+        return TrialSeededSampler(lambda trial_seed: TPESampler(seed=trial_seed), seed=seed)
+    return TrialSeededSampler(lambda trial_seed: RandomSampler(seed=trial_seed), seed=seed)
 
 
 def _uses_grid(config: ExperimentConfig) -> bool:
