@@ -16,8 +16,7 @@ import torch.multiprocessing as mp
 from torch import nn
 from torch.distributed.fsdp import fully_shard
 
-from trainyard.data.staged_dataset import StagedDataset
-from trainyard.data.staging import stage, staging_key
+from tests.worker.staged import staged_jets
 from trainyard.errors import CheckpointError, ConfigError
 from trainyard.models import build_model
 from trainyard.worker import parallel
@@ -86,19 +85,6 @@ def test_lr_scale() -> None:
     assert parallel.lr_scale("sqrt", 4) == 2.0
 
 
-def _staged_jets(root: Path, num_jets: int) -> StagedDataset:
-    """Jet i carries label i % 2 and the value i in its first feature, to follow it."""
-    features = np.zeros((num_jets, 7, 3), np.float32)
-    features[:, 0, 0] = np.arange(num_jets)
-    arrays = {
-        "points": np.zeros((num_jets, 2, 3), np.float32),
-        "features": features,
-        "mask": np.ones((num_jets, 1, 3), np.float32),
-        "labels": np.arange(num_jets, dtype=np.int64) % 2,
-    }
-    return stage([arrays], root, key=staging_key([], f"jets-{num_jets}"))
-
-
 @pytest.mark.parametrize(
     ("num_jets", "world_size", "batch_size"),
     [(10, 3, 2), (7, 2, 4), (5, 2, 2), (10, 3, 3), (9, 1, 4)],
@@ -106,7 +92,7 @@ def _staged_jets(root: Path, num_jets: int) -> StagedDataset:
 def test_validation_shards_score_every_jet_exactly_once(
     num_jets: int, world_size: int, batch_size: int, tmp_path: Path
 ) -> None:
-    dataset = _staged_jets(tmp_path, num_jets)
+    dataset = staged_jets(tmp_path, [i % 2 for i in range(num_jets)])
     seen: list[int] = []
     batches_run = set()
     for rank in range(world_size):
