@@ -1,5 +1,6 @@
-"""Distributed pieces on CPU: strategy choice, batch split, validation shards, the collectives
-and sharded checkpoints of two real gloo ranks (torch.multiprocessing), read back on one."""
+"""Distributed pieces on CPU: strategy choice, batch split, validation shards, the collectives,
+BatchNorm over the global batch and sharded checkpoints of two real gloo ranks
+(torch.multiprocessing), read back on one."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from trainyard.worker.distributed import (
     is_peer_failure,
 )
 from trainyard.worker.evaluation import ValidationShard
+from trainyard.worker.sync_batchnorm import CpuSyncBatchNorm, convert_cpu_sync_batchnorm
 from trainyard.worker.trained_state import load_trained_state, trained_state
 
 MiB = 2**20
@@ -131,8 +133,8 @@ def _train_one_step(model: nn.Module, optimizer: torch.optim.Optimizer, seed: in
     optimizer.zero_grad()
 
 
-def _two_ranks(rank: int, port: int, folder: str) -> None:
-    """One of two gloo ranks: check the collectives, then write a sharded checkpoint."""
+def _join_two_ranks(rank: int, port: int) -> World:
+    """Join a gloo group of two ranks on 127.0.0.1:port as torchrun's variables would."""
     os.environ.update(
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port),
@@ -141,7 +143,12 @@ def _two_ranks(rank: int, port: int, folder: str) -> None:
         WORLD_SIZE="2",
         LOCAL_WORLD_SIZE="2",
     )
-    world = init_distributed()
+    return init_distributed()
+
+
+def _two_ranks(rank: int, port: int, folder: str) -> None:
+    """One of two gloo ranks: check the collectives, then write a sharded checkpoint."""
+    world = _join_two_ranks(rank, port)
     try:
         assert world.any(rank == 1, False) == (True, False)
         assert world.sum(rank + 1.0) == 3.0
@@ -201,3 +208,79 @@ def test_two_fsdp_ranks_checkpoint_and_one_rank_resumes(tmp_path: Path) -> None:
     shard.write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match=r"__1_0\.distcp: sha256 .* \(corrupted\)"):
         manager.load_latest()
+
+
+def _batchnorm_model() -> nn.Module:
+    """A BatchNorm2d over (B, C, P, N) as in ParticleNet's EdgeConv, and a BatchNorm1d."""
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 4, kernel_size=1), nn.BatchNorm2d(4), nn.Flatten(2), nn.BatchNorm1d(4)
+    )
+
+
+def _batchnorm_inputs() -> tuple[torch.Tensor, torch.Tensor]:
+    """Eight jets, shifted away from 0 so a variance from E[x^2] - mean^2 would show its error."""
+    generator = torch.Generator().manual_seed(1)
+    inputs = 3.0 + torch.randn(8, 3, 5, 2, generator=generator)
+    return inputs, torch.randn(8, 4, 10, generator=generator)
+
+
+def _batchnorm_step(model: nn.Module, inputs: torch.Tensor, weights: torch.Tensor) -> dict:
+    """One forward and backward in training mode; what came out, and every gradient."""
+    inputs = inputs.clone().requires_grad_()
+    outputs = model(inputs)
+    (outputs * weights).sum().backward()
+    return {
+        "outputs": outputs.detach(),
+        "input_grad": inputs.grad,
+        **{f"{name}.grad": p.grad for name, p in model.named_parameters()},
+        **{name: value for name, value in model.state_dict().items()},
+    }
+
+
+def _sync_batchnorm_rank(rank: int, port: int, folder: str) -> None:
+    """Each rank normalises its half of the batch with the statistics of the whole."""
+    _join_two_ranks(rank, port)
+    try:
+        model = parallel.apply_sync_batchnorm(_batchnorm_model(), torch.device("cpu"))
+        assert sum(isinstance(m, CpuSyncBatchNorm) for m in model.modules()) == 2
+        inputs, weights = _batchnorm_inputs()
+        half = slice(4 * rank, 4 * rank + 4)
+        # The whole batch's loss is the sum of the halves', so each rank's gradients are
+        # summed (not averaged as DDP does) to compare with one rank.
+        result = _batchnorm_step(model, inputs[half], weights[half])
+        torch.save(result, Path(folder) / f"rank{rank}.pt")
+    finally:
+        close_distributed()
+
+
+def test_cpu_sync_batchnorm_on_two_ranks_is_batchnorm_of_the_whole_batch(tmp_path: Path) -> None:
+    mp.spawn(_sync_batchnorm_rank, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    inputs, weights = _batchnorm_inputs()
+    whole = _batchnorm_step(_batchnorm_model(), inputs, weights)
+
+    def close(name: str, got: torch.Tensor) -> None:
+        # float32 sums in another order; the conv bias's gradient is 0 up to rounding (~1e-6).
+        assert torch.allclose(got, whole[name], rtol=1e-5, atol=1e-5), name
+
+    close("outputs", torch.cat([r["outputs"] for r in ranks]))
+    close("input_grad", torch.cat([r["input_grad"] for r in ranks]))
+    for name in whole:
+        if name.endswith(".grad") and name != "input_grad":
+            close(name, ranks[0][name] + ranks[1][name])
+        elif name not in ("outputs", "input_grad"):
+            close(name, ranks[0][name])
+            assert torch.equal(ranks[0][name], ranks[1][name]), f"{name} differs between ranks"
+
+
+def test_converted_batchnorm_keeps_its_state_and_uses_running_statistics_in_eval() -> None:
+    model = _batchnorm_model()
+    model(_batchnorm_inputs()[0])  # running statistics away from their initial values
+    model.eval()
+    inputs = _batchnorm_inputs()[0]
+    expected, state = model(inputs), model.state_dict()
+    converted = convert_cpu_sync_batchnorm(model)
+    assert isinstance(converted[1], CpuSyncBatchNorm) and not converted[1].training
+    assert converted.state_dict().keys() == state.keys()
+    assert torch.equal(converted(inputs), expected)  # eval: no collective, same kernel
