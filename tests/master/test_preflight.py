@@ -261,3 +261,16 @@ def test_optimizer_values_torch_refuses_are_named_by_their_hyperparameter(data: 
         problems
     )
     assert "(got -0.2)" in problems
+
+
+def test_a_model_with_the_wrong_output_shape_fails_before_queueing(data: Path) -> None:
+    name = "tests.models.user_models:one_score"
+    builtin = {"train": str(data / "train/*.parquet"), "val": str(data / "val/*.parquet")}
+    message = _problems(_config(data, model=name, data={**builtin, "max_particles": 16}))
+    assert (
+        f"`model`: model '{name}' returned shape (3,) for a batch of 3 jets, but must return "
+        "logits of shape (B, num_classes) = (3, 2)"
+    ) in message
+    name = "tests.models.user_models:wrong_feature_count"
+    message = _problems(_config(data, model=name, data={**builtin, "max_particles": 16}))
+    assert "points (3, 2, 16), features (3, 7, 16) and mask (3, 1, 16)" in message

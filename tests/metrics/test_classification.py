@@ -1,4 +1,4 @@
-"""Binary metrics: limiting classifiers, a hand-computed ROC, and input errors."""
+"""Accuracy, signal-vs-rest metrics: limiting classifiers, a hand-computed ROC, input errors."""
 
 import math
 
@@ -6,14 +6,18 @@ import numpy as np
 import pytest
 import torch
 
-from trainyard.metrics import binary_metrics, softmax_signal_scores
+from trainyard.metrics import (
+    argmax_accuracy,
+    predicted_classes,
+    signal_metrics,
+    softmax_signal_scores,
+)
 
 
 def test_perfect_classifier() -> None:
     labels = np.array([0, 0, 0, 1, 1, 1])
     scores = np.array([0.1, 0.2, 0.3, 0.7, 0.8, 0.9])
-    metrics = binary_metrics(scores, labels)
-    assert metrics["accuracy"] == 1.0
+    metrics = signal_metrics(scores, labels)
     assert metrics["auc"] == 1.0
     assert metrics["rej30"] == math.inf
     assert metrics["rej50"] == math.inf
@@ -23,8 +27,7 @@ def test_random_classifier() -> None:
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 2, size=200_000)
     scores = rng.random(200_000)
-    metrics = binary_metrics(scores, labels)
-    assert metrics["accuracy"] == pytest.approx(0.5, abs=0.01)
+    metrics = signal_metrics(scores, labels)
     assert metrics["auc"] == pytest.approx(0.5, abs=0.01)
     # With no separation eps_B equals eps_S at every working point.
     assert metrics["rej30"] == pytest.approx(1 / 0.3, rel=0.03)
@@ -39,49 +42,50 @@ def test_hand_computed_roc() -> None:
     eps_S = 0.3 is first reached at (0.4, 0.4), coming from (0.4, 0.2): eps_B = 0.4.
     eps_S = 0.5 lies on the tie segment (0.4, 0.4)-(0.6, 0.8): eps_B = 0.4 + 0.25 * 0.2 = 0.45.
     AUC counts signal-above-background pairs, ties as half: (4 + 3 + 2 * 2.5 + 0) / 25.
-    Accuracy with score > 0.5: signals 0.8, 0.6 and backgrounds 0.5, 0.3, 0.2 right: 5/10.
     """
     signal_scores = [0.8, 0.6, 0.5, 0.5, 0.1]
     background_scores = [0.9, 0.7, 0.5, 0.3, 0.2]
     scores = np.array(signal_scores + background_scores)
     labels = np.array([1] * 5 + [0] * 5)
-    metrics = binary_metrics(scores, labels)
-    assert metrics["accuracy"] == pytest.approx(0.5)
+    metrics = signal_metrics(scores, labels)
     assert metrics["auc"] == pytest.approx(12 / 25)
     assert metrics["rej30"] == pytest.approx(1 / 0.4)
     assert metrics["rej50"] == pytest.approx(1 / 0.45)
 
 
 def test_values_are_plain_floats() -> None:
-    metrics = binary_metrics(np.array([0.2, 0.9, 0.4]), np.array([0, 1, 1]))
-    assert sorted(metrics) == ["accuracy", "auc", "rej30", "rej50"]
+    metrics = signal_metrics(np.array([0.2, 0.9, 0.4]), np.array([0, 1, 1]))
+    assert sorted(metrics) == ["auc", "rej30", "rej50"]
     assert all(type(value) is float for value in metrics.values())
 
 
 @pytest.mark.parametrize("label", [0, 1])
 def test_single_class_is_an_error(label: int) -> None:
-    with pytest.raises(ValueError, match=rf"both signal \(1\) and background \(0\).*\[{label}\]"):
-        binary_metrics(np.array([0.1, 0.9]), np.array([label, label]))
+    with pytest.raises(
+        ValueError,
+        match=rf"signal metrics need both signal \(1\) and background \(0\).*\[{label}\]",
+    ):
+        signal_metrics(np.array([0.1, 0.9]), np.array([label, label]))
 
 
 def test_shape_mismatch_is_an_error() -> None:
     with pytest.raises(ValueError, match=r"shape \(N,\), got scores \(3,\) and labels \(2,\)"):
-        binary_metrics(np.array([0.1, 0.5, 0.9]), np.array([0, 1]))
+        signal_metrics(np.array([0.1, 0.5, 0.9]), np.array([0, 1]))
 
 
 def test_two_column_scores_point_to_softmax_signal_scores() -> None:
     with pytest.raises(ValueError, match="softmax_signal_scores"):
-        binary_metrics(np.zeros((4, 2)), np.array([0, 1, 0, 1]))
+        signal_metrics(np.zeros((4, 2)), np.array([0, 1, 0, 1]))
 
 
 def test_labels_other_than_zero_and_one_are_an_error() -> None:
     with pytest.raises(ValueError, match="labels must be 0"):
-        binary_metrics(np.array([0.1, 0.9]), np.array([0, 2]))
+        signal_metrics(np.array([0.1, 0.9]), np.array([0, 2]))
 
 
 def test_non_finite_scores_are_an_error() -> None:
     with pytest.raises(ValueError, match="NaN or inf"):
-        binary_metrics(np.array([0.1, np.nan]), np.array([0, 1]))
+        signal_metrics(np.array([0.1, np.nan]), np.array([0, 1]))
 
 
 def test_softmax_signal_scores() -> None:
@@ -106,3 +110,66 @@ def test_softmax_signal_scores_of_another_signal_class() -> None:
 def test_softmax_signal_scores_needs_two_classes() -> None:
     with pytest.raises(ValueError, match="at least 2 classes"):
         softmax_signal_scores(torch.zeros(3, 1))
+
+
+# Three classes, class 0 the signal. Per jet: label, then softmax probabilities of 0, 1, 2.
+THREE_CLASS_JETS = [
+    (0, (0.60, 0.30, 0.10)),  # argmax right; p0 > 0.5: right as signal vs rest
+    (1, (0.10, 0.20, 0.70)),  # argmax wrong (2); p0 < 0.5: right as "rest"
+    (2, (0.20, 0.50, 0.30)),  # argmax wrong (1); p0 < 0.5: right as "rest"
+    (1, (0.10, 0.80, 0.10)),  # both right
+    (2, (0.46, 0.04, 0.50)),  # both right
+    (0, (0.45, 0.35, 0.20)),  # argmax right; p0 < 0.5: wrong as signal vs rest
+]
+THREE_CLASS_ARGMAX_ACCURACY = 4 / 6
+THREE_CLASS_SIGNAL_VS_REST_ACCURACY = 5 / 6
+# Signals score 0.60 and 0.45, the rest 0.10, 0.20, 0.10, 0.46: 7 of 8 pairs ordered right.
+THREE_CLASS_AUC = 7 / 8
+
+
+def three_class_logits() -> tuple[torch.Tensor, np.ndarray]:
+    """(N, 3) logits whose softmax is THREE_CLASS_JETS' probabilities, and the labels."""
+    probabilities = torch.tensor([p for _, p in THREE_CLASS_JETS], dtype=torch.float64)
+    return probabilities.log(), np.array([label for label, _ in THREE_CLASS_JETS])
+
+
+def test_accuracy_of_three_classes_is_argmax_accuracy() -> None:
+    logits, labels = three_class_logits()
+    predicted = predicted_classes(logits)
+    assert predicted.tolist() == [0, 2, 1, 1, 2, 0]
+    accuracy = argmax_accuracy(predicted, labels)
+    assert accuracy == pytest.approx(THREE_CLASS_ARGMAX_ACCURACY)
+    assert accuracy != pytest.approx(THREE_CLASS_SIGNAL_VS_REST_ACCURACY)
+
+
+def test_signal_metrics_of_three_classes_are_signal_vs_rest() -> None:
+    logits, labels = three_class_logits()
+    scores = softmax_signal_scores(logits, signal_class=0)
+    np.testing.assert_allclose(scores, [0.60, 0.10, 0.20, 0.10, 0.46, 0.45])
+    metrics = signal_metrics(scores, (labels == 0).astype(np.int64))
+    assert metrics["auc"] == pytest.approx(THREE_CLASS_AUC)
+
+
+def test_two_class_argmax_accuracy_is_the_cut_at_one_half() -> None:
+    """The accuracy reported before argmax (signal probability > 0.5) is unchanged."""
+    rng = np.random.default_rng(1)
+    logits = torch.from_numpy(rng.normal(size=(1000, 2)))
+    labels = rng.integers(0, 2, size=1000)
+    for signal_class in (0, 1):
+        scores = softmax_signal_scores(logits, signal_class=signal_class)
+        cut = np.mean((scores > 0.5) == (labels == signal_class))
+        assert argmax_accuracy(predicted_classes(logits), labels) == pytest.approx(cut)
+
+
+def test_accuracy_of_a_random_classifier() -> None:
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, size=200_000)
+    predicted = rng.integers(0, 3, size=200_000)
+    assert argmax_accuracy(predicted, labels) == pytest.approx(1 / 3, abs=0.01)
+
+
+def test_accuracy_needs_class_indices_of_equal_length() -> None:
+    with pytest.raises(ValueError, match=r"shape \(N,\) with N > 0, got predicted \(2, 3\)"):
+        argmax_accuracy(np.zeros((2, 3)), np.array([0, 1]))
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        predicted_classes(torch.zeros(3, 1))

@@ -1,5 +1,6 @@
-"""Distributed pieces on CPU: strategy choice, batch split, validation shards, the collectives
-and sharded checkpoints of two real gloo ranks (torch.multiprocessing), read back on one."""
+"""Distributed pieces on CPU: strategy choice, batch split, validation shards, the collectives,
+BatchNorm over the global batch and sharded checkpoints of two real gloo ranks
+(torch.multiprocessing), read back on one."""
 
 from __future__ import annotations
 
@@ -16,8 +17,7 @@ import torch.multiprocessing as mp
 from torch import nn
 from torch.distributed.fsdp import fully_shard
 
-from trainyard.data.staged_dataset import StagedDataset
-from trainyard.data.staging import stage, staging_key
+from tests.worker.staged import staged_jets
 from trainyard.errors import CheckpointError, ConfigError
 from trainyard.models import build_model
 from trainyard.worker import parallel
@@ -30,6 +30,7 @@ from trainyard.worker.distributed import (
     is_peer_failure,
 )
 from trainyard.worker.evaluation import ValidationShard
+from trainyard.worker.sync_batchnorm import CpuSyncBatchNorm, convert_cpu_sync_batchnorm
 from trainyard.worker.trained_state import load_trained_state, trained_state
 
 MiB = 2**20
@@ -86,19 +87,6 @@ def test_lr_scale() -> None:
     assert parallel.lr_scale("sqrt", 4) == 2.0
 
 
-def _staged_jets(root: Path, num_jets: int) -> StagedDataset:
-    """Jet i carries label i % 2 and the value i in its first feature, to follow it."""
-    features = np.zeros((num_jets, 7, 3), np.float32)
-    features[:, 0, 0] = np.arange(num_jets)
-    arrays = {
-        "points": np.zeros((num_jets, 2, 3), np.float32),
-        "features": features,
-        "mask": np.ones((num_jets, 1, 3), np.float32),
-        "labels": np.arange(num_jets, dtype=np.int64) % 2,
-    }
-    return stage([arrays], root, key=staging_key([], f"jets-{num_jets}"))
-
-
 @pytest.mark.parametrize(
     ("num_jets", "world_size", "batch_size"),
     [(10, 3, 2), (7, 2, 4), (5, 2, 2), (10, 3, 3), (9, 1, 4)],
@@ -106,7 +94,7 @@ def _staged_jets(root: Path, num_jets: int) -> StagedDataset:
 def test_validation_shards_score_every_jet_exactly_once(
     num_jets: int, world_size: int, batch_size: int, tmp_path: Path
 ) -> None:
-    dataset = _staged_jets(tmp_path, num_jets)
+    dataset = staged_jets(tmp_path, [i % 2 for i in range(num_jets)])
     seen: list[int] = []
     batches_run = set()
     for rank in range(world_size):
@@ -145,8 +133,8 @@ def _train_one_step(model: nn.Module, optimizer: torch.optim.Optimizer, seed: in
     optimizer.zero_grad()
 
 
-def _two_ranks(rank: int, port: int, folder: str) -> None:
-    """One of two gloo ranks: check the collectives, then write a sharded checkpoint."""
+def _join_two_ranks(rank: int, port: int) -> World:
+    """Join a gloo group of two ranks on 127.0.0.1:port as torchrun's variables would."""
     os.environ.update(
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port),
@@ -155,7 +143,12 @@ def _two_ranks(rank: int, port: int, folder: str) -> None:
         WORLD_SIZE="2",
         LOCAL_WORLD_SIZE="2",
     )
-    world = init_distributed()
+    return init_distributed()
+
+
+def _two_ranks(rank: int, port: int, folder: str) -> None:
+    """One of two gloo ranks: check the collectives, then write a sharded checkpoint."""
+    world = _join_two_ranks(rank, port)
     try:
         assert world.any(rank == 1, False) == (True, False)
         assert world.sum(rank + 1.0) == 3.0
@@ -215,3 +208,79 @@ def test_two_fsdp_ranks_checkpoint_and_one_rank_resumes(tmp_path: Path) -> None:
     shard.write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match=r"__1_0\.distcp: sha256 .* \(corrupted\)"):
         manager.load_latest()
+
+
+def _batchnorm_model() -> nn.Module:
+    """A BatchNorm2d over (B, C, P, N) as in ParticleNet's EdgeConv, and a BatchNorm1d."""
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 4, kernel_size=1), nn.BatchNorm2d(4), nn.Flatten(2), nn.BatchNorm1d(4)
+    )
+
+
+def _batchnorm_inputs() -> tuple[torch.Tensor, torch.Tensor]:
+    """Eight jets, shifted away from 0 so a variance from E[x^2] - mean^2 would show its error."""
+    generator = torch.Generator().manual_seed(1)
+    inputs = 3.0 + torch.randn(8, 3, 5, 2, generator=generator)
+    return inputs, torch.randn(8, 4, 10, generator=generator)
+
+
+def _batchnorm_step(model: nn.Module, inputs: torch.Tensor, weights: torch.Tensor) -> dict:
+    """One forward and backward in training mode; what came out, and every gradient."""
+    inputs = inputs.clone().requires_grad_()
+    outputs = model(inputs)
+    (outputs * weights).sum().backward()
+    return {
+        "outputs": outputs.detach(),
+        "input_grad": inputs.grad,
+        **{f"{name}.grad": p.grad for name, p in model.named_parameters()},
+        **{name: value for name, value in model.state_dict().items()},
+    }
+
+
+def _sync_batchnorm_rank(rank: int, port: int, folder: str) -> None:
+    """Each rank normalises its half of the batch with the statistics of the whole."""
+    _join_two_ranks(rank, port)
+    try:
+        model = parallel.apply_sync_batchnorm(_batchnorm_model(), torch.device("cpu"))
+        assert sum(isinstance(m, CpuSyncBatchNorm) for m in model.modules()) == 2
+        inputs, weights = _batchnorm_inputs()
+        half = slice(4 * rank, 4 * rank + 4)
+        # The whole batch's loss is the sum of the halves', so each rank's gradients are
+        # summed (not averaged as DDP does) to compare with one rank.
+        result = _batchnorm_step(model, inputs[half], weights[half])
+        torch.save(result, Path(folder) / f"rank{rank}.pt")
+    finally:
+        close_distributed()
+
+
+def test_cpu_sync_batchnorm_on_two_ranks_is_batchnorm_of_the_whole_batch(tmp_path: Path) -> None:
+    mp.spawn(_sync_batchnorm_rank, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    inputs, weights = _batchnorm_inputs()
+    whole = _batchnorm_step(_batchnorm_model(), inputs, weights)
+
+    def close(name: str, got: torch.Tensor) -> None:
+        # float32 sums in another order; the conv bias's gradient is 0 up to rounding (~1e-6).
+        assert torch.allclose(got, whole[name], rtol=1e-5, atol=1e-5), name
+
+    close("outputs", torch.cat([r["outputs"] for r in ranks]))
+    close("input_grad", torch.cat([r["input_grad"] for r in ranks]))
+    for name in whole:
+        if name.endswith(".grad") and name != "input_grad":
+            close(name, ranks[0][name] + ranks[1][name])
+        elif name not in ("outputs", "input_grad"):
+            close(name, ranks[0][name])
+            assert torch.equal(ranks[0][name], ranks[1][name]), f"{name} differs between ranks"
+
+
+def test_converted_batchnorm_keeps_its_state_and_uses_running_statistics_in_eval() -> None:
+    model = _batchnorm_model()
+    model(_batchnorm_inputs()[0])  # running statistics away from their initial values
+    model.eval()
+    inputs = _batchnorm_inputs()[0]
+    expected, state = model(inputs), model.state_dict()
+    converted = convert_cpu_sync_batchnorm(model)
+    assert isinstance(converted[1], CpuSyncBatchNorm) and not converted[1].training
+    assert converted.state_dict().keys() == state.keys()
+    assert torch.equal(converted(inputs), expected)  # eval: no collective, same kernel

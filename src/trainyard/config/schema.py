@@ -320,7 +320,3 @@ class ExperimentConfig(_Strict):
     def search_space_names(self) -> list[str]:
         """Hyperparameters that a searcher must choose a value for."""
         return [k for k, v in self.hyperparameters.items() if isinstance(v, _Strict)]
-
-
-TRAINING_HYPERPARAMETERS = frozenset({"lr", "weight_decay", "momentum", "batch_size"})
-"""Hyperparameters the training loop consumes; all others are passed to the model builder."""

@@ -11,10 +11,11 @@ from typing import Any
 from trainyard.config import ExperimentConfig
 from trainyard.config.schema import Categorical, DoubleRange, IntRange, LogRange
 from trainyard.config.trial import TRAINING_HYPERPARAMETERS, resolve_trial
+from trainyard.data.features import POINT_NAMES
 from trainyard.data.model_inputs import ModelInputs, model_inputs
 from trainyard.data.reader import resolve_files
 from trainyard.errors import ConfigError, DataError, ModelError
-from trainyard.models import accepted_options, build_model
+from trainyard.models import accepted_options, build_model, check_model_interface
 from trainyard.search import validate_searcher
 
 VALIDATION_METRICS = ("val_loss", "val_accuracy", "val_auc", "val_rej30", "val_rej50")
@@ -134,19 +135,38 @@ def _model_problems(config: ExperimentConfig, inputs: ModelInputs | None) -> lis
     ]
     if problems or config.search_space_names():
         return problems
-    options = {
-        **config.model.options,
-        **{k: v for k, v in config.hyperparameters.items() if k not in TRAINING_HYPERPARAMETERS},
-    }
     if inputs is None:  # the data section is wrong: already reported
         return []
     try:
-        build_model(
+        options = resolve_trial(config, config.hyperparameters).model.options
+    except ConfigError:  # a value the trial's config refuses: already reported
+        return []
+    num_point_channels, num_particles = _point_shape(config, inputs)
+    try:
+        model = build_model(
             config.model.name,
             num_features=inputs.num_features,
             num_classes=inputs.num_classes,
             options=options,
         )
+        check_model_interface(
+            model,
+            name=config.model.name,
+            num_point_channels=num_point_channels,
+            num_features=inputs.num_features,
+            num_particles=num_particles,
+            num_classes=inputs.num_classes,
+        )
     except ModelError as err:
         return [f"`model`: {err}"]
     return []
+
+
+def _point_shape(config: ExperimentConfig, inputs: ModelInputs) -> tuple[int, int]:
+    """Coordinates per particle and particle slots per jet of the model's points input."""
+    if inputs.weaver_config is None:
+        return len(POINT_NAMES), config.data.max_particles
+    groups = {group.name: group for group in inputs.weaver_config.inputs}
+    points = groups[config.data.inputs.points]
+    assert points.length is not None, "model_inputs refuses per-jet groups"
+    return len(points.variables), points.length

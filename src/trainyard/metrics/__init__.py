@@ -1,5 +1,10 @@
 """Evaluation metrics for jet-tagging classifiers."""
 
-from trainyard.metrics.classification import binary_metrics, softmax_signal_scores
+from trainyard.metrics.classification import (
+    argmax_accuracy,
+    predicted_classes,
+    signal_metrics,
+    softmax_signal_scores,
+)
 
-__all__ = ["binary_metrics", "softmax_signal_scores"]
+__all__ = ["argmax_accuracy", "predicted_classes", "signal_metrics", "softmax_signal_scores"]

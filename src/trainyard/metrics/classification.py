@@ -1,4 +1,10 @@
-"""Binary classification metrics in the conventions of the top-tagging benchmark.
+"""Classification metrics in the conventions of the top-tagging benchmark.
+
+Accuracy is argmax accuracy over all classes. ROC AUC and background rejection are figures of
+one signal class against all other classes together ("the rest"), scored by the signal class's
+softmax probability; with two classes that is the usual signal-vs-background picture, with more
+it is one-vs-rest for the signal class only, and says nothing about how the other classes are
+told apart from each other.
 
 Background rejection 1/eps_B at a fixed signal efficiency eps_S follows arXiv:1902.09914:
 eps_B is read off the ROC curve, linearly interpolated between its points, so numbers are
@@ -12,32 +18,48 @@ from sklearn.metrics import roc_auc_score, roc_curve
 _REJECTION_WORKING_POINTS = {"rej30": 0.3, "rej50": 0.5}
 
 
-def binary_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """Accuracy (score > 0.5), ROC AUC and background rejection at 30% and 50% signal eff.
+def argmax_accuracy(predicted: np.ndarray, labels: np.ndarray) -> float:
+    """Fraction of jets whose most probable class (``predicted_classes``) is their label.
 
-    scores is the signal probability per jet (N,), labels 1 for signal and 0 for background.
-    A rejection is inf when no background passes at that working point.
+    Holds for any number of classes. With two classes it equals the signal-vs-background
+    accuracy of a cut at 0.5 on the signal probability, except for jets whose two logits are
+    exactly equal (argmax then picks class 0).
+    """
+    predicted, labels = np.asarray(predicted), np.asarray(labels)
+    if predicted.ndim != 1 or predicted.shape != labels.shape or not labels.size:
+        raise ValueError(
+            f"predicted classes and labels must both have shape (N,) with N > 0, got "
+            f"predicted {predicted.shape} and labels {labels.shape}; for (N, classes) logits "
+            "use predicted_classes first"
+        )
+    return float(np.mean(predicted == labels))
+
+
+def signal_metrics(scores: np.ndarray, is_signal: np.ndarray) -> dict[str, float]:
+    """ROC AUC and background rejection at 30% and 50% signal efficiency (auc, rej30, rej50).
+
+    scores is the signal class's probability per jet (N,) (``softmax_signal_scores``), and
+    is_signal is 1 for jets of the signal class and 0 for jets of every other class: with more
+    than two classes all the others together are the background. A rejection is inf when no
+    background passes at that working point.
     """
     scores = np.asarray(scores, dtype=np.float64)
-    labels = _binary_labels(labels)
-    if scores.ndim != 1 or scores.shape != labels.shape:
+    is_signal = _binary_labels(is_signal)
+    if scores.ndim != 1 or scores.shape != is_signal.shape:
         raise ValueError(
             f"scores and labels must both have shape (N,), got scores {scores.shape} and "
-            f"labels {labels.shape}; for (N, classes) logits use softmax_signal_scores first"
+            f"labels {is_signal.shape}; for (N, classes) logits use softmax_signal_scores first"
         )
     if not np.all(np.isfinite(scores)):
         raise ValueError("scores contain NaN or inf; the model output diverged")
-    present = np.unique(labels)
+    present = np.unique(is_signal)
     if present.size != 2:
         raise ValueError(
-            f"binary metrics need both signal (1) and background (0) jets, but the labels "
-            f"contain only {present.tolist()} ({labels.size} jets)"
+            f"signal metrics need both signal (1) and background (0) jets, but the labels "
+            f"contain only {present.tolist()} ({is_signal.size} jets)"
         )
-    metrics = {
-        "accuracy": float(np.mean((scores > 0.5) == labels)),
-        "auc": float(roc_auc_score(labels, scores)),
-    }
-    background_eff, signal_eff, _ = roc_curve(labels, scores, drop_intermediate=False)
+    metrics = {"auc": float(roc_auc_score(is_signal, scores))}
+    background_eff, signal_eff, _ = roc_curve(is_signal, scores, drop_intermediate=False)
     for key, target in _REJECTION_WORKING_POINTS.items():
         background = _background_efficiency_at(signal_eff, background_eff, target)
         metrics[key] = float("inf") if background == 0 else 1.0 / background
@@ -46,11 +68,7 @@ def binary_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
 
 def softmax_signal_scores(logits: torch.Tensor, *, signal_class: int = 1) -> np.ndarray:
     """Probability of class ``signal_class`` from (N, classes) logits, as float64 numpy."""
-    if logits.ndim != 2 or logits.shape[1] < 2:
-        raise ValueError(
-            f"logits must have shape (N, classes) with at least 2 classes, "
-            f"got {tuple(logits.shape)}"
-        )
+    _check_logits(logits)
     if not 0 <= signal_class < logits.shape[1]:
         raise ValueError(
             f"signal class {signal_class} is not one of the {logits.shape[1]} classes of the "
@@ -58,6 +76,20 @@ def softmax_signal_scores(logits: torch.Tensor, *, signal_class: int = 1) -> np.
         )
     probabilities = torch.softmax(logits.detach().to(torch.float64), dim=1)
     return probabilities[:, signal_class].cpu().numpy()
+
+
+def predicted_classes(logits: torch.Tensor) -> np.ndarray:
+    """The most probable class per jet (N,) from (N, classes) logits, as int64 numpy."""
+    _check_logits(logits)
+    return logits.detach().argmax(dim=1).cpu().numpy()
+
+
+def _check_logits(logits: torch.Tensor) -> None:
+    if logits.ndim != 2 or logits.shape[1] < 2:
+        raise ValueError(
+            f"logits must have shape (N, classes) with at least 2 classes, "
+            f"got {tuple(logits.shape)}"
+        )
 
 
 def _binary_labels(labels: np.ndarray) -> np.ndarray:

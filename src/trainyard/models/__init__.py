@@ -1,8 +1,11 @@
 """Models trainyard can train: a small zoo plus any user entry point 'package.module:callable'.
 
-Every model takes forward(points_BCP, features_BCP, mask_B1P) and returns logits_BK.
+Every model takes forward(points_BCP, features_BCP, mask_B1P) and returns logits_BK; the
+contract is written out in ``trainyard.models.interface`` and checked by
+``check_model_interface``.
 """
 
+from trainyard.models.interface import check_model_interface
 from trainyard.models.mlp import MLPBaseline, build_mlp
 from trainyard.models.particlenet import (
     ParticleNet,
@@ -19,5 +22,6 @@ __all__ = [
     "build_model",
     "build_particlenet",
     "build_particlenet_lite",
+    "check_model_interface",
     "known_models",
 ]

@@ -8,7 +8,6 @@ import difflib
 import importlib
 import inspect
 import re
-import traceback
 from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import Any
@@ -17,6 +16,7 @@ from torch import nn
 
 from trainyard.errors import ModelError, TrainyardError
 from trainyard.models._checks import positive_int
+from trainyard.models._tracebacks import user_traceback
 from trainyard.models.mlp import build_mlp
 from trainyard.models.particlenet import build_particlenet, build_particlenet_lite
 
@@ -115,7 +115,7 @@ def _build_from_entry_point(
         raise ModelError(
             f"model entry point '{entry_point}' failed while building the model "
             f"(called with num_features={num_features}, num_classes={num_classes}, "
-            f"options={options!r}):\n{_user_traceback(error)}"
+            f"options={options!r}):\n{user_traceback(error, hidden_files=_MACHINERY_FILES)}"
         ) from error
     if not isinstance(model, nn.Module):
         raise ModelError(
@@ -145,7 +145,7 @@ def _import(entry_point: str, module_name: str) -> ModuleType:
 def _import_failure(entry_point: str, module_name: str, error: BaseException) -> ModelError:
     return ModelError(
         f"model entry point '{entry_point}': importing module '{module_name}' failed:\n"
-        f"{_user_traceback(error)}"
+        f"{user_traceback(error, hidden_files=_MACHINERY_FILES)}"
     )
 
 
@@ -174,20 +174,6 @@ def _resolve(entry_point: str, module: ModuleType, attribute: str) -> Callable[.
             "not a callable that builds the model"
         )
     return target
-
-
-def _user_traceback(error: BaseException) -> str:
-    """The traceback without importlib's and this module's frames, so the user's line shows."""
-    summary = traceback.TracebackException.from_exception(error)
-    summary.stack = traceback.StackSummary.from_list(
-        [
-            frame
-            for frame in summary.stack
-            if not frame.filename.startswith("<frozen importlib")
-            and frame.filename not in _MACHINERY_FILES
-        ]
-    )
-    return "".join(summary.format()).rstrip()
 
 
 def _short_repr(value: object, limit: int = 80) -> str:

@@ -16,7 +16,12 @@ import torch.nn.functional as F
 from trainyard.data.batch import JetBatch
 from trainyard.data.staged_dataset import StagedDataset
 from trainyard.data.staged_loader import PARTICLENET_FIELDS, StagedLoader
-from trainyard.metrics import binary_metrics, softmax_signal_scores
+from trainyard.metrics import (
+    argmax_accuracy,
+    predicted_classes,
+    signal_metrics,
+    softmax_signal_scores,
+)
 from trainyard.worker.distributed import World
 from trainyard.worker.precision import Precision
 
@@ -87,12 +92,14 @@ def evaluate(
 ) -> dict[str, float]:
     """val_loss, val_accuracy, val_auc and background rejection at 30% / 50% signal efficiency.
 
-    Every rank returns the same figures, computed over the whole validation set; the
-    signal is ``shard.signal_class`` against all other classes.
+    Every rank returns the same figures, computed over the whole validation set.
+    val_accuracy is argmax accuracy over all classes; val_auc, val_rej30 and val_rej50 take
+    ``shard.signal_class`` as the signal and every other class together as the background,
+    scored by the signal class's softmax probability (see ``trainyard.metrics``).
     """
     model.eval()
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-    scores, labels = [], []
+    scores, predicted, labels = [], [], []
     for batch, num_real in shard:
         batch = batch.to(device, non_blocking=True)
         with precision.autocast():
@@ -100,12 +107,18 @@ def evaluate(
         logits, batch_labels = logits[:num_real], batch.labels[:num_real]
         loss_sum += F.cross_entropy(logits, batch_labels, reduction="sum")
         scores.append(softmax_signal_scores(logits, signal_class=shard.signal_class))
+        predicted.append(predicted_classes(logits))
         labels.append(batch_labels.cpu().numpy())
         on_progress()
     all_scores = world.all_gather_array(np.concatenate(scores))
+    all_predicted = world.all_gather_array(np.concatenate(predicted))
     all_labels = world.all_gather_array(np.concatenate(labels))
     is_signal = (all_labels == shard.signal_class).astype(np.int64)
-    metrics = binary_metrics(all_scores, is_signal)
-    values = {"val_loss": world.sum(loss_sum.item()) / len(all_labels)}
-    values.update({f"val_{name}": float(value) for name, value in metrics.items()})
+    values = {
+        "val_loss": world.sum(loss_sum.item()) / len(all_labels),
+        "val_accuracy": argmax_accuracy(all_predicted, all_labels),
+    }
+    values.update(
+        {f"val_{name}": value for name, value in signal_metrics(all_scores, is_signal).items()}
+    )
     return values

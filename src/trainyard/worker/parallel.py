@@ -19,6 +19,7 @@ from torch.distributed.fsdp import fully_shard
 from torch.nn.parallel import DistributedDataParallel
 
 from trainyard.errors import ConfigError
+from trainyard.worker.sync_batchnorm import convert_cpu_sync_batchnorm
 
 logger = logging.getLogger(__name__)
 
@@ -114,13 +115,10 @@ def parallelize(
 
 
 def apply_sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
-    """BatchNorm over the global batch; torch implements it for GPUs only, so CPU warns."""
+    """BatchNorm over the global batch: torch's SyncBatchNorm on GPUs, and on CPU (where
+    torch has no kernel for it) trainyard's, which all-reduces the statistics through gloo."""
     if device.type == "cpu":
-        logger.warning(
-            "training.sync_batchnorm: torch's SyncBatchNorm runs only on GPUs; on CPU each "
-            "rank normalises with the statistics of its own share of the batch"
-        )
-        return model
+        return convert_cpu_sync_batchnorm(model)
     return nn.SyncBatchNorm.convert_sync_batchnorm(model)
 
 
