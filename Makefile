@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint clean slurm-deps
+.PHONY: setup run test lint clean slurm-deps postgres-deps test-deps
 
 setup: $(STAMP)
 
@@ -28,20 +28,35 @@ data/toy/.complete: | $(STAMP)
 	$(VENV)/bin/trainyard data generate toy --out data/toy
 	touch $@
 
-test: $(STAMP) slurm-deps
+test: $(STAMP) test-deps
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(PY) -m pytest -q
 
-# The SLURM tests bring up a real cluster on this machine from Debian's packages
-# (deploy/slurm/cluster-up.sh); installed once, only where slurmctld or munged is missing.
-slurm-deps:
-	@export PATH="$$PATH:/usr/sbin:/sbin"; \
-	if ! command -v slurmctld >/dev/null 2>&1 || ! command -v munged >/dev/null 2>&1; then \
-		echo "installing slurm-wlm and munge for the SLURM tests"; \
+# Debian packages the tests use, each installed only where it is missing, with one
+# `apt-get update` for all: SLURM's daemons (the SLURM tests bring up a real cluster,
+# deploy/slurm/cluster-up.sh) and PostgreSQL (tests/postgres.py starts a throwaway server from
+# /usr/lib/postgresql/*/bin).
+MISSING_SLURM = $$(command -v slurmctld >/dev/null 2>&1 && command -v munged >/dev/null 2>&1 \
+	|| echo slurm-wlm munge)
+MISSING_POSTGRES = $$(ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || echo postgresql)
+define install_missing
+	@export PATH="$$PATH:/usr/sbin:/sbin"; packages="$(1)"; packages=$$(echo $$packages); \
+	if [ -n "$$packages" ]; then \
+		echo "installing $$packages for the tests"; \
 		sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 		$$sudo apt-get update -qq >/dev/null && \
-		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null; \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$packages >/dev/null; \
 	fi
+endef
+
+test-deps:
+	$(call install_missing,$(MISSING_SLURM) $(MISSING_POSTGRES))
+
+slurm-deps:
+	$(call install_missing,$(MISSING_SLURM))
+
+postgres-deps:
+	$(call install_missing,$(MISSING_POSTGRES))
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
