@@ -1,24 +1,30 @@
 # One-stop set-up: `make run` trains the demo, `make test` runs the suite.
-# Both create .venv on first use. torch is pinned to the CPU wheel only when no torch is
-# importable; a machine that already has one (a GPU node) keeps it via system site-packages.
+# Both create .venv on first use. A torch that is already importable and at least TORCH_MIN
+# (a GPU node's own build) is kept through the system site-packages; otherwise TORCH is
+# installed into .venv (the CPU wheel where pip finds it locally, as on the project's machines).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+TORCH := torch==2.13.0
+# Keep equal to the torch lower bound in pyproject.toml (tests/test_dependency_bounds.py checks).
+TORCH_MIN := 2.6
+HAS_TORCH = -c "import sys, torch; sys.exit(torch.__version__ < '$(TORCH_MIN)')"
 
 .PHONY: setup run test lint clean slurm-deps postgres-deps test-deps
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
-	@if $(PYTHON) -c "import torch" 2>/dev/null; then \
+	@if $(PYTHON) $(HAS_TORCH) 2>/dev/null; then \
 		echo "keeping the existing torch"; $(PYTHON) -m venv --system-site-packages $(VENV); \
 	else \
 		$(PYTHON) -m venv $(VENV); \
 	fi
 	$(PY) -m pip install --quiet --upgrade pip
-	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet torch==2.13.0
+	@$(PY) $(HAS_TORCH) 2>/dev/null || $(PY) -m pip install --quiet $(TORCH)
 	$(PY) -m pip install --quiet -e '.[test]'
+	@$(PY) -c "import torch; print('using torch', torch.__version__, 'from', torch.__file__)"
 	touch $(STAMP)
 
 run: $(STAMP) data/toy/.complete
@@ -30,6 +36,7 @@ data/toy/.complete: | $(STAMP)
 
 test: $(STAMP) test-deps
 	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
 	$(PY) -m pytest -q
 
 # Debian packages the tests use, each installed only where it is missing, with one
