@@ -1,9 +1,9 @@
-"""Optuna searchers over a real SQLite study: grids, limits, early stopping, restarts."""
+"""Optuna searchers over a real study in the store's database (SQLite and PostgreSQL): grids,
+limits, early stopping, restarts."""
 
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,10 +14,9 @@ from trainyard.store import open_store
 
 
 @pytest.fixture
-def storage_url(tmp_path: Path) -> str:
-    url = f"sqlite:///{tmp_path / 'trainyard.db'}"
-    open_store(url).close()  # our tables first, as in a real Master
-    return url
+def storage_url(database_url: str) -> str:
+    open_store(database_url).close()  # our tables first, as in a real Master
+    return database_url
 
 
 def _config(searcher: dict[str, Any], hyperparameters: dict[str, Any]) -> Any:

@@ -27,10 +27,11 @@ NUM_STEPS = 200
 
 
 @pytest.mark.parametrize("separate_engines", [False, True], ids=["shared-engine", "two-engines"])
-def test_two_writers_both_land(store: Store, store_url: str, separate_engines: bool) -> None:
+def test_two_writers_both_land(store: Store, database_url: str, separate_engines: bool) -> None:
     """Heartbeats and metrics from two threads, each with its own sessions, none lost.
 
-    Two engines behave like two processes: separate connections contending for the file lock.
+    Two engines behave like two processes: separate connections contending for the same rows
+    (and, on SQLite, for the file lock).
     """
     with store.session() as session:
         experiment = create_experiment(session, name="busy", config={}, home_dir="/runs/busy")
@@ -38,7 +39,7 @@ def test_two_writers_both_land(store: Store, store_url: str, separate_engines: b
             create_trial(session, experiment_id=experiment.id, hyperparameters={}).id
             for _ in range(2)
         ]
-    stores = [store, open_store(store_url) if separate_engines else store]
+    stores = [store, open_store(database_url) if separate_engines else store]
 
     def writer(writer_store: Store, trial_id: int) -> Callable[[], None]:
         def loop() -> None:
@@ -77,25 +78,25 @@ def test_two_writers_both_land(store: Store, store_url: str, separate_engines: b
             assert trial.last_heartbeat_at is not None
 
 
-def test_data_survives_closing_and_reopening(store_url: str) -> None:
-    with open_store(store_url) as store, store.session() as session:
+def test_data_survives_closing_and_reopening(database_url: str) -> None:
+    with open_store(database_url) as store, store.session() as session:
         experiment = create_experiment(session, name="kept", config={"a": 1}, home_dir="/r")
         trial = create_trial(session, experiment_id=experiment.id, hyperparameters={"lr": 0.1})
         update_trial(session, trial_id=trial.id, state="RUNNING")
-    with open_store(store_url) as store, store.session() as session:
+    with open_store(database_url) as store, store.session() as session:
         reopened = get_experiment(session, "kept")
         assert reopened.config == {"a": 1}
         (trial,) = list_trials(session, experiment_id=reopened.id)
         assert (trial.state, trial.hyperparameters) == ("RUNNING", {"lr": 0.1})
 
 
-def test_another_process_sees_what_this_one_wrote(store_url: str) -> None:
+def test_another_process_sees_what_this_one_wrote(database_url: str) -> None:
     """A child process writes and exits; this process then reads it, as a restarted Master."""
     child = textwrap.dedent(
         f"""
         from trainyard.store import add_metrics, create_experiment, create_trial, open_store
 
-        with open_store({store_url!r}) as store, store.session() as session:
+        with open_store({database_url!r}) as store, store.session() as session:
             experiment = create_experiment(session, name="child", config={{}}, home_dir="/c")
             trial = create_trial(session, experiment_id=experiment.id, hyperparameters={{}})
             add_metrics(session, trial_id=trial.id, kind="validation", batches=10, epoch=1.0,
@@ -103,7 +104,7 @@ def test_another_process_sees_what_this_one_wrote(store_url: str) -> None:
         """
     )
     subprocess.run([sys.executable, "-c", child], check=True, timeout=60)
-    with open_store(store_url) as store, store.session() as session:
+    with open_store(database_url) as store, store.session() as session:
         experiment = get_experiment(session, "child")
         (trial,) = list_trials(session, experiment_id=experiment.id)
         (metric,) = list_metrics(session, trial_id=trial.id, kind="validation")

@@ -2,7 +2,6 @@
 
 import re
 import shutil
-import time
 from datetime import UTC, datetime, timedelta, timezone
 from functools import partial
 from pathlib import Path
@@ -13,6 +12,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import StatementError
 
 import trainyard.store
@@ -44,12 +44,12 @@ def test_migrations_are_found_next_to_the_package() -> None:
         assert (MIGRATIONS_DIR / name).is_file()
 
 
-def test_open_store_migrates_a_fresh_database_to_head(store_url: str) -> None:
-    engine = make_engine(store_url)
+def test_open_store_migrates_a_fresh_database_to_head(database_url: str) -> None:
+    engine = make_engine(database_url)
     assert current_revision(engine) is None
     engine.dispose()
 
-    with open_store(store_url) as store:
+    with open_store(database_url) as store:
         assert current_revision(store.engine) == head_revision() == "0001"
         assert set(inspect(store.engine).get_table_names()) >= TABLES
 
@@ -90,29 +90,37 @@ def test_downgrade_to_base_and_upgrade_again(store: Store) -> None:
     assert current_revision(store.engine) == head_revision()
 
 
-def test_upgrading_a_current_store_keeps_its_rows(store_url: str) -> None:
-    with open_store(store_url) as store, store.session() as session:
+def test_upgrading_a_current_store_keeps_its_rows(database_url: str) -> None:
+    with open_store(database_url) as store, store.session() as session:
         create_experiment(session, name="kept", config={}, home_dir="/tmp/kept")
-    with open_store(store_url) as store:
+    with open_store(database_url) as store:
         upgrade_to_head(store.engine)
         with store.session() as session:
             assert [e.name for e in list_experiments(session)] == ["kept"]
 
 
-def test_opening_a_current_store_takes_no_write_lock(store: Store, store_url: str) -> None:
-    """Else every process opening the store would queue behind the busiest writer."""
+def test_opening_a_current_store_takes_no_write_lock(store: Store, database_url: str) -> None:
+    """Else every process opening the store would queue behind the busiest writer.
+
+    Another connection holds the write lock; an opener that wanted it would fail, after SQLite's
+    busy timeout or after the lock timeout set here for PostgreSQL.
+    """
+    opener_url = make_url(database_url)
     with store.engine.connect() as writer:
-        writer.exec_driver_sql("BEGIN IMMEDIATE")
-        started = time.monotonic()
-        open_store(store_url).close()
-        assert time.monotonic() - started < 1
+        if writer.dialect.name == "sqlite":
+            writer.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            writer.exec_driver_sql(f"LOCK TABLE {VERSION_TABLE} IN EXCLUSIVE MODE")
+            opener_url = opener_url.update_query_dict({"options": "-c lock_timeout=1000"})
+        open_store(opener_url.render_as_string(hide_password=False)).close()
         writer.rollback()
 
 
-def test_processes_opening_a_fresh_store_at_once_migrate_it_once(store_url: str) -> None:
+@pytest.mark.timeout(120)  # a race between the migrations used to hang here
+def test_processes_opening_a_fresh_store_at_once_migrate_it_once(database_url: str) -> None:
     """Each thread has its own engine, like separate processes would."""
-    run_in_threads(*[lambda: open_store(store_url).close()] * 4)
-    with open_store(store_url) as store:
+    run_in_threads(*[lambda: open_store(database_url).close()] * 4)
+    with open_store(database_url) as store:
         assert current_revision(store.engine) == head_revision()
 
 
@@ -143,9 +151,13 @@ def test_env_refuses_to_run_without_a_connection() -> None:
         command.upgrade(alembic_config(), "head")
 
 
-def test_sqlite_connections_get_wal_and_the_pragmas(store: Store) -> None:
+def test_sqlite_connections_get_wal_and_the_pragmas(sqlite_url: str) -> None:
     # Two connections at once, so the second is a fresh one from the pool.
-    with store.engine.connect() as first, store.engine.connect() as second:
+    with (
+        open_store(sqlite_url) as store,
+        store.engine.connect() as first,
+        store.engine.connect() as second,
+    ):
         for connection in (first, second):
             pragma = connection.exec_driver_sql
             assert pragma("PRAGMA journal_mode").scalar() == "wal"

@@ -1,8 +1,9 @@
 """Schema migrations, run from code: the package ships no alembic.ini.
 
 `open_store` calls `upgrade_to_head`, so any process that opens a store brings it to the current
-schema. On SQLite the upgrade holds the write lock for its whole duration (BEGIN IMMEDIATE), so
-processes opening a fresh store at the same moment migrate it once, one after the other.
+schema. The upgrade holds a lock for its whole duration (SQLite: BEGIN IMMEDIATE; PostgreSQL: an
+advisory lock), so processes opening a fresh store at the same moment migrate it once, one after
+the other.
 
 To write a new migration from a source checkout::
 
@@ -18,13 +19,15 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, text
 
 from trainyard.errors import TrainyardError
 from trainyard.store.models import VERSION_TABLE
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 """Found next to this file, so migrations also run from an installed wheel."""
+
+POSTGRESQL_MIGRATION_LOCK = 0x7472_6179  # "tray": any constant; advisory locks are per database
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
@@ -53,8 +56,22 @@ def upgrade_to_head(engine: Engine) -> None:
         if connection.dialect.name == "sqlite":
             _upgrade_sqlite(connection)
         else:
-            with connection.begin():
-                command.upgrade(alembic_config(connection), "head")
+            _upgrade_postgresql(connection)
+
+
+def _upgrade_postgresql(connection: Connection) -> None:
+    """Upgrade in one transaction that first takes an advisory lock, held until it commits.
+
+    Without it, processes opening a fresh database at once each ran the migrations in their
+    own transaction: all but one failed ("relation ... does not exist", duplicate tables) or
+    waited on each other's uncommitted tables. Alembic reads the version after the lock is
+    granted, so the processes that waited find the schema current and change nothing.
+    """
+    with connection.begin():
+        connection.execute(
+            text("SELECT pg_advisory_xact_lock(:key)"), {"key": POSTGRESQL_MIGRATION_LOCK}
+        )
+        command.upgrade(alembic_config(connection), "head")
 
 
 def _upgrade_sqlite(connection: Connection) -> None:
