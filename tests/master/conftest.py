@@ -1,4 +1,5 @@
-"""A Master service and its HTTP API over a real SQLite store in a temporary home."""
+"""A Master service and its HTTP API over a real store in a temporary home: every test runs on
+SQLite and on PostgreSQL (`database_url`, tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -19,8 +20,8 @@ ADMIN_TOKEN = "admin-s3cret"
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(home=tmp_path / "home")
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    return Settings(home=tmp_path / "home", database_url=database_url)
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ limits, early stopping, restarts."""
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 from typing import Any
 
 import pytest

@@ -14,6 +14,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import StatementError
+from sqlalchemy.orm import Session
 
 import trainyard.store
 from trainyard.store import (
@@ -35,7 +36,13 @@ from trainyard.store.models import VERSION_TABLE
 
 from .helpers import run_in_threads
 
-TABLES = {"ty_experiments", "ty_trials", "ty_metrics", "ty_checkpoints"}
+TABLES = {
+    "ty_experiments",
+    "ty_trials",
+    "ty_metrics",
+    "ty_checkpoints",
+    "ty_worker_credentials",
+}
 
 
 def test_migrations_are_found_next_to_the_package() -> None:
@@ -50,7 +57,7 @@ def test_open_store_migrates_a_fresh_database_to_head(database_url: str) -> None
     engine.dispose()
 
     with open_store(database_url) as store:
-        assert current_revision(store.engine) == head_revision() == "0001"
+        assert current_revision(store.engine) == head_revision() == "0002"
         assert set(inspect(store.engine).get_table_names()) >= TABLES
 
 
@@ -69,10 +76,10 @@ def test_autogenerate_finds_nothing_to_migrate(store: Store, tmp_path: Path) -> 
     with store.engine.connect() as connection:
         config = alembic_config(connection)
         config.set_main_option("script_location", str(scripts))
-        command.revision(config, message="nothing", autogenerate=True, rev_id="0002")
-    generated = ScriptDirectory(str(scripts)).get_revision("0002")
+        command.revision(config, message="nothing", autogenerate=True, rev_id="9999")
+    generated = ScriptDirectory(str(scripts)).get_revision("9999")
     assert generated is not None
-    assert generated.down_revision == "0001"
+    assert generated.down_revision == head_revision()
     for function in ("upgrade", "downgrade"):
         body = re.search(
             rf"def {function}\(\) -> None:\n((?:    .*\n)+)", Path(generated.path).read_text()
@@ -193,3 +200,19 @@ def test_naive_datetimes_are_refused(store: Store) -> None:
         experiment = create_experiment(session, name="naive", config={}, home_dir="/tmp/n")
         experiment.ended_at = datetime(2024, 5, 1)
         session.flush()
+
+
+def test_a_store_of_the_previous_release_upgrades_with_its_experiments(database_url: str) -> None:
+    """0001 is the schema the release before worker credentials wrote."""
+    engine = make_engine(database_url)
+    with engine.begin() as connection:
+        command.upgrade(alembic_config(connection), "0001")
+    assert "ty_worker_credentials" not in inspect(engine).get_table_names()
+    with Session(engine) as session, session.begin():
+        create_experiment(session, name="old", config={}, home_dir="/old")
+    engine.dispose()
+    with open_store(database_url) as store:
+        assert current_revision(store.engine) == head_revision()
+        assert "ty_worker_credentials" in inspect(store.engine).get_table_names()
+        with store.session() as session:
+            assert [e.name for e in list_experiments(session)] == ["old"]
