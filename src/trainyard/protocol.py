@@ -29,8 +29,9 @@ from trainyard.config.trial import TrialConfig
 API_PREFIX = "/api/v1"
 """Every route but /healthz lives under this prefix."""
 
-MAX_ID = 2**63 - 1
-"""Ids are 64-bit signed integers in the store; larger ones are refused at the edge."""
+MAX_INT = 2**31 - 1
+"""The largest id or count the store holds: its integer columns are 32-bit on PostgreSQL, so
+larger values (ids beyond 2^63 included) are refused at the edge instead of failing there."""
 
 MAX_METRICS_PER_REPORT = 64
 """A report names at most this many metrics (trainyard's own send about ten)."""
@@ -135,8 +136,8 @@ MetricValue = Annotated[
 ]
 """A finite number or an infinity (a background rejection with no background passing);
 JSON has no infinities, so they travel as the strings "inf" or "Infinity" (and negatives)."""
-TrialId = Annotated[StrictInt, Field(ge=1, le=MAX_ID)]
-Batches = Annotated[StrictInt, Field(ge=0, le=MAX_ID)]
+TrialId = Annotated[StrictInt, Field(ge=1, le=MAX_INT)]
+Batches = Annotated[StrictInt, Field(ge=0, le=MAX_INT)]
 Epoch = Annotated[StrictFloat, Field(ge=0, allow_inf_nan=False)]
 
 

@@ -61,9 +61,10 @@ def test_credentials_of_an_unknown_trial_are_refused(store: Store) -> None:
         issue_worker_credential(session, trial_id=12345, token_sha256="a" * 64)
 
 
-def test_ids_beyond_the_store_range_are_not_found(store: Store) -> None:
+@pytest.mark.parametrize("trial_id", [2**31, 2**64])
+def test_ids_beyond_the_store_range_are_not_found(store: Store, trial_id: int) -> None:
     with pytest.raises(NotFoundError), store.session() as session:
-        get_trial(session, 2**64)
+        get_trial(session, trial_id)
 
 
 def test_the_inventory_becomes_the_active_checkpoints(store: Store, trial: Trial) -> None:

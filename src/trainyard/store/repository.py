@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from trainyard.errors import NotFoundError
-from trainyard.protocol import MAX_ID, CheckpointEntry
+from trainyard.protocol import MAX_INT, CheckpointEntry
 from trainyard.store.models import (
     Checkpoint,
     CheckpointState,
@@ -74,7 +74,7 @@ def get_experiment(session: Session, ref: int | str) -> Experiment:
     Names are not unique because reruns share them; the newest is what a user means.
     """
     if isinstance(ref, int) or (ref.isascii() and ref.isdigit()):
-        experiment = session.get(Experiment, int(ref)) if int(ref) <= MAX_ID else None
+        experiment = session.get(Experiment, int(ref)) if int(ref) <= MAX_INT else None
         if experiment is None:
             raise NotFoundError(
                 f"no experiment with id {ref}; run `trainyard list` to see experiments"
@@ -141,7 +141,7 @@ def create_trial(
 
 
 def get_trial(session: Session, trial_id: int) -> Trial:
-    trial = session.get(Trial, trial_id) if 0 <= trial_id <= MAX_ID else None
+    trial = session.get(Trial, trial_id) if 0 <= trial_id <= MAX_INT else None
     if trial is None:
         raise NotFoundError(
             f"no trial with id {trial_id}; run `trainyard list` to see experiments and trials"

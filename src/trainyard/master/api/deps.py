@@ -16,11 +16,11 @@ from fastapi import Depends, Path, Request
 from trainyard.errors import AuthenticationError, PermissionDeniedError
 from trainyard.master.reports import TrialReports
 from trainyard.master.service import WORKER_TOKEN_PREFIX, MasterService
-from trainyard.protocol import MAX_ID
+from trainyard.protocol import MAX_INT
 
 MAX_TOKEN_CHARS = 512
 
-TrialIdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="The trial's id.")]
+TrialIdPath = Annotated[int, Path(ge=1, le=MAX_INT, description="The trial's id.")]
 
 
 def _service(request: Request) -> MasterService:
