@@ -16,8 +16,8 @@ import torch.multiprocessing as mp
 from torch import nn
 from torch.distributed.fsdp import fully_shard
 
-from trainyard.data.staged_dataset import StagedDataset
-from trainyard.data.staging import stage, staging_key
+from trainyard.data.staged.dataset import StagedDataset
+from trainyard.data.staged.staging import stage, staging_key
 from trainyard.errors import CheckpointError, ConfigError
 from trainyard.models import build_model
 from trainyard.worker import parallel

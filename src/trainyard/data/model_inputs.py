@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trainyard.data.features import FEATURE_NAMES
-from trainyard.data.staged_loader import PARTICLENET_FIELDS
-from trainyard.data.weaver_config import SimpleLabels, WeaverDataConfig, load_weaver_config
+from trainyard.data.staged.loader import PARTICLENET_FIELDS
+from trainyard.data.weaver.parser import load_weaver_config
+from trainyard.data.weaver.types import SimpleLabels, WeaverDataConfig
 from trainyard.errors import ConfigError
 
 MODEL_INPUTS = ("points", "features", "mask")

@@ -7,7 +7,6 @@ schema into Arrow; ``read_branches`` reads any branches of Parquet, ROOT or HDF5
 awkward, for weaver data configs.
 """
 
-import difflib
 import glob
 import logging
 import math
@@ -21,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from trainyard.errors import DataError
+from trainyard.suggest import did_you_mean
 
 logger = logging.getLogger(__name__)
 
@@ -151,8 +151,11 @@ class MissingBranchesError(DataError):
 
     def __init__(self, path: Path, missing: list[str], available: list[str]) -> None:
         self.path, self.missing, self.available = path, missing, available
-        close = {name: difflib.get_close_matches(name, available, n=1) for name in missing}
-        hints = "; ".join(f"{name!r}: did you mean {c[0]!r}?" for name, c in close.items() if c)
+        hints = "; ".join(
+            hint
+            for name in missing
+            if (hint := did_you_mean(name, available, before=f"{name!r}: ", after=""))
+        )
         super().__init__(
             f"{path} has no branch(es) {missing}{f' ({hints})' if hints else ''}; available "
             f"branches: {available}. Fix the names or read other files"

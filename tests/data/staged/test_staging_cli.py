@@ -7,9 +7,9 @@ import pytest
 from typer.testing import CliRunner
 
 from trainyard.cli.app import app
-from trainyard.data.staged_dataset import StagedDataset
+from trainyard.data.staged.dataset import StagedDataset
 
-TOP_KIN = Path(__file__).parent / "configs" / "top_kin.yaml"
+TOP_KIN = Path(__file__).parents[1] / "configs" / "top_kin.yaml"
 
 
 def _staged_folders(cache_root: Path) -> list[Path]:

@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from trainyard.data.batch import JetBatch
-from trainyard.data.prefetch import Prefetcher
-from trainyard.data.staged_dataset import StagedDataset
-from trainyard.data.staged_loader import StagedLoader, epoch_order, select_io
-from trainyard.data.staging import stage, staging_key
+from trainyard.data.staged.dataset import StagedDataset
+from trainyard.data.staged.loader import StagedLoader, epoch_order, select_io
+from trainyard.data.staged.prefetch import Prefetcher
+from trainyard.data.staged.staging import stage, staging_key
 from trainyard.errors import CheckpointError, ConfigError, DataError
 
 NUM_JETS = 103
@@ -245,7 +245,7 @@ def test_without_kvikio_a_cuda_target_falls_back_and_says_so(
     dataset: StagedDataset, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setitem(sys.modules, "kvikio", None)  # makes `import kvikio` fail
-    with caplog.at_level(logging.INFO, logger="trainyard.data.staged_loader"):
+    with caplog.at_level(logging.INFO, logger="trainyard.data.staged.loader"):
         loader = _loader(dataset, device="cuda")
     assert loader.io == "mmap"
     assert "GPUDirect Storage is off: kvikio is not installed" in caplog.text

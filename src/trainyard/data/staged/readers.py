@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from trainyard.data.batch import JetBatch
-from trainyard.data.staged_dataset import DATA_OFFSET, StagedDataset
+from trainyard.data.staged.dataset import DATA_OFFSET, StagedDataset
 
 BatchProducer = Callable[[int], JetBatch]
 _NEVER = np.iinfo(np.int64).max

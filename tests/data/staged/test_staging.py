@@ -12,22 +12,22 @@ from typing import BinaryIO
 import numpy as np
 import pytest
 
-from trainyard.data import staging
 from trainyard.data.features import load_jet_arrays
-from trainyard.data.pipeline import load_arrays
 from trainyard.data.reader import resolve_files
-from trainyard.data.staged_dataset import DATA_OFFSET, MANIFEST_NAME, StagedDataset
-from trainyard.data.staged_loader import WEAVER_PARTICLENET_FIELDS, StagedLoader
-from trainyard.data.staging import find_staged, stage, staging_key
-from trainyard.data.staging_sources import (
+from trainyard.data.staged import staging
+from trainyard.data.staged.dataset import DATA_OFFSET, MANIFEST_NAME, StagedDataset
+from trainyard.data.staged.loader import WEAVER_PARTICLENET_FIELDS, StagedLoader
+from trainyard.data.staged.sources import (
     ParticleNetSource,
     WeaverConfigSource,
     stage_source,
 )
+from trainyard.data.staged.staging import find_staged, stage, staging_key
+from trainyard.data.weaver.pipeline import load_arrays
 from trainyard.errors import DataError
 
 KEY = "0123456789abcdef0123456789abcdef"
-TOP_KIN = Path(__file__).parent / "configs" / "top_kin.yaml"
+TOP_KIN = Path(__file__).parents[1] / "configs" / "top_kin.yaml"
 
 
 def _arrays(num_jets: int, seed: int = 0) -> dict[str, np.ndarray]:

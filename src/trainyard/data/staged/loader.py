@@ -31,9 +31,9 @@ import numpy as np
 import torch
 
 from trainyard.data.batch import JetBatch
-from trainyard.data.prefetch import Prefetcher
-from trainyard.data.staged_dataset import StagedDataset
-from trainyard.data.staged_readers import (
+from trainyard.data.staged.dataset import StagedDataset
+from trainyard.data.staged.prefetch import Prefetcher
+from trainyard.data.staged.readers import (
     BATCH_DTYPES,
     BatchReader,
     KvikioReader,

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
-from trainyard.data.weaver_config import (
+from trainyard.data.weaver.parser import load_weaver_config, parse_weaver_config
+from trainyard.data.weaver.types import (
     CustomLabels,
     InputVariable,
     NewVariable,
@@ -17,15 +18,11 @@ from trainyard.data.weaver_config import (
     Preprocess,
     Reweighting,
     SimpleLabels,
-    auto_config_path,
-    load_weaver_config,
-    parse_weaver_config,
-    to_weaver_mapping,
-    write_weaver_config,
 )
+from trainyard.data.weaver.writer import auto_config_path, to_weaver_mapping, write_weaver_config
 from trainyard.errors import ConfigError
 
-TOP_KIN = Path(__file__).parent / "configs" / "top_kin.yaml"
+TOP_KIN = Path(__file__).parents[1] / "configs" / "top_kin.yaml"
 
 
 @pytest.fixture

@@ -17,17 +17,14 @@ import yaml
 
 from tests.data.test_readers import write_root
 from trainyard.data.features import build_particlenet_inputs
-from trainyard.data.pipeline import build_arrays, load_arrays, prepare_config
 from trainyard.data.reader import read_jet_table, resolve_files
-from trainyard.data.weaver_config import (
-    auto_config_path,
-    load_weaver_config,
-    parse_weaver_config,
-)
+from trainyard.data.weaver.parser import load_weaver_config, parse_weaver_config
+from trainyard.data.weaver.pipeline import build_arrays, load_arrays, prepare_config
+from trainyard.data.weaver.writer import auto_config_path
 from trainyard.datasets import schema
 from trainyard.errors import ConfigError, DataError
 
-TOP_KIN = Path(__file__).parent / "configs" / "top_kin.yaml"
+TOP_KIN = Path(__file__).parents[1] / "configs" / "top_kin.yaml"
 SHARD = "toy-s21-0000.parquet"
 
 

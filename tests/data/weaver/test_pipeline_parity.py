@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.data.test_pipeline import TOP_KIN, write_auto_top_kin
 from tests.data.test_readers import write_root
-from trainyard.data.expressions import HELPERS
-from trainyard.data.pipeline import load_arrays, prepare_config
+from tests.data.weaver.test_pipeline import TOP_KIN, write_auto_top_kin
+from trainyard.data.weaver.expressions import HELPERS
+from trainyard.data.weaver.pipeline import load_arrays, prepare_config
 
 weaver_dataset = pytest.importorskip("weaver.utils.dataset")
 weaver_config = pytest.importorskip("weaver.utils.data.config")
