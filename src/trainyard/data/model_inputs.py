@@ -26,7 +26,8 @@ BUILTIN_NUM_CLASSES = 2
 BUILTIN_SIGNAL_CLASS = 1
 """The built-in labels: 0 = QCD, 1 = top."""
 WEAVER_SIGNAL_CLASS = 0
-"""weaver configs list the signal first (top_kin: [jet_isTop, jet_isQCD])."""
+"""weaver configs list the signal first: [is_top, is_qcd] in ours, [jet_isTop, jet_isQCD] in the
+TopLandscape ones."""
 
 
 @dataclass(frozen=True)

@@ -58,8 +58,8 @@ WEAVER_PARTICLENET_FIELDS: Mapping[str, str] = {
 }
 """The same for ``WeaverConfigSource`` with a ParticleNet config (pf_points/features/mask).
 
-weaver's ``_label_`` is the index in ``labels.value``: with top_kin's [jet_isTop, jet_isQCD]
-top is 0, while the trainer scores class 1 as signal; list the signal class second.
+weaver's ``_label_`` is the index in ``labels.value``: with [is_top, is_qcd] (the example config)
+top is 0, so the signal class is 0 (``data.signal_class``), not the built-in inputs' 1.
 """
 DEFAULT_BLOCK_SIZE = 1024
 DEFAULT_WINDOW_BLOCKS = 32
