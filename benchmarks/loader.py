@@ -37,14 +37,14 @@ import torch
 import yaml
 
 from trainyard.data.reader import resolve_files
-from trainyard.data.staged_dataset import StagedDataset
-from trainyard.data.staged_loader import (
+from trainyard.data.staged.dataset import StagedDataset
+from trainyard.data.staged.loader import (
     DEFAULT_BLOCK_SIZE,
     DEFAULT_WINDOW_BLOCKS,
     WEAVER_PARTICLENET_FIELDS,
     StagedLoader,
 )
-from trainyard.data.staging_sources import WeaverConfigSource, stage_source
+from trainyard.data.staged.sources import WeaverConfigSource, stage_source
 from trainyard.datasets.toy import write_toy_dataset
 
 RESULTS_DIR = Path(__file__).parent / "results"

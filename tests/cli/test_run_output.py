@@ -49,10 +49,14 @@ USER_MODELS = textwrap.dedent(
 
 
     def marked_up(num_features, num_classes):
-        \"\"\"An MLP that logs text rich would read as markup, then fails.\"\"\"
+        \"\"\"An MLP that passes preflight's interface check (eval mode), then in training
+        logs text rich would read as markup and fails.\"\"\"
         model = build_model("mlp", num_features=num_features, num_classes=num_classes)
+        checked_forward = model.forward
 
         def forward(*args):
+            if not model.training:
+                return checked_forward(*args)
             print(MARKUP_LINES, flush=True)
             raise RuntimeError("failing on purpose [/x]")
 

@@ -54,10 +54,10 @@ def test_relative_data_paths_become_absolute(tmp_path: Path) -> None:
 
 def test_relative_data_config_becomes_absolute(tmp_path: Path) -> None:
     file = tmp_path / "exp.yaml"
-    data = {**MINIMAL["data"], "config": "configs/top_kin.yaml"}
+    data = {**MINIMAL["data"], "config": "configs/jets.yaml"}
     file.write_text(yaml.safe_dump({**MINIMAL, "data": data}))
     config = load_experiment(file, base_dir=tmp_path / "runs")
-    assert config.data.config == str(tmp_path / "runs" / "configs/top_kin.yaml")
+    assert config.data.config == str(tmp_path / "runs" / "configs/jets.yaml")
 
 
 def test_weaver_only_keys_need_a_data_config_and_max_particles_does_not_go_with_one() -> None:

@@ -113,3 +113,36 @@ def test_glob_characters_in_base_dir_are_literal(toy_dir: Path, tmp_path: Path) 
     (odd_dir / "jets.parquet").write_bytes((toy_dir / SHARD_NAMES[0]).read_bytes())
     assert resolve_files("*.parquet", base_dir=odd_dir) == [odd_dir / "jets.parquet"]
     assert resolve_files(odd_dir / "jets.parquet") == [odd_dir / "jets.parquet"]
+
+
+def test_a_folder_of_other_files_names_what_it_holds_and_the_formats_read(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "csv"
+    folder.mkdir()
+    for name in ("a.csv", "b.csv", "c.csv", "notes.txt"):
+        (folder / name).write_text("jet_pt,label\n600,1\n")
+    for entry in ("csv", "csv/*.parquet"):
+        with pytest.raises(DataError) as caught:
+            resolve_files(entry, base_dir=tmp_path)
+        message = str(caught.value)
+        assert f"no dataset file matches {entry!r}" in message
+        assert f"{folder} holds 3 .csv files, 1 .txt file." in message
+        assert "reads Parquet (.parquet), ROOT (.root) and HDF5 (.h5, .hdf5) files" in message
+        assert "convert yours to one of those" in message
+
+
+def test_a_folder_of_root_files_is_not_read_whole(tmp_path: Path) -> None:
+    """A folder stands for its Parquet files (the built-in inputs read only Parquet)."""
+    (tmp_path / "root").mkdir()
+    (tmp_path / "root" / "jets.root").write_bytes(b"")
+    with pytest.raises(DataError) as caught:
+        resolve_files("root", base_dir=tmp_path)
+    assert "holds 1 .root file." in str(caught.value)
+    assert "(a folder for its .parquet files)" in str(caught.value)
+
+
+def test_a_missing_folder_is_named(tmp_path: Path) -> None:
+    with pytest.raises(DataError) as caught:
+        resolve_files("nowhere/train/*.parquet", base_dir=tmp_path)
+    assert f"{tmp_path} holds no files." in str(caught.value)

@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from tests.datasets.layout import constituent_types, nullable_parts
 from trainyard.datasets import schema
 from trainyard.datasets.parallel import write_shards
 from trainyard.datasets.pythia import TopTaggingSettings, pythia_seed
@@ -52,6 +53,8 @@ def test_shards_have_the_shared_schema_and_balanced_labels(sample_dir: Path) -> 
     for path in paths:
         table = pq.read_table(path)
         assert table.schema.remove_metadata().equals(schema.jet_schema())
+        assert nullable_parts(path) == []  # weaver-core pads plain lists with compiled code
+        assert constituent_types(path) == {"var * float32"}
         assert table.num_rows == JETS_PER_SHARD
         labels = _scalar(table, schema.LABEL)
         assert (labels == schema.LABEL_TOP).sum() == JETS_PER_SHARD // 2

@@ -8,6 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from tests.datasets.layout import constituent_types, nullable_parts
 from trainyard.datasets import schema
 from trainyard.datasets.toy import generate_toy_jets, write_toy_dataset
 from trainyard.errors import ConfigError
@@ -36,7 +37,7 @@ def test_table_has_the_shared_schema(jets: pa.Table) -> None:
     assert tuple(jets.column_names) == schema.ALL_COLUMNS
     assert jets.schema.field(schema.LABEL).type == pa.int64()
     assert jets.schema.field(schema.JET_NPARTICLES).type == pa.int32()
-    assert jets.schema.field(schema.PART_PX).type == pa.list_(pa.float32())
+    assert jets.schema.field(schema.PART_PX).type == schema.PARTICLE_LIST_TYPE
 
 
 def test_constituents_are_sorted_capped_and_counted(jets: pa.Table) -> None:
@@ -129,6 +130,8 @@ def test_write_toy_dataset_shards_and_metadata(tmp_path: Path) -> None:
     assert provenance["num_jets"] == 50
     assert provenance["settings"]["jet_pt_min"] == 550.0
     assert tables[0].schema.remove_metadata().equals(schema.jet_schema())
+    assert nullable_parts(paths[0]) == []  # weaver-core pads plain lists with compiled code
+    assert constituent_types(paths[0]) == {"var * float32"}
 
     again = write_toy_dataset(tmp_path / "again", num_jets=250, seed=5, jets_per_shard=100)
     for first, second in zip(paths, again, strict=True):

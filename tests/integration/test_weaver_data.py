@@ -23,7 +23,7 @@ def test_weaver_config_trial_trains_and_the_next_trial_reuses_the_staged_data(
     config["data"].update(
         train=str(toy_data / "train" / "*.parquet"),
         val=str(toy_data / "val" / "*.parquet"),
-        config=str(EXAMPLES / "configs" / "top_kin.yaml"),
+        config=str(EXAMPLES / "configs" / "particlenet-inputs.yaml"),
     )
     # Two small trials, one after the other: the first stages, the second reuses.
     config["model"] = {

@@ -140,10 +140,10 @@ def test_all_problems_at_once(data: Path, tmp_path: Path) -> None:
     assert len(caught.value.problems) == 4
 
 
-TOP_KIN = Path(__file__).parents[1] / "data" / "configs" / "top_kin.yaml"
+WEAVER_CONFIG = Path(__file__).parents[1] / "data" / "configs" / "jets-wrap.yaml"
 
 
-def _weaver_data(root: Path, config: Path | str = TOP_KIN, **keys: Any) -> dict[str, Any]:
+def _weaver_data(root: Path, config: Path | str = WEAVER_CONFIG, **keys: Any) -> dict[str, Any]:
     return {
         "train": str(root / "train/*.parquet"),
         "val": str(root / "val/*.parquet"),
@@ -163,7 +163,7 @@ def test_missing_data_config_is_named(data: Path, tmp_path: Path) -> None:
 
 def test_data_config_problems_keep_their_key_paths(data: Path, tmp_path: Path) -> None:
     broken = tmp_path / "broken.yaml"
-    text = TOP_KIN.read_text().replace("length: 128", "length: -3", 1)
+    text = WEAVER_CONFIG.read_text().replace("length: 128", "length: -3", 1)
     broken.write_text(text.replace("pad_mode: wrap", "pad_mode: zigzag", 1))
     message = _problems(_config(data, data=_weaver_data(data, broken)))
     assert f"`data.config` ({broken}): `inputs.pf_points.length` must be a positive" in message
@@ -174,22 +174,22 @@ def test_mapped_input_group_missing_from_the_data_config(data: Path) -> None:
     mapping = {"points": "pf_point", "features": "pf_features", "mask": "pf_mask"}
     message = _problems(_config(data, data=_weaver_data(data, inputs=mapping)))
     assert (
-        f"`data.inputs.points`: the data config {TOP_KIN} has no input group 'pf_point'; "
-        "its groups are pf_points, pf_features, pf_vectors, pf_mask"
+        f"`data.inputs.points`: the data config {WEAVER_CONFIG} has no input group 'pf_point'; "
+        "its groups are pf_points, pf_features, pf_momenta, pf_mask, jet"
     ) in message
 
 
 def test_mask_group_must_have_one_variable(data: Path) -> None:
-    mapping = {"points": "pf_points", "features": "pf_features", "mask": "pf_vectors"}
+    mapping = {"points": "pf_points", "features": "pf_features", "mask": "pf_momenta"}
     message = _problems(_config(data, data=_weaver_data(data, inputs=mapping)))
-    assert "`data.inputs.mask`: input group 'pf_vectors'" in message
-    assert "has 4 variables; a mask has exactly one" in message
+    assert "`data.inputs.mask`: input group 'pf_momenta'" in message
+    assert "has 3 variables; a mask has exactly one" in message
 
 
 def test_signal_class_must_be_a_class_of_the_config(data: Path) -> None:
     message = _problems(_config(data, data=_weaver_data(data, signal_class=2)))
     assert "`data.signal_class`: 2 is not a class of" in message
-    assert "['jet_isTop', 'jet_isQCD'] has classes 0 to 1" in message
+    assert "['is_top', 'is_qcd'] has classes 0 to 1" in message
     builtin = {"train": str(data / "train/*.parquet"), "val": str(data / "val/*.parquet")}
     message = _problems(_config(data, data={**builtin, "signal_class": 2}))
     assert "`data.signal_class`: the built-in inputs have classes 0 (QCD) and 1 (top)" in message

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from trainyard.data.staged_dataset import StagedDataset
-from trainyard.data.staging import stage, staging_key
+from trainyard.data.staged.dataset import StagedDataset
+from trainyard.data.staged.staging import stage, staging_key
 
 
 def staged_jets(root: Path, labels: Sequence[int]) -> StagedDataset:

@@ -16,7 +16,7 @@ from trainyard.datasets.toy import write_toy_dataset
 from trainyard.worker.data import TrialData, load_trial_data
 from trainyard.worker.distributed import World
 
-TOP_KIN = Path(__file__).parents[1] / "data" / "configs" / "top_kin.yaml"
+WEAVER_CONFIG = Path(__file__).parents[1] / "data" / "configs" / "jets-wrap.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +80,7 @@ def test_builtin_inputs_are_staged_once_and_reused(toy: Path, tmp_path: Path, ca
 
 
 def test_weaver_config_inputs_are_mapped_from_its_groups(toy: Path, tmp_path: Path) -> None:
-    trial = _load(_data(toy, config=str(TOP_KIN)), tmp_path)
+    trial = _load(_data(toy, config=str(WEAVER_CONFIG)), tmp_path)
     assert trial.inputs.fields == {
         "points": "_pf_points",
         "features": "_pf_features",
@@ -88,7 +88,7 @@ def test_weaver_config_inputs_are_mapped_from_its_groups(toy: Path, tmp_path: Pa
         "labels": "_label_",
     }
     assert (trial.inputs.num_features, trial.inputs.num_classes) == (7, 2)
-    assert trial.val_shard.signal_class == 0  # top_kin lists [jet_isTop, jet_isQCD]
+    assert trial.val_shard.signal_class == 0  # the config lists [is_top, is_qcd]
     batch, num_real = next(iter(trial.val_shard))
     assert batch.points.shape == (16, 2, 128) and batch.features.shape == (16, 7, 128)
     assert num_real == 16
@@ -100,15 +100,15 @@ def test_weaver_config_inputs_are_mapped_from_its_groups(toy: Path, tmp_path: Pa
 def test_validation_is_standardised_with_what_the_training_files_gave(
     toy: Path, tmp_path: Path
 ) -> None:
-    auto = tmp_path / "top_kin_auto.yaml"
-    text = TOP_KIN.read_text().replace("method: manual", "method: auto")
-    auto.write_text(text.replace("- [part_pt_log, 1.7, 0.7]", "- part_pt_log"))  # center: auto
+    auto = tmp_path / "jets_auto.yaml"
+    text = WEAVER_CONFIG.read_text().replace("method: manual", "method: auto")
+    auto.write_text(text.replace("- [log_pt, 1.7, 0.7]", "- log_pt"))  # center: auto
     trial = _load(_data(toy, config=str(auto)), tmp_path / "cache")
     train_config = trial.train.extra["data_config"]
     assert trial.val.extra["data_config"] == train_config
-    center = train_config["preprocess"]["params"]["part_pt_log"]["center"]
+    center = train_config["preprocess"]["params"]["log_pt"]["center"]
     assert isinstance(center, float), "computed from the training files"
-    assert len(list(tmp_path.glob("top_kin_auto.*.auto.yaml"))) == 1  # as weaver writes it
+    assert len(list(tmp_path.glob("jets_auto.*.auto.yaml"))) == 1  # as weaver writes it
     again = _load(_data(toy, config=str(auto)), tmp_path / "cache")
     assert again.val.root == trial.val.root
 

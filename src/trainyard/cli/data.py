@@ -159,13 +159,13 @@ def stage_data(
 ) -> None:
     """Preprocess jets once into memory-mappable shards for training; reused while unchanged."""
     from trainyard.data.reader import resolve_files
-    from trainyard.data.staging import find_staged, staging_key
-    from trainyard.data.staging_sources import (
+    from trainyard.data.staged.sources import (
         ChunkSource,
         ParticleNetSource,
         WeaverConfigSource,
         stage_source,
     )
+    from trainyard.data.staged.staging import find_staged, staging_key
     from trainyard.settings import Settings
 
     paths = resolve_files(files)

@@ -7,7 +7,6 @@ Validated like the experiment file: every problem at once, with key paths and di
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -16,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from trainyard.config.loader import format_validation_error
 from trainyard.errors import ConfigError
+from trainyard.suggest import did_you_mean
 
 _MEMORY = r"^[0-9]+[KMGT]?$"
 _TIME = r"^([0-9]+-)?[0-9]+(:[0-9]{1,2}){0,2}$"
@@ -138,8 +138,7 @@ class FacilityConfig(_Strict):
         """
         if name in self.pools:
             return self.pools[name]
-        close = difflib.get_close_matches(name, list(self.pools), n=1, cutoff=0.6)
-        hint = f"did you mean {close[0]!r}? " if close else ""
+        hint = did_you_mean(name, self.pools)
         raise ConfigError(
             [
                 f"`resources.pool`: no pool {name!r} in {self.source}; {hint}"

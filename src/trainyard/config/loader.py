@@ -5,7 +5,6 @@ Messages follow one shape: "`key.path`: what is wrong; what is allowed or how to
 
 from __future__ import annotations
 
-import difflib
 import re
 import types
 import typing
@@ -17,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from trainyard.config.schema import SEARCH_SPACE_TYPES, DataSpec, ExperimentConfig
 from trainyard.errors import ConfigError
+from trainyard.suggest import did_you_mean
 
 _UNION_TAGS = {"constant", *SEARCH_SPACE_TYPES}
 
@@ -106,10 +106,7 @@ def _describe(detail: Any, loc: tuple[Any, ...], root: type[BaseModel]) -> str:
         return "required key is missing"
     if kind in ("literal_error", "enum"):
         allowed = detail.get("ctx", {}).get("expected", "")
-        close = difflib.get_close_matches(
-            str(detail["input"]), re.findall(r"'([^']*)'", allowed), n=1, cutoff=0.6
-        )
-        hint = f"did you mean {close[0]!r}? " if close else ""
+        hint = did_you_mean(detail["input"], re.findall(r"'([^']*)'", allowed))
         return f"{detail['input']!r} is not allowed; {hint}use one of {allowed}"
     message = str(detail["msg"]).removeprefix("Value error, ")
     if "input" in detail and kind not in ("hyperparameter_type",) and not kind.endswith("_type"):
@@ -124,8 +121,7 @@ def _unknown_key_message(loc: tuple[Any, ...], root: type[BaseModel]) -> str:
     key = str(loc[-1])
     if not allowed:
         return f"unknown key {key!r}"
-    close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
-    hint = f"did you mean {close[0]!r}? " if close else ""
+    hint = did_you_mean(key, allowed)
     return f"unknown key {key!r}; {hint}allowed keys here: {', '.join(sorted(allowed))}"
 
 

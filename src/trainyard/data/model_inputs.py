@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trainyard.data.features import FEATURE_NAMES
-from trainyard.data.staged_loader import PARTICLENET_FIELDS
-from trainyard.data.weaver_config import SimpleLabels, WeaverDataConfig, load_weaver_config
+from trainyard.data.staged.loader import PARTICLENET_FIELDS
+from trainyard.data.weaver.parser import load_weaver_config
+from trainyard.data.weaver.types import SimpleLabels, WeaverDataConfig
 from trainyard.errors import ConfigError
 
 MODEL_INPUTS = ("points", "features", "mask")
@@ -25,7 +26,8 @@ BUILTIN_NUM_CLASSES = 2
 BUILTIN_SIGNAL_CLASS = 1
 """The built-in labels: 0 = QCD, 1 = top."""
 WEAVER_SIGNAL_CLASS = 0
-"""weaver configs list the signal first (top_kin: [jet_isTop, jet_isQCD])."""
+"""weaver configs list the signal first: [is_top, is_qcd] in ours, [jet_isTop, jet_isQCD] in the
+TopLandscape ones."""
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,6 @@ schema into Arrow; ``read_branches`` reads any branches of Parquet, ROOT or HDF5
 awkward, for weaver data configs.
 """
 
-import difflib
 import glob
 import logging
 import math
@@ -21,11 +20,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from trainyard.errors import DataError
+from trainyard.suggest import did_you_mean
 
 logger = logging.getLogger(__name__)
 
 _GLOB_CHARACTERS = frozenset("*?[")
 _GENERATE_HINT = "create a dataset with `trainyard data generate toy` or fix the path"
+_FORMATS = {".parquet": "Parquet", ".root": "ROOT", ".h5": "HDF5", ".hdf5": "HDF5"}
+READ_FORMATS = "Parquet (.parquet), ROOT (.root) and HDF5 (.h5, .hdf5)"
+"""The file formats trainyard reads, for messages; a folder is read for its .parquet files."""
 
 
 def resolve_files(
@@ -66,9 +69,33 @@ def _expand(entry: str, root: Path) -> list[Path]:
     if not matches:
         raise DataError(
             f"no dataset file matches {entry!r} (resolved against {root}, looked for {full}); "
-            f"{_GENERATE_HINT}"
+            f"{_found_instead(full)}. trainyard reads {READ_FORMATS} files (a folder for its "
+            f".parquet files): convert yours to one of those, or {_GENERATE_HINT}"
         )
     return matches
+
+
+def _found_instead(full: Path) -> str:
+    """What the folder an entry points into holds, so a user sees why nothing matched."""
+    folder = full
+    while not folder.is_dir() and (_GLOB_CHARACTERS & set(folder.name) or not folder.exists()):
+        if folder.parent == folder:
+            break
+        folder = folder.parent
+    if not folder.is_dir():
+        return f"{folder} is not a folder"
+    counts: dict[str, int] = {}
+    for path in folder.iterdir():
+        if path.is_file():
+            suffix = path.suffix.lower() or "extension-less"
+            counts[suffix] = counts.get(suffix, 0) + 1
+    if not counts:
+        return f"{folder} holds no files"
+    listed = ", ".join(
+        f"{number} {suffix} file{'s' if number > 1 else ''}"
+        for suffix, number in sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    )
+    return f"{folder} holds {listed}"
 
 
 def read_jet_table(files: Sequence[Path], columns: Sequence[str]) -> pa.Table:
@@ -141,7 +168,6 @@ def _first_difference(
 
 # Branches of Parquet, ROOT and HDF5 files as one awkward array, for weaver data configs.
 
-_FORMATS = {".parquet": "Parquet", ".root": "ROOT", ".h5": "HDF5", ".hdf5": "HDF5"}
 _TREE_CLASSES = ("TTree", "ROOT::RNTuple")
 """What uproot can read as a table of events: classic trees and the newer RNTuples."""
 
@@ -151,8 +177,11 @@ class MissingBranchesError(DataError):
 
     def __init__(self, path: Path, missing: list[str], available: list[str]) -> None:
         self.path, self.missing, self.available = path, missing, available
-        close = {name: difflib.get_close_matches(name, available, n=1) for name in missing}
-        hints = "; ".join(f"{name!r}: did you mean {c[0]!r}?" for name, c in close.items() if c)
+        hints = "; ".join(
+            hint
+            for name in missing
+            if (hint := did_you_mean(name, available, before=f"{name!r}: ", after=""))
+        )
         super().__init__(
             f"{path} has no branch(es) {missing}{f' ({hints})' if hints else ''}; available "
             f"branches: {available}. Fix the names or read other files"
@@ -264,8 +293,8 @@ def _read_file(
     """One file's branches; library errors become _UnreadableFileError, ours pass through."""
     if path.suffix not in _FORMATS:
         raise DataError(
-            f"{path} has extension {path.suffix!r}; trainyard reads .parquet, .root, .h5 and "
-            ".hdf5 files, convert it to one of those"
+            f"{path} has extension {path.suffix!r}; trainyard reads {READ_FORMATS} files, "
+            "convert it to one of those"
         )
     try:
         if path.suffix == ".parquet":

@@ -84,7 +84,9 @@ def build_jet_table(
     offsets = pa.array(np.concatenate([[0], np.cumsum(kept_count_N)]).astype(np.int32))
     particle_values = (px_M, py_M, pz_M, energy_M, deta_M, dphi_M)
     columns = {
-        name: pa.ListArray.from_arrays(offsets, pa.array(values.astype(np.float32)))
+        name: pa.ListArray.from_arrays(
+            offsets, pa.array(values.astype(np.float32)), type=schema.PARTICLE_LIST_TYPE
+        )
         for name, values in zip(schema.PARTICLE_COLUMNS, particle_values, strict=True)
     }
     columns[schema.LABEL] = pa.array(np.asarray(labels_N, dtype=np.int64))

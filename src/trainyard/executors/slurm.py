@@ -17,7 +17,6 @@ cancelled before a new one is submitted, since its workers hold that Master's to
 
 from __future__ import annotations
 
-import difflib
 import logging
 import math
 import os
@@ -33,6 +32,7 @@ from trainyard.executors import slurm_cli
 from trainyard.executors.base import INFRASTRUCTURE_EXIT, Executor, WorkerLaunch
 from trainyard.executors.slurm_cli import JobStatus
 from trainyard.executors.slurm_job import JobShape, batch_script, job_shape, sbatch_options
+from trainyard.suggest import did_you_mean
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ class SlurmExecutor(Executor):
             raise ConfigError(
                 [
                     f"{where}.partition`: partition {self._spec.partition!r} does not exist "
-                    f"on this cluster; {_did_you_mean(self._spec.partition, names)}"
+                    f"on this cluster; {did_you_mean(self._spec.partition, names)}"
                     f"partitions: {', '.join(names) or 'none'}"
                 ],
                 source=self._source,
@@ -283,8 +283,3 @@ class SlurmExecutor(Executor):
             f"  fix the pool in {self._source} (partition, account, qos, limits, "
             "sbatch_options), or lower the experiment's resources.slots_per_trial"
         )
-
-
-def _did_you_mean(name: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
-    return f"did you mean {close[0]!r}? " if close else ""

@@ -4,7 +4,6 @@ Every failure a user can cause (typo, import error in their file, missing attrib
 option) becomes a ModelError that says what to fix, because the CLI shows no traceback.
 """
 
-import difflib
 import importlib
 import inspect
 import re
@@ -19,6 +18,7 @@ from trainyard.models._checks import positive_int
 from trainyard.models._tracebacks import user_traceback
 from trainyard.models.mlp import build_mlp
 from trainyard.models.particlenet import build_particlenet, build_particlenet_lite
+from trainyard.suggest import did_you_mean
 
 _ZOO: dict[str, Callable[..., nn.Module]] = {
     "particlenet": build_particlenet,
@@ -78,9 +78,7 @@ def _zoo_builder(name: str) -> Callable[..., nn.Module]:
     if builder is not None:
         return builder
     message = f"unknown model '{name}'; known models: {', '.join(known_models())}"
-    close = difflib.get_close_matches(name, known_models(), n=1)
-    if close:
-        message += f". Did you mean '{close[0]}'?"
+    message += did_you_mean(name, known_models(), before=". ", after="", sentence=True)
     message += " (for your own model give 'package.module:callable')"
     raise ModelError(message)
 

@@ -28,17 +28,17 @@ import torch
 from trainyard.config.schema import DataSpec
 from trainyard.data.model_inputs import ModelInputs, model_inputs
 from trainyard.data.reader import resolve_files
-from trainyard.data.staged_dataset import StagedDataset
-from trainyard.data.staged_loader import StagedLoader
-from trainyard.data.staging import find_staged
-from trainyard.data.staging_sources import (
+from trainyard.data.staged.dataset import StagedDataset
+from trainyard.data.staged.loader import StagedLoader
+from trainyard.data.staged.sources import (
     ChunkSource,
     ParticleNetSource,
     WeaverConfigSource,
     source_key,
     stage_source,
 )
-from trainyard.data.weaver_config import parse_weaver_config
+from trainyard.data.staged.staging import find_staged
+from trainyard.data.weaver.parser import parse_weaver_config
 from trainyard.worker.distributed import World
 from trainyard.worker.evaluation import ValidationShard
 

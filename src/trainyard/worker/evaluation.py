@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from trainyard.data.batch import JetBatch
-from trainyard.data.staged_dataset import StagedDataset
-from trainyard.data.staged_loader import PARTICLENET_FIELDS, StagedLoader
+from trainyard.data.staged.dataset import StagedDataset
+from trainyard.data.staged.loader import PARTICLENET_FIELDS, StagedLoader
 from trainyard.metrics import (
     argmax_accuracy,
     predicted_classes,

@@ -1,22 +1,17 @@
-"""Value checks shared by the weaver config parser, and its weights and file-handling sections.
+"""Value checks of the weaver config parser, and the parsers of its weights and file sections.
 
 Each helper appends one line per problem (key path first, then what is wrong and what to do) and
 returns its best guess, so a single run reports every mistake.
 """
 
-import difflib
 import itertools
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from trainyard.data.expressions import syntax_problem
-from trainyard.data.weaver_config import (
-    Bucketing,
-    FileMagic,
-    PrecomputedWeights,
-    Reweighting,
-)
+from trainyard.data.weaver.expressions import syntax_problem
+from trainyard.data.weaver.types import Bucketing, FileMagic, PrecomputedWeights, Reweighting
+from trainyard.suggest import did_you_mean
 
 WEIGHT_KEYS = (
     "use_precomputed_weights",
@@ -38,8 +33,7 @@ def reject_unknown(
     """One problem per key weaver would not read, with the closest allowed key."""
     for key in raw:
         if key not in allowed:
-            close = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6)
-            hint = f"did you mean {close[0]!r}? " if close else ""
+            hint = did_you_mean(key, allowed)
             problems.append(
                 f"`{where}`: unknown key {key!r}; {hint}allowed keys here: {', '.join(allowed)}"
             )

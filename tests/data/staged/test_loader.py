@@ -13,10 +13,11 @@ import pytest
 import torch
 
 from trainyard.data.batch import JetBatch
-from trainyard.data.prefetch import Prefetcher
-from trainyard.data.staged_dataset import StagedDataset
-from trainyard.data.staged_loader import StagedLoader, epoch_order, select_io
-from trainyard.data.staging import stage, staging_key
+from trainyard.data.staged.dataset import StagedDataset
+from trainyard.data.staged.loader import StagedLoader, epoch_order, select_io
+from trainyard.data.staged.prefetch import Prefetcher
+from trainyard.data.staged.readers import MmapReader
+from trainyard.data.staged.staging import stage, staging_key
 from trainyard.errors import CheckpointError, ConfigError, DataError
 
 NUM_JETS = 103
@@ -172,8 +173,11 @@ def test_checkpoint_state_is_checked(dataset: StagedDataset) -> None:
 
 def test_bad_settings_and_missing_arrays_are_reported(dataset: StagedDataset) -> None:
     with pytest.raises(ConfigError) as caught:
-        _loader(dataset, batch_size=0, rank=2, world_size=2, prefetch=-1, io="gds")
-    assert len(caught.value.problems) == 4
+        _loader(
+            dataset, batch_size=0, rank=2, world_size=2, prefetch=-1, io="gds", gather_threads=0
+        )
+    assert len(caught.value.problems) == 5
+    assert "gather_threads must be at least 1, got 0" in str(caught.value)
     fields = {"points": "_pf_points", "features": "features", "mask": "mask", "labels": "labels"}
     with pytest.raises(DataError, match=r"no array '_pf_points' for batch field 'points'"):
         _loader(dataset, fields=fields)
@@ -186,6 +190,37 @@ def test_bad_settings_and_missing_arrays_are_reported(dataset: StagedDataset) ->
             rank=2,
             world_size=3,
         )
+
+
+@pytest.mark.parametrize("full_batches", [True, False])
+def test_threads_gather_the_batches_one_thread_gathers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, full_batches: bool
+) -> None:
+    """Shares of 64+ rows go to the pool; every share spans several shards of 37 jets."""
+    dataset = _stage_indexed(tmp_path, 1000)
+    copying_threads: set[str] = set()
+    copy_rows = MmapReader._copy_rows
+
+    def recording(self: MmapReader, *args: object) -> None:
+        copying_threads.add(threading.current_thread().name)
+        copy_rows(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(MmapReader, "_copy_rows", recording)
+    settings = {"batch_size": 300, "full_batches": full_batches, "block_size": 64}
+    one = _loader(dataset, gather_threads=1, **settings)
+    expected = _epoch(one) + _epoch(one)
+    assert not any(name.startswith("trainyard-gather") for name in copying_threads)
+    three = _loader(dataset, gather_threads=3, **settings)
+    assert _epoch(three) + _epoch(three) == expected
+    assert len({n for n in copying_threads if n.startswith("trainyard-gather")}) == 2
+    sizes = [len(batch) for batch in expected[:4]]
+    assert sizes == ([300, 300, 300, 300] if full_batches else [300, 300, 300, 100])
+
+    resumed = _loader(dataset, gather_threads=2, **settings)  # threads do not change the order
+    resumed.load_state_dict({"epoch": 1, "batch_index": 2})
+    assert _epoch(resumed) == expected[len(one) + 2 :]
+    for loader in (one, three, resumed):
+        loader.close()
 
 
 def _prefetch_threads() -> list[threading.Thread]:
@@ -245,7 +280,7 @@ def test_without_kvikio_a_cuda_target_falls_back_and_says_so(
     dataset: StagedDataset, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setitem(sys.modules, "kvikio", None)  # makes `import kvikio` fail
-    with caplog.at_level(logging.INFO, logger="trainyard.data.staged_loader"):
+    with caplog.at_level(logging.INFO, logger="trainyard.data.staged.loader"):
         loader = _loader(dataset, device="cuda")
     assert loader.io == "mmap"
     assert "GPUDirect Storage is off: kvikio is not installed" in caplog.text

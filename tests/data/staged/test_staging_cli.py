@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from tests.data import config_files
 from trainyard.cli.app import app
-from trainyard.data.staged_dataset import StagedDataset
+from trainyard.data.staged.dataset import StagedDataset
 
-TOP_KIN = Path(__file__).parent / "configs" / "top_kin.yaml"
+WRAP = config_files.WRAP
 
 
 def _staged_folders(cache_root: Path) -> list[Path]:
@@ -35,7 +36,7 @@ def test_stage_then_reuse_under_trainyard_home(
 
     out = tmp_path / "elsewhere"
     weaver = runner.invoke(
-        app, ["data", "stage", str(toy_dir), "--data-config", str(TOP_KIN), "--out", str(out)]
+        app, ["data", "stage", str(toy_dir), "--data-config", str(WRAP), "--out", str(out)]
     )
     assert weaver.exit_code == 0, weaver.output
     [weaver_folder] = _staged_folders(out)

@@ -18,7 +18,6 @@ found there again when loading test files.
 Array legend (suffixes give the shape): N events, C variables of a group, L slots per event.
 """
 
-import difflib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -28,20 +27,20 @@ import awkward as ak
 import numpy as np
 import pyarrow as pa
 
-from trainyard.data import preprocess
-from trainyard.data.expressions import evaluate, resolve_dependencies, variable_names
 from trainyard.data.reader import MissingBranchesError, read_branches, resolve_files
-from trainyard.data.weaver_config import (
+from trainyard.data.weaver import columns, preprocess
+from trainyard.data.weaver.expressions import evaluate, resolve_dependencies, variable_names
+from trainyard.data.weaver.parser import load_weaver_config
+from trainyard.data.weaver.types import (
     PrecomputedWeights,
     Reweighting,
     SimpleLabels,
     WeaverDataConfig,
-    auto_config_path,
-    load_weaver_config,
-    write_weaver_config,
 )
-from trainyard.data.weights import make_reweight_hists, reweight_inputs, weights_of
+from trainyard.data.weaver.weights import make_reweight_hists, reweight_inputs, weights_of
+from trainyard.data.weaver.writer import auto_config_path, write_weaver_config
 from trainyard.errors import ConfigError, DataError
+from trainyard.suggest import did_you_mean
 
 logger = logging.getLogger(__name__)
 
@@ -284,8 +283,7 @@ def _missing_error(
     new_variables = [variable.name for variable in config.new_variables]
     lines = []
     for name in missing:
-        close = difflib.get_close_matches(name, [*available, *new_variables], n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        hint = did_you_mean(name, [*available, *new_variables], before="; ", after="")
         lines.append(
             f"{name!r} (needed by {needed_by[name]}) is neither a branch of {where} nor a "
             f"new_variable{hint}"
@@ -352,13 +350,13 @@ def _build(
     events = _prepare(events, config, _requested(config, training), training=training, where=where)
     arrays: dict[str, np.ndarray] = {}
     for name in config.observers:
-        arrays[name] = preprocess.per_event(events[name], name, "observers")
+        arrays[name] = columns.per_event(events[name], name, "observers")
     if isinstance(config.labels, SimpleLabels):
         arrays["_label_"] = _class_index(events, config.labels, training=training)
     else:
         for label in config.labels.expressions:
             value = evaluate(label.expression, events, where=f"labels.value.{label.name}")
-            arrays[label.name] = preprocess.as_numpy(value, label.name)
+            arrays[label.name] = columns.as_numpy(value, label.name)
     transformed: dict[str, np.ndarray] = {}
     for group in config.inputs:
         arrays_C = []
@@ -372,7 +370,7 @@ def _build(
         if name in transformed:
             arrays[name] = transformed[name]
         else:
-            arrays[name] = preprocess.per_event(events[name], name, "monitor_variables")
+            arrays[name] = columns.per_event(events[name], name, "monitor_variables")
     if training and config.weights is not None:
         arrays["_weight_"] = weights_of(events, config.weights)
     return arrays
@@ -382,7 +380,7 @@ def _class_index(events: ak.Array, labels: SimpleLabels, *, training: bool) -> n
     """Index of the class flag that is set, as weaver's argmax; training checks exactly one."""
     flags_NC = np.stack(
         [
-            preprocess.as_numpy(evaluate(flag, events, where=f"labels.value[{i}]"), flag)
+            columns.as_numpy(evaluate(flag, events, where=f"labels.value[{i}]"), flag)
             for i, flag in enumerate(labels.classes)
         ],
         axis=1,

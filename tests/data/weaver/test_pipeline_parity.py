@@ -2,9 +2,11 @@
 
 weaver runs in test mode (no shuffling, no sampling) through the functions its SimpleIterDataset
 calls (``_read_files``, then ``_preprocess``), so events keep file order and every array compares
-one to one. All comparisons are exact (bit for bit), which is stronger than allclose.
+one to one. All comparisons are exact (bit for bit), which is stronger than allclose. weaver-core
+is a test dependency: it is imported directly, so these tests fail, never skip, without it.
 """
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -12,16 +14,16 @@ import awkward as ak
 import numpy as np
 import pytest
 import yaml
+from weaver.utils import dataset as weaver_dataset
+from weaver.utils.data import config as weaver_config
+from weaver.utils.data import fileio as weaver_fileio
+from weaver.utils.data import preprocess as weaver_preprocess
+from weaver.utils.data import tools as weaver_tools
 
-from tests.data.test_pipeline import TOP_KIN, write_auto_top_kin
+from tests.data import config_files
 from tests.data.test_readers import write_root
-from trainyard.data.expressions import HELPERS
-from trainyard.data.pipeline import load_arrays, prepare_config
-
-weaver_dataset = pytest.importorskip("weaver.utils.dataset")
-weaver_config = pytest.importorskip("weaver.utils.data.config")
-weaver_fileio = pytest.importorskip("weaver.utils.data.fileio")
-weaver_preprocess = pytest.importorskip("weaver.utils.data.preprocess")
+from trainyard.data.weaver.expressions import HELPERS
+from trainyard.data.weaver.pipeline import load_arrays, prepare_config
 
 TEST_MODE = {"training": False, "shuffle": False, "reweight": False, "mode": None}
 
@@ -32,15 +34,14 @@ def files(toy_dir: Path) -> list[Path]:
     return sorted(toy_dir.glob("toy-s21-*.parquet"))
 
 
-@pytest.fixture(scope="module")
-def shard(files: list[Path]) -> list[Path]:
-    """One shard (200 jets), where weaver's slow per-jet Parquet path would dominate the run."""
-    return files[:1]
+@pytest.fixture
+def raw() -> dict[str, Any]:
+    return yaml.safe_load(config_files.WRAP.read_text())
 
 
 @pytest.fixture
-def raw() -> dict[str, Any]:
-    return yaml.safe_load(TOP_KIN.read_text())
+def auto_raw() -> dict[str, Any]:
+    return yaml.safe_load(config_files.AUTO_WEIGHTED.read_text())
 
 
 def weaver_arrays(
@@ -69,95 +70,104 @@ def _write(tmp_path: Path, name: str, raw: dict[str, Any]) -> Path:
     return path
 
 
-def test_top_kin_on_parquet(files: list[Path]) -> None:
-    ours = load_arrays(files, TOP_KIN)
+def test_wrap_config_on_parquet(files: list[Path]) -> None:
+    ours = load_arrays(files, config_files.WRAP)
     assert sorted(ours) == [
+        "_jet",
         "_label_",
         "_pf_features",
         "_pf_mask",
+        "_pf_momenta",
         "_pf_points",
-        "_pf_vectors",
         "jet_eta",
+        "jet_nparticles",
         "jet_pt",
     ]
-    assert_same_arrays(ours, weaver_arrays(files, TOP_KIN))
+    assert_same_arrays(ours, weaver_arrays(files, config_files.WRAP))
 
 
-def test_top_kin_on_root(files: list[Path], tmp_path: Path) -> None:
-    """uproot's arrays take weaver's fused numba path, Parquet's its per-variable one."""
+def test_example_config_on_parquet(files: list[Path]) -> None:
+    example = config_files.EXAMPLE
+    assert_same_arrays(load_arrays(files, example), weaver_arrays(files, example))
+
+
+def test_wrap_config_on_root(files: list[Path], tmp_path: Path) -> None:
     import pyarrow.parquet as pq
 
     roots = [write_root(tmp_path / f"{f.stem}.root", pq.read_table(f)) for f in files]
-    assert_same_arrays(load_arrays(roots, TOP_KIN), weaver_arrays(roots, TOP_KIN, "Events"))
+    wrap = config_files.WRAP
+    assert_same_arrays(load_arrays(roots, wrap), weaver_arrays(roots, wrap, "Events"))
 
 
-def test_top_kin_with_auto_method(files: list[Path], raw: dict[str, Any], tmp_path: Path) -> None:
-    """top_kin gives every center, so auto preprocessing changes nothing (the manual arrays are
-    weaver's, see above, and test_weaver_config checks weaver's reading of auto entries)."""
+def test_auto_method_keeps_the_centers_a_config_gives(
+    files: list[Path], raw: dict[str, Any], tmp_path: Path
+) -> None:
+    """The wrap config gives every center, so auto preprocessing changes nothing (the manual
+    arrays are weaver's, see above, and test_parser checks weaver's reading of auto entries)."""
     raw["preprocess"]["method"] = "auto"
-    path = _write(tmp_path, "top_kin_auto.yaml", raw)
+    path = _write(tmp_path, "wrap_auto.yaml", raw)
     ours = load_arrays(files, path, training=True)
     assert not list(tmp_path.glob("*.auto.yaml"))
-    assert_same_arrays(ours, load_arrays(files, TOP_KIN))
+    assert_same_arrays(ours, load_arrays(files, config_files.WRAP))
 
 
-def test_auto_standardisation(
-    files: list[Path], shard: list[Path], raw: dict[str, Any], tmp_path: Path
-) -> None:
-    path = write_auto_top_kin(tmp_path, raw)
+def test_auto_standardisation(files: list[Path], tmp_path: Path) -> None:
+    path = Path(shutil.copy(config_files.AUTO_WEIGHTED, tmp_path / "jets-auto.yaml"))
     ours_path, weavers_path = tmp_path / "ours.auto.yaml", tmp_path / "weavers.auto.yaml"
     ours = prepare_config(files, path, output=ours_path)
     standardizer = weaver_preprocess.AutoStandardizer(
         [str(f) for f in files], weaver_config.DataConfig.load(str(path))
     )
     weavers = standardizer.produce(str(weavers_path)).preprocess_params
-    computed = ["part_pt_log", "part_e_log", "part_logptrel", "part_logerel", "part_deltaR"]
+    computed, given = (
+        ["log_pt", "log_energy", "log_energy_fraction"],
+        ["log_pt_fraction", "delta_r"],
+    )
     for name, variable in ours.variables.items():
         assert (variable.center, variable.scale) == (
             weavers[name]["center"],
             weavers[name]["scale"],
         ), name
-        assert (variable.center is not None) == (name in computed), name
+        assert (variable.center is not None) == (name in computed + given), name
+    assert (ours.variables["delta_r"].center, ours.variables["delta_r"].scale) == (0.2, 4.0)
 
-    expected = weaver_arrays(shard, weavers_path)
-    assert_same_arrays(load_arrays(shard, ours_path), expected)
-    assert_same_arrays(weaver_arrays(shard, ours_path), expected)  # weaver reads ours too
+    expected = weaver_arrays(files, weavers_path)
+    assert_same_arrays(load_arrays(files, ours_path), expected)
+    assert_same_arrays(weaver_arrays(files, ours_path), expected)  # weaver reads ours too
 
 
 def test_selections_new_variables_and_custom_labels(
-    shard: list[Path], raw: dict[str, Any], tmp_path: Path
+    files: list[Path], raw: dict[str, Any], tmp_path: Path
 ) -> None:
     raw["selection"] = "jet_pt > 560"
     raw["test_time_selection"] = "(jet_pt > 580) & (ak.num(part_px) > 20)"
-    raw["new_variables"]["part_ptrel_clipped"] = "_clip(part_pt / jet_pt, 0, 0.2)"
-    raw["new_variables"]["part_first"] = "_pad(part_deta, 3)[:, 0]"
-    raw["inputs"]["pf_features"]["vars"].append(["part_ptrel_clipped", 0.05, 10, -2, 2, -1])
+    raw["new_variables"]["pt_fraction_clipped"] = "_clip(constituent_pt / jet_pt, 0, 0.2)"
+    raw["new_variables"]["first_deta"] = "_pad(part_deta, 3)[:, 0]"
+    raw["inputs"]["pf_features"]["vars"].append(["pt_fraction_clipped", 0.05, 10, -2, 2, -1])
     raw["inputs"]["pf_features"]["pad_mode"] = "constant"
     raw["inputs"]["pf_points"]["pad_mode"] = "constant"
-    raw["inputs"]["pf_vectors"]["length"] = 16
-    raw["inputs"]["jet"] = {"length": None, "vars": [["jet_mass", 100, 0.01], "part_first"]}
+    raw["inputs"]["pf_momenta"]["length"] = 16
+    raw["inputs"]["jet"]["vars"].append("first_deta")
     raw["labels"] = {"type": "custom", "value": {"truth": "label", "other": "jet_eta > 0"}}
     raw["observers"] = ["jet_pt", "jet_mass", "jet_nparticles"]
     path = _write(tmp_path, "variant.yaml", raw)
-    ours = load_arrays(shard, path)
-    assert ours["_jet"].shape[1] == 2 and 0 < len(ours["truth"]) < 200
-    assert_same_arrays(ours, weaver_arrays(shard, path))
+    ours = load_arrays(files, path)
+    assert ours["_jet"].shape[1] == 3 and 0 < len(ours["truth"]) < 500
+    assert_same_arrays(ours, weaver_arrays(files, path))
 
 
 @pytest.mark.parametrize(("method", "base_weight"), [("flat", None), ("ref", "jet_mass / 100")])
 def test_reweighting(
-    method: str, base_weight: str | None, files: list[Path], raw: dict[str, Any], tmp_path: Path
+    method: str,
+    base_weight: str | None,
+    files: list[Path],
+    auto_raw: dict[str, Any],
+    tmp_path: Path,
 ) -> None:
-    raw["weights"] = {
-        "use_precomputed_weights": False,
-        "reweight_method": method,
-        "reweight_vars": {"jet_pt": [550, 575, 600, 625, 650], "jet_eta": [-2, -1, 0, 1, 2]},
-        "reweight_classes": ["jet_isTop", "jet_isQCD"],
-        "class_weights": [1, 2],
-        "reweight_threshold": 15,
-        "reweight_basewgt": base_weight,
-    }
-    path = _write(tmp_path, "weighted.yaml", raw)
+    auto_raw["weights"].update(
+        reweight_method=method, class_weights=[1, 2], reweight_basewgt=base_weight
+    )
+    path = _write(tmp_path, "weighted.yaml", auto_raw)
     completed_path = tmp_path / "weighted.auto.yaml"
     ours = prepare_config(files, path, output=completed_path).weights
     maker = weaver_preprocess.WeightMaker(
@@ -178,7 +188,6 @@ def test_reweighting(
 
 
 def test_expression_helpers_match_weavers() -> None:
-    tools = pytest.importorskip("weaver.utils.data.tools")
     jagged = ak.Array([[1.5, -2.0, 3.0], [], [4.0]])
     other = ak.Array([[0.5, 0.25, 1.0], [], [2.0]])
     flat = np.array([1.0, 2.0, 3.0])
@@ -198,13 +207,16 @@ def test_expression_helpers_match_weavers() -> None:
         ("_batch_gather", (jagged, ak.argsort(other)), {}),
     ]
     for name, args, kwargs in calls:
-        ours, weavers = HELPERS[name](*args, **kwargs), getattr(tools, name)(*args, **kwargs)
+        ours, weavers = (
+            HELPERS[name](*args, **kwargs),
+            getattr(weaver_tools, name)(*args, **kwargs),
+        )
         assert ak.to_list(ours) == ak.to_list(weavers), name
     for name, args in [
         ("_p4_from_ptetaphim", (jagged + 5, other, other, other)),
         ("_p4_from_pxpypze", (jagged, other, other, jagged * 0 + 10)),
         ("_p4_from_ptetaphie", (jagged + 5, other, other, jagged * 0 + 10)),
     ]:
-        ours, weavers = HELPERS[name](*args), getattr(tools, name)(*args)
+        ours, weavers = HELPERS[name](*args), getattr(weaver_tools, name)(*args)
         assert ak.to_list(ours.mass) == ak.to_list(weavers.mass), name
         assert ak.to_list(ours.pt) == ak.to_list(weavers.pt), name

@@ -2,9 +2,11 @@
 
 ``MmapReader`` gathers rows from memory-mapped shard files (the page cache holds the data) and
 asks the kernel to read each block of jets a shuffle window ahead of use, so a cold cache is
-filled with large sequential reads rather than page faults. ``KvikioReader`` reads whole
-blocks straight into GPU memory with kvikio.CuFile (GPUDirect Storage, or kvikio's own
-compatibility mode without it) and gathers batches there.
+filled with large sequential reads rather than page faults. Each batch is gathered by a few
+threads at once, each copying a contiguous share of the batch's rows: numpy's take releases
+the GIL, and one thread alone cannot keep up with memory once the data is cached.
+``KvikioReader`` reads whole blocks straight into GPU memory with kvikio.CuFile (GPUDirect
+Storage, or kvikio's own compatibility mode without it) and gathers batches there.
 
 Both hand out one producer per epoch: a function of the batch index, called with consecutive
 indices from one thread (the prefetch thread), because it keeps per-epoch state.
@@ -12,14 +14,17 @@ indices from one thread (the prefetch thread), because it keeps per-epoch state.
 Array legend (suffixes give the shape):
     S  jets this rank visits in the epoch, in visiting order
     B  jets in one batch
+    b  jets in one thread's share of a batch
     L  blocks of K jets (``block_size``) in the dataset
     X  the per-jet shape of one array
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
 from typing import Any, BinaryIO, Protocol
 
@@ -27,10 +32,19 @@ import numpy as np
 import torch
 
 from trainyard.data.batch import JetBatch
-from trainyard.data.staged_dataset import DATA_OFFSET, StagedDataset
+from trainyard.data.staged.dataset import DATA_OFFSET, StagedDataset
 
 BatchProducer = Callable[[int], JetBatch]
 _NEVER = np.iinfo(np.int64).max
+MAX_GATHER_THREADS = 4
+"""Threads that gather one batch by default (fewer when torch may use fewer CPU threads)."""
+_MIN_ROWS_PER_THREAD = 64
+"""A share smaller than this costs more to hand to a thread than it takes to copy."""
+
+
+def default_gather_threads() -> int:
+    """Threads per batch gather: torch's CPU thread budget (set per slot), at most 4."""
+    return max(1, min(MAX_GATHER_THREADS, torch.get_num_threads()))
 
 
 class BatchReader(Protocol):
@@ -97,12 +111,20 @@ class MmapReader:
         block_size: int,
         lookahead_jets: int,
         pin_memory: bool,
+        gather_threads: int,
     ) -> None:
         self._layout = _Layout(dataset, fields, block_size)
         self._lookahead_jets = lookahead_jets
         self._pin_memory = pin_memory
         self._shards = {field: dataset.open_arrays(name) for field, name in fields.items()}
         self._hint_files: dict[tuple[str, int], BinaryIO] = {}
+        self._gather_threads = gather_threads
+        # The calling thread copies one share itself, so the pool holds one thread fewer.
+        self._pool = (
+            ThreadPoolExecutor(gather_threads - 1, thread_name_prefix="trainyard-gather")
+            if gather_threads > 1
+            else None
+        )
 
     def epoch_producer(self, jets_S: np.ndarray, batch_size: int, start: int) -> BatchProducer:
         # Per-epoch state lives in the closure, so two epochs never share it.
@@ -124,32 +146,56 @@ class MmapReader:
         return produce
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
         for file in self._hint_files.values():
             file.close()
         self._hint_files.clear()
         self._shards.clear()
 
     def _gather(self, jets_B: np.ndarray) -> JetBatch:
-        """Copy the rows of ``jets_B`` into fresh (pinned) tensors, one take per shard touched."""
+        """Copy the rows of ``jets_B`` into fresh (pinned) tensors, a share per thread."""
+        targets = {
+            field: torch.empty(
+                (len(jets_B), *shards[0].shape[1:]),
+                dtype=BATCH_DTYPES[field],
+                pin_memory=self._pin_memory,
+            )
+            for field, shards in self._shards.items()
+        }
+        num_shares = min(self._gather_threads, max(1, len(jets_B) // _MIN_ROWS_PER_THREAD))
+        bounds = np.linspace(0, len(jets_B), num_shares + 1).astype(np.int64).tolist()
+        first, *others = itertools.pairwise(bounds)
+        pending = []
+        if others:
+            assert self._pool is not None, "more than one share needs the pool"
+            pending = [self._pool.submit(self._copy_rows, jets_B, targets, *o) for o in others]
+        self._copy_rows(jets_B, targets, *first)
+        for future in pending:
+            future.result()
+        return JetBatch(**targets)
+
+    def _copy_rows(
+        self, jets_B: np.ndarray, targets: Mapping[str, torch.Tensor], lo: int, hi: int
+    ) -> None:
+        """Copy the jets of batch rows [lo, hi) into those rows of every target, one take per
+        shard touched; threads given disjoint rows write disjoint memory."""
+        jets_b = jets_B[lo:hi]
         per_shard = self._layout.dataset.jets_per_shard
-        shard_B = jets_B // per_shard
-        first_shard = int(shard_B[0])
-        one_shard = bool((shard_B == first_shard).all())
-        tensors: dict[str, torch.Tensor] = {}
+        shard_b = jets_b // per_shard
+        first_shard = int(shard_b[0])
+        one_shard = bool((shard_b == first_shard).all())
         for field, shards in self._shards.items():
-            shape = (len(jets_B), *shards[0].shape[1:])
-            tensor = torch.empty(shape, dtype=BATCH_DTYPES[field], pin_memory=self._pin_memory)
-            target = tensor.numpy()
+            target = targets[field].numpy()[lo:hi]
             if one_shard:
-                rows_B = jets_B - first_shard * per_shard
+                rows_b = jets_b - first_shard * per_shard
                 # mode="clip" lets take write straight into target (rows are in range anyway).
-                np.take(shards[first_shard], rows_B, axis=0, out=target, mode="clip")
+                np.take(shards[first_shard], rows_b, axis=0, out=target, mode="clip")
             else:
-                for shard in np.unique(shard_B):
-                    selected = np.flatnonzero(shard_B == shard)
-                    target[selected] = shards[shard][jets_B[selected] - shard * per_shard]
-            tensors[field] = tensor
-        return JetBatch(**tensors)
+                for shard in np.unique(shard_b):
+                    selected = np.flatnonzero(shard_b == shard)
+                    target[selected] = shards[shard][jets_b[selected] - shard * per_shard]
 
     def _will_need(self, blocks: np.ndarray) -> None:
         """Ask the kernel to start reading these blocks into the page cache (non-blocking)."""

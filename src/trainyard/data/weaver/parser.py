@@ -1,14 +1,18 @@
-"""Turn a decoded weaver data config into the fields of WeaverDataConfig, collecting problems.
+"""Read a weaver data config (a YAML file or a decoded mapping) into a WeaverDataConfig.
 
-Each helper appends one line per problem (key path first, then what is wrong and what to do) and
-returns its best guess, so a single run reports every mistake. Defaults are weaver-core's.
+Every problem is collected and reported at once in one ConfigError: each helper appends one
+line per problem (key path first, then what is wrong and what to do) and returns its best
+guess. Defaults are weaver-core's, including for keys weaver would silently ignore or crash on.
 """
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Literal, cast
 
-from trainyard.data import _weaver_fields as fields
-from trainyard.data.weaver_config import (
+import yaml
+
+from trainyard.data.weaver import fields
+from trainyard.data.weaver.types import (
     CustomLabels,
     InputGroup,
     InputVariable,
@@ -16,7 +20,9 @@ from trainyard.data.weaver_config import (
     PadMode,
     Preprocess,
     SimpleLabels,
+    WeaverDataConfig,
 )
+from trainyard.errors import ConfigError
 
 TOP_LEVEL_KEYS = (
     "treename",
@@ -39,7 +45,38 @@ _PARAM_KEYS = ("length", "pad_mode", "center", "scale", "min", "max", "pad_value
 _VARIABLE_FORMAT = "[name, center, scale, clip_min, clip_max, pad_value] (all but name optional)"
 
 
-def parse_top_level(raw: Any, problems: list[str]) -> dict[str, Any] | None:
+def load_weaver_config(path: str | Path) -> WeaverDataConfig:
+    """Read a weaver data config YAML file; every problem is reported in one ConfigError."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(
+            [f"no such file: {path.resolve()}; give the path of a weaver data config (*.yaml)"],
+            source=str(path),
+        )
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
+        raise ConfigError(
+            [f"not valid YAML at {where}: {getattr(error, 'problem', None) or error}"],
+            source=str(path),
+        ) from error
+    return parse_weaver_config(raw, source=str(path), path=path)
+
+
+def parse_weaver_config(
+    raw: Any, *, source: str = "weaver data config", path: Path | None = None
+) -> WeaverDataConfig:
+    """Validate a decoded weaver data config mapping, with weaver's defaults for missing keys."""
+    problems: list[str] = []
+    parsed = _top_level(raw, problems)
+    if problems or parsed is None:
+        raise ConfigError(problems, source=source)
+    return WeaverDataConfig(**parsed, source=path)
+
+
+def _top_level(raw: Any, problems: list[str]) -> dict[str, Any] | None:
     """The keyword arguments of WeaverDataConfig, or None when ``raw`` is not a mapping at all.
 
     As in weaver, a key whose value is null (e.g. an empty ``selection:``) takes its default.

@@ -24,7 +24,7 @@ from typing import Any
 import awkward as ak
 import numpy as np
 
-from trainyard.data.preprocess import counts_and_values, pad_lists
+from trainyard.data.weaver.columns import counts_and_values, pad_lists
 from trainyard.errors import ConfigError
 
 CONFIG_SOURCE = "weaver data config"

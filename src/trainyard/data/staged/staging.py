@@ -6,7 +6,7 @@ trial and rank reads the staged bytes, from the folder ``<cache_root>/<key>``.
 
 The folder appears by one rename of a finished temporary folder, so a crash or a full disk
 leaves nothing that could be mistaken for a staged dataset; the next call starts over. The
-layout is described in ``staged_dataset``, the writing of chunks in ``shard_writer``.
+layout is described in ``staged.dataset``, the writing of chunks in ``staged.shards``.
 """
 
 from __future__ import annotations
@@ -28,13 +28,13 @@ from typing import Any
 
 import numpy as np
 
-from trainyard.data.shard_writer import OpenFile, ShardWriter, checked_chunk, open_new
-from trainyard.data.staged_dataset import (
+from trainyard.data.staged.dataset import (
     MANIFEST_NAME,
     STAGING_FORMAT_VERSION,
     ArraySpec,
     StagedDataset,
 )
+from trainyard.data.staged.shards import OpenFile, ShardWriter, checked_chunk, open_new
 from trainyard.errors import DataError
 
 logger = logging.getLogger(__name__)

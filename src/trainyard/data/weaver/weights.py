@@ -18,9 +18,9 @@ from collections.abc import Mapping
 import awkward as ak
 import numpy as np
 
-from trainyard.data.expressions import evaluate
-from trainyard.data.preprocess import as_numpy, per_event
-from trainyard.data.weaver_config import PrecomputedWeights, Reweighting
+from trainyard.data.weaver.columns import as_numpy, per_event
+from trainyard.data.weaver.expressions import evaluate
+from trainyard.data.weaver.types import PrecomputedWeights, Reweighting
 from trainyard.errors import DataError
 
 logger = logging.getLogger(__name__)

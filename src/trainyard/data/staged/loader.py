@@ -31,13 +31,14 @@ import numpy as np
 import torch
 
 from trainyard.data.batch import JetBatch
-from trainyard.data.prefetch import Prefetcher
-from trainyard.data.staged_dataset import StagedDataset
-from trainyard.data.staged_readers import (
+from trainyard.data.staged.dataset import StagedDataset
+from trainyard.data.staged.prefetch import Prefetcher
+from trainyard.data.staged.readers import (
     BATCH_DTYPES,
     BatchReader,
     KvikioReader,
     MmapReader,
+    default_gather_threads,
 )
 from trainyard.errors import CheckpointError, ConfigError, DataError
 
@@ -58,8 +59,8 @@ WEAVER_PARTICLENET_FIELDS: Mapping[str, str] = {
 }
 """The same for ``WeaverConfigSource`` with a ParticleNet config (pf_points/features/mask).
 
-weaver's ``_label_`` is the index in ``labels.value``: with top_kin's [jet_isTop, jet_isQCD]
-top is 0, while the trainer scores class 1 as signal; list the signal class second.
+weaver's ``_label_`` is the index in ``labels.value``: with [is_top, is_qcd] (the example config)
+top is 0, so the signal class is 0 (``data.signal_class``), not the built-in inputs' 1.
 """
 DEFAULT_BLOCK_SIZE = 1024
 DEFAULT_WINDOW_BLOCKS = 32
@@ -73,7 +74,9 @@ class StagedLoader:
     ``device`` is where batches go: on CUDA they arrive there, gathered into pinned memory by
     the prefetch thread and copied with non_blocking=True, or read by kvikio straight into GPU
     memory (``io="auto"`` picks kvikio when it imports, ``"mmap"`` never does). ``prefetch``
-    batches are prepared ahead on a background thread (0: on the caller's thread).
+    batches are prepared ahead on a background thread (0: on the caller's thread), each one
+    gathered from the memory maps by ``gather_threads`` threads at once (default: torch's CPU
+    thread budget, at most 4). Neither changes which jets a batch holds.
     """
 
     def __init__(
@@ -92,7 +95,9 @@ class StagedLoader:
         io: str = "auto",
         block_size: int = DEFAULT_BLOCK_SIZE,
         window_blocks: int = DEFAULT_WINDOW_BLOCKS,
+        gather_threads: int | None = None,
     ) -> None:
+        gather_threads = default_gather_threads() if gather_threads is None else gather_threads
         _check_settings(
             batch_size=batch_size,
             seed=seed,
@@ -102,6 +107,7 @@ class StagedLoader:
             io=io,
             block_size=block_size,
             window_blocks=window_blocks,
+            gather_threads=gather_threads,
             fields=fields,
         )
         _check_arrays(dataset, fields)
@@ -138,6 +144,7 @@ class StagedLoader:
                 block_size=block_size,
                 lookahead_jets=block_size * window_blocks,
                 pin_memory=self._device.type == "cuda",
+                gather_threads=gather_threads,
             )
         self._epoch = 0
         self._batch_index = 0
@@ -296,6 +303,7 @@ def _check_settings(
     io: str,
     block_size: int,
     window_blocks: int,
+    gather_threads: int,
     fields: Mapping[str, str],
 ) -> None:
     """Reject settings that cannot work, one line per problem."""
@@ -317,6 +325,8 @@ def _check_settings(
             f"block_size and window_blocks must be at least 1, got {block_size} and "
             f"{window_blocks}; defaults: {DEFAULT_BLOCK_SIZE} and {DEFAULT_WINDOW_BLOCKS}"
         )
+    if gather_threads < 1:
+        problems.append(f"gather_threads must be at least 1, got {gather_threads}")
     if set(fields) != set(BATCH_DTYPES):
         problems.append(
             f"fields must map each JetBatch field {sorted(BATCH_DTYPES)} to a staged array "

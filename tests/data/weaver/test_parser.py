@@ -8,8 +8,11 @@ from typing import Any
 
 import pytest
 import yaml
+from weaver.utils.data.config import DataConfig
 
-from trainyard.data.weaver_config import (
+from tests.data import config_files
+from trainyard.data.weaver.parser import load_weaver_config, parse_weaver_config
+from trainyard.data.weaver.types import (
     CustomLabels,
     InputVariable,
     NewVariable,
@@ -17,21 +20,17 @@ from trainyard.data.weaver_config import (
     Preprocess,
     Reweighting,
     SimpleLabels,
-    auto_config_path,
-    load_weaver_config,
-    parse_weaver_config,
-    to_weaver_mapping,
-    write_weaver_config,
 )
+from trainyard.data.weaver.writer import auto_config_path, to_weaver_mapping, write_weaver_config
 from trainyard.errors import ConfigError
 
-TOP_KIN = Path(__file__).parent / "configs" / "top_kin.yaml"
+WRAP = config_files.WRAP
 
 
 @pytest.fixture
 def raw() -> dict[str, Any]:
-    """top_kin.yaml as decoded YAML, to edit per test."""
-    return yaml.safe_load(TOP_KIN.read_text())
+    """The wrap test config as decoded YAML, to edit per test."""
+    return yaml.safe_load(WRAP.read_text())
 
 
 def _problems(raw: dict[str, Any]) -> str:
@@ -40,28 +39,32 @@ def _problems(raw: dict[str, Any]) -> str:
     return str(caught.value)
 
 
-def test_top_kin_parses_into_typed_frozen_objects() -> None:
-    config = load_weaver_config(TOP_KIN)
+def test_a_config_parses_into_typed_frozen_objects() -> None:
+    config = load_weaver_config(WRAP)
     assert [group.name for group in config.inputs] == [
         "pf_points",
         "pf_features",
-        "pf_vectors",
+        "pf_momenta",
         "pf_mask",
+        "jet",
     ]
     features = config.inputs[1]
     assert (features.length, features.pad_mode) == (128, "wrap")
-    assert features.variables[0] == InputVariable("part_pt_log", 1.7, 0.7, -5.0, 5.0, 0.0)
+    assert features.variables[0] == InputVariable("log_pt", 1.7, 0.7, -5.0, 5.0, 0.0)
     assert features.variables[5] == InputVariable("part_deta", None)
+    assert config.inputs[2].variables[0] == InputVariable("part_px", 0.0, 0.01, -10, 10, -1)
     assert config.inputs[3].pad_mode == "constant"
+    assert (config.inputs[4].length, len(config.inputs[4].variables)) == (None, 2)
     assert config.preprocess == Preprocess("manual", 0.5)
-    assert config.selection is None and config.selection_for(training=False) is None
+    selection = "(jet_nparticles > 0) & (np.abs(jet_eta) < 2.5)"
+    assert config.selection == selection and config.selection_for(training=False) == selection
     assert config.weights is None
-    assert config.labels == SimpleLabels(("jet_isTop", "jet_isQCD"))
+    assert config.labels == SimpleLabels(("is_top", "is_qcd"))
     assert config.labels.names == ("_label_",)
-    assert config.observers == ("jet_pt", "jet_eta")
-    assert config.new_variables[0] == NewVariable("part_mask", "ak.ones_like(part_deta)")
-    assert config.expressions["part_logptrel"] == "np.log(part_pt/jet_pt)"
-    assert config.source == TOP_KIN
+    assert config.observers == ("jet_pt", "jet_eta", "jet_nparticles")
+    assert config.new_variables[0] == NewVariable("is_constituent", "ak.ones_like(part_energy)")
+    assert config.expressions["log_pt_fraction"] == "np.log(constituent_pt / jet_pt)"
+    assert config.source == WRAP
     assert not config.pending_standardization
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.selection = "jet_pt > 0"  # type: ignore[misc]
@@ -78,7 +81,6 @@ def _group_config(method: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize("method", ["manual", "auto"])
 def test_variable_formats_follow_weaver(method: str) -> None:
-    DataConfig = pytest.importorskip("weaver.utils.data.config").DataConfig
     config = parse_weaver_config(_group_config(method))
     weaver = DataConfig(print_info=False, **copy.deepcopy(_group_config(method)))
     group = config.inputs[0]
@@ -110,18 +112,18 @@ def test_unknown_keys_are_named_with_a_suggestion(raw: dict[str, Any]) -> None:
 def test_every_problem_is_reported_at_once(raw: dict[str, Any]) -> None:
     raw["preprocess"]["method"] = "automatic"
     raw["inputs"]["pf_mask"]["pad_mode"] = "wrap"
-    raw["inputs"]["pf_vectors"]["pad_mode"] = "repeat"
-    raw["inputs"]["pf_features"]["vars"][0] = ["part_pt_log", "1.7"]
-    raw["new_variables"]["part_pt"] = "np.hypot(part_px, part_py"
+    raw["inputs"]["pf_momenta"]["pad_mode"] = "repeat"
+    raw["inputs"]["pf_features"]["vars"][0] = ["log_pt", "1.7"]
+    raw["new_variables"]["constituent_pt"] = "np.hypot(part_px, part_py"
     raw["labels"]["type"] = "multiclass"
     raw["monitor_variables"] = ["jet_pt"]
     message = _problems(raw)
     assert "(7 problem(s))" in message
     assert "`preprocess.method` must be 'manual' or 'auto', got 'automatic'" in message
     assert "`inputs.pf_mask.pad_mode` must be 'constant' for a mask input" in message
-    assert "`inputs.pf_vectors.pad_mode` must be 'constant' or 'wrap', got 'repeat'" in message
+    assert "`inputs.pf_momenta.pad_mode` must be 'constant' or 'wrap', got 'repeat'" in message
     assert "`inputs.pf_features.vars[0] center` must be a number, got '1.7'" in message
-    assert "`new_variables.part_pt`: `np.hypot(part_px, part_py` is not a valid" in message
+    assert "`new_variables.constituent_pt`: `np.hypot(part_px, part_py` is not a valid" in message
     assert "`labels.type` must be 'simple'" in message
     assert "`observers` and `monitor_variables` are both set" in message
 
@@ -132,14 +134,14 @@ def test_a_variable_needs_one_setting_in_every_group(raw: dict[str, Any]) -> Non
     assert "'part_deta' is in `inputs.pf_points` and `inputs.pf_features`" in message
 
 
-def test_round_trip_through_weavers_format(tmp_path: Path) -> None:
-    config = load_weaver_config(TOP_KIN)
+@pytest.mark.parametrize("source", [WRAP, config_files.AUTO_WEIGHTED, config_files.EXAMPLE])
+def test_round_trip_through_weavers_format(source: Path, tmp_path: Path) -> None:
+    config = load_weaver_config(source)
     path = write_weaver_config(config, tmp_path / "again.yaml")
     again = load_weaver_config(path)
     assert again == config
     assert again.source == path
-    DataConfig = pytest.importorskip("weaver.utils.data.config").DataConfig
-    original, written = DataConfig.load(str(TOP_KIN)), DataConfig.load(str(path))
+    original, written = DataConfig.load(str(source)), DataConfig.load(str(path))
     assert written.preprocess_params == original.preprocess_params
     assert written.var_funcs == original.var_funcs
     assert written.input_dicts == original.input_dicts
@@ -150,8 +152,8 @@ def test_params_of_an_auto_yaml_take_precedence(raw: dict[str, Any]) -> None:
     for group in raw["inputs"].values():
         for entry in group["vars"]:
             raw["preprocess"]["params"][entry[0]] = {
-                "length": 128,
-                "pad_mode": group["pad_mode"],
+                "length": group["length"],
+                "pad_mode": group.get("pad_mode", "constant"),
                 "center": 0.5 if entry[0] == "part_px" else None,
                 "scale": 2.0,
                 "min": -3,
@@ -177,20 +179,20 @@ def test_weights_sections(raw: dict[str, Any]) -> None:
         "use_precomputed_weights": False,
         "reweight_method": "flat",
         "reweight_vars": {"jet_pt": [500, 600, 700], "jet_eta": [-2, 0, 2]},
-        "reweight_classes": ["jet_isTop", "jet_isQCD"],
-        "reweight_hists": {"jet_isTop": [[1, 2], [3, 4]], "jet_isQCD": [[1, 1], [1, 1]]},
+        "reweight_classes": ["is_top", "is_qcd"],
+        "reweight_hists": {"is_top": [[1, 2], [3, 4]], "is_qcd": [[1, 1], [1, 1]]},
     }
     weights = parse_weaver_config(raw).weights
     assert isinstance(weights, Reweighting)
     assert (weights.x_var, weights.y_var, weights.threshold) == ("jet_pt", "jet_eta", 10.0)
     assert weights.class_weights == (1.0, 1.0)
-    assert weights.hist_arrays()["jet_isTop"].tolist() == [[1, 2], [3, 4]]
+    assert weights.hist_arrays()["is_top"].tolist() == [[1, 2], [3, 4]]
 
-    raw["weights"]["reweight_hists"]["jet_isQCD"] = [[1, 1, 1]]
+    raw["weights"]["reweight_hists"]["is_qcd"] = [[1, 1, 1]]
     raw["weights"]["reweight_method"] = "flatten"
     message = _problems(raw)
     assert "`weights.reweight_method` must be 'flat' or 'ref', got 'flatten'" in message
-    assert "`weights.reweight_hists.jet_isQCD` must be a 2 x 2 table of numbers" in message
+    assert "`weights.reweight_hists.is_qcd` must be a 2 x 2 table of numbers" in message
 
 
 def test_custom_labels_and_self_mappings(raw: dict[str, Any]) -> None:
@@ -216,10 +218,10 @@ def test_missing_file_and_bad_yaml_name_the_file(tmp_path: Path) -> None:
 
 
 def test_auto_config_path_uses_weavers_name(tmp_path: Path) -> None:
-    path = tmp_path / "top_kin.yaml"
-    path.write_bytes(TOP_KIN.read_bytes())
-    digest = hashlib.md5(TOP_KIN.read_bytes()).hexdigest()
-    assert auto_config_path(path) == tmp_path / f"top_kin.{digest}.auto.yaml"
+    path = tmp_path / "jets.yaml"
+    path.write_bytes(WRAP.read_bytes())
+    digest = hashlib.md5(WRAP.read_bytes()).hexdigest()
+    assert auto_config_path(path) == tmp_path / f"jets.{digest}.auto.yaml"
     assert auto_config_path(auto_config_path(path)) == auto_config_path(path)
 
 

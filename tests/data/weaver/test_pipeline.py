@@ -5,6 +5,7 @@ Array legend (suffixes give the shape): N jets, C channels, P particle slots (12
 
 import copy
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -15,19 +16,17 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from tests.data import config_files
 from tests.data.test_readers import write_root
-from trainyard.data.features import build_particlenet_inputs
-from trainyard.data.pipeline import build_arrays, load_arrays, prepare_config
+from trainyard.data.features import build_particlenet_inputs, load_jet_arrays
 from trainyard.data.reader import read_jet_table, resolve_files
-from trainyard.data.weaver_config import (
-    auto_config_path,
-    load_weaver_config,
-    parse_weaver_config,
-)
+from trainyard.data.weaver.parser import load_weaver_config, parse_weaver_config
+from trainyard.data.weaver.pipeline import build_arrays, load_arrays, prepare_config
+from trainyard.data.weaver.writer import auto_config_path
 from trainyard.datasets import schema
 from trainyard.errors import ConfigError, DataError
 
-TOP_KIN = Path(__file__).parent / "configs" / "top_kin.yaml"
+WRAP = config_files.WRAP
 SHARD = "toy-s21-0000.parquet"
 
 
@@ -37,33 +36,37 @@ def table(toy_dir: Path) -> pa.Table:
 
 
 @pytest.fixture(scope="module")
-def top_kin_arrays(toy_dir: Path) -> dict[str, np.ndarray]:
-    return load_arrays("*.parquet", TOP_KIN, base_dir=toy_dir)
+def wrap_arrays(toy_dir: Path) -> dict[str, np.ndarray]:
+    return load_arrays("*.parquet", WRAP, base_dir=toy_dir)
 
 
 @pytest.fixture
 def raw() -> dict[str, Any]:
-    return yaml.safe_load(TOP_KIN.read_text())
+    return yaml.safe_load(WRAP.read_text())
 
 
 def _config(raw: dict[str, Any]) -> Any:
     return parse_weaver_config(copy.deepcopy(raw))
 
 
-def test_top_kin_runs_unchanged_on_toy_parquet(
-    top_kin_arrays: dict[str, np.ndarray], table: pa.Table
+def test_the_wrap_config_on_toy_parquet(
+    wrap_arrays: dict[str, np.ndarray], table: pa.Table
 ) -> None:
-    arrays = top_kin_arrays
-    assert sorted(arrays) == sorted(
-        ["_pf_points", "_pf_features", "_pf_vectors", "_pf_mask", "_label_", "jet_pt", "jet_eta"]
-    )
-    for name, channels in [("_pf_points", 2), ("_pf_features", 7), ("_pf_vectors", 4)]:
-        assert arrays[name].shape == (500, channels, 128)
+    arrays = wrap_arrays
+    groups = ["_pf_points", "_pf_features", "_pf_momenta", "_pf_mask", "_jet"]
+    assert sorted(arrays) == sorted([*groups, "_label_", "jet_pt", "jet_eta", "jet_nparticles"])
+    for name, shape in [
+        ("_pf_points", (2, 128)),
+        ("_pf_features", (7, 128)),
+        ("_pf_momenta", (3, 64)),
+        ("_pf_mask", (1, 128)),
+        ("_jet", (2,)),
+    ]:
+        assert arrays[name].shape == (500, *shape), name
         assert arrays[name].dtype == np.float32
-    assert arrays["_pf_mask"].shape == (500, 1, 128)
     assert arrays["_label_"].dtype == np.int64
     labels_N = table.column(schema.LABEL).to_numpy()
-    assert np.array_equal(arrays["_label_"], 1 - labels_N)  # class 0 is jet_isTop
+    assert np.array_equal(arrays["_label_"], 1 - labels_N)  # class 0 is is_top
     assert np.array_equal(arrays["jet_pt"], table.column(schema.JET_PT).to_numpy())
 
     counts_N = table.column(schema.JET_NPARTICLES).to_numpy()
@@ -72,23 +75,39 @@ def test_top_kin_runs_unchanged_on_toy_parquet(
     jet = int(np.flatnonzero(counts_N < 40)[0])
     points_CP = arrays["_pf_points"][jet]
     assert np.array_equal(points_CP[:, counts_N[jet] :], points_CP[:, : 128 - counts_N[jet]])
+    # pad_mode constant: the slots after the last particle hold the variable's pad_value.
+    px = np.float32(table.column(schema.PART_PX)[jet].as_py())
+    np.testing.assert_array_equal(arrays["_pf_momenta"][jet, 0, : counts_N[jet]], px * 0.01)
+    assert (arrays["_pf_momenta"][jet, :, counts_N[jet] :] == -1).all()
+    jet_pt_N = table.column(schema.JET_PT).to_numpy()
+    np.testing.assert_allclose(arrays["_jet"][:, 0], (np.log(jet_pt_N) - 6.4) * 4, rtol=1e-5)
 
 
-def test_features_equal_the_hand_written_top_kin_inputs(
-    top_kin_arrays: dict[str, np.ndarray], table: pa.Table
+def test_wrapped_features_equal_the_builtin_inputs_where_there_is_a_particle(
+    wrap_arrays: dict[str, np.ndarray], table: pa.Table
 ) -> None:
     ours = build_particlenet_inputs(table, max_particles=128)
     is_real_N1P = ours.mask_N1P.astype(bool)
     for name, expected in [("_pf_features", ours.features_NCP), ("_pf_points", ours.points_NCP)]:
-        got = top_kin_arrays[name]
-        np.testing.assert_allclose(
-            np.where(is_real_N1P, got, 0), np.where(is_real_N1P, expected, 0), atol=1e-5
+        got = wrap_arrays[name]
+        np.testing.assert_array_equal(
+            np.where(is_real_N1P, got, 0), np.where(is_real_N1P, expected, 0), err_msg=name
         )
+
+
+def test_the_example_config_builds_exactly_the_builtin_inputs(toy_dir: Path) -> None:
+    """examples/particlenet-weaver-config.yaml trains on the same arrays as the built-in inputs."""
+    arrays = load_arrays("*.parquet", config_files.EXAMPLE, base_dir=toy_dir)
+    builtin = load_jet_arrays("*.parquet", base_dir=toy_dir, max_particles=128)
+    np.testing.assert_array_equal(arrays["_pf_points"], builtin.points_NCP)
+    np.testing.assert_array_equal(arrays["_pf_features"], builtin.features_NCP)
+    np.testing.assert_array_equal(arrays["_pf_mask"], builtin.mask_N1P)
+    np.testing.assert_array_equal(arrays["_label_"], 1 - builtin.labels_N)  # top is class 0
 
 
 def test_build_arrays_takes_arrow_or_awkward(toy_dir: Path) -> None:
     shard = pq.read_table(toy_dir / SHARD)
-    config = load_weaver_config(TOP_KIN)
+    config = load_weaver_config(WRAP)
     from_arrow = build_arrays(shard, config)
     from_awkward = build_arrays(ak.from_arrow(shard), config)
     from_file = load_arrays(toy_dir / SHARD, config)
@@ -101,8 +120,8 @@ def test_build_arrays_takes_arrow_or_awkward(toy_dir: Path) -> None:
 
 def test_root_files_give_the_same_arrays(toy_dir: Path, tmp_path: Path) -> None:
     path = write_root(tmp_path / "jets.root", pq.read_table(toy_dir / SHARD), "Jets")
-    from_root = load_arrays(path, TOP_KIN, treename="Jets")
-    from_parquet = load_arrays(toy_dir / SHARD, TOP_KIN)
+    from_root = load_arrays(path, WRAP, treename="Jets")
+    from_parquet = load_arrays(toy_dir / SHARD, WRAP)
     for name, array in from_parquet.items():
         assert np.array_equal(from_root[name], array)
 
@@ -114,9 +133,9 @@ def test_bad_files_stop_the_load_or_are_skipped(
     bad = tmp_path / "truncated.parquet"
     bad.write_bytes(data[: len(data) // 3])
     with pytest.raises(DataError, match=f"{bad} could not be read as Parquet"):
-        load_arrays([toy_dir / SHARD, bad], TOP_KIN)
+        load_arrays([toy_dir / SHARD, bad], WRAP)
     with caplog.at_level(logging.WARNING, logger="trainyard.data.reader"):
-        arrays = load_arrays([toy_dir / SHARD, bad], TOP_KIN, skip_bad_files=True)
+        arrays = load_arrays([toy_dir / SHARD, bad], WRAP, skip_bad_files=True)
     assert len(arrays["_label_"]) == 200
     assert f"skipping unreadable file {bad}" in caplog.text
 
@@ -124,7 +143,7 @@ def test_bad_files_stop_the_load_or_are_skipped(
 def test_selection_in_training_and_test_time_selection_otherwise(
     raw: dict[str, Any], table: pa.Table
 ) -> None:
-    raw["selection"] = "(jet_pt > 600) & (part_pt_log[:, 0] > 3)"
+    raw["selection"] = "(jet_pt > 600) & (log_pt[:, 0] > 3)"
     raw["test_time_selection"] = "jet_eta > 0"
     config = _config(raw)
     pt_N, eta_N = table.column("jet_pt").to_numpy(), table.column("jet_eta").to_numpy()
@@ -154,8 +173,8 @@ def test_selection_keeping_nothing_names_selection_and_files(
 def test_unknown_variable_is_named_with_branches_and_suggestion(
     raw: dict[str, Any], toy_dir: Path, table: pa.Table
 ) -> None:
-    raw["inputs"]["pf_vectors"]["vars"][0] = ["part_pxx", None]
-    raw["new_variables"]["part_pt"] = "np.hypot(part_px, part_pyy)"
+    raw["inputs"]["pf_momenta"]["vars"][0] = ["part_pxx", 0, 0.01, -10, 10, -1]
+    raw["new_variables"]["constituent_pt"] = "np.hypot(part_px, part_pyy)"
     with pytest.raises(DataError) as from_file:
         load_arrays(toy_dir / SHARD, _config(raw))
     with pytest.raises(DataError) as from_table:
@@ -163,20 +182,20 @@ def test_unknown_variable_is_named_with_branches_and_suggestion(
     assert f"is neither a branch of {toy_dir / SHARD} nor a new_variable" in str(from_file.value)
     assert "is neither a branch of the given table" in str(from_table.value)
     for message in (str(from_file.value), str(from_table.value)):
-        assert "'part_pxx' (needed by inputs.pf_vectors) is neither" in message
+        assert "'part_pxx' (needed by inputs.pf_momenta) is neither" in message
         assert "did you mean 'part_px'?" in message
-        assert "'part_pyy' (needed by inputs.pf_features via new_variables.part_pt_log" in message
+        assert "'part_pyy' (needed by inputs.pf_features via new_variables.log_pt" in message
         assert "available branches: [" in message and "'part_dphi'" in message
 
 
 def test_new_variable_cycle_and_failing_expression(raw: dict[str, Any], table: pa.Table) -> None:
-    raw["new_variables"]["part_pt"] = "part_pt_log * 2"
-    with pytest.raises(ConfigError, match="cycle: part_pt_log -> part_pt -> part_pt_log"):
+    raw["new_variables"]["constituent_pt"] = "log_pt * 2"
+    with pytest.raises(ConfigError, match="cycle: log_pt -> constituent_pt -> log_pt"):
         build_arrays(table, _config(raw))
-    raw["new_variables"]["part_pt"] = "np.hypo(part_px, part_py)"
+    raw["new_variables"]["constituent_pt"] = "np.hypo(part_px, part_py)"
     with pytest.raises(ConfigError) as caught:
         build_arrays(table, _config(raw))
-    assert "`new_variables.part_pt`: evaluating `np.hypo(part_px, part_py)` failed" in str(
+    assert "`new_variables.constituent_pt`: evaluating `np.hypo(part_px, part_py)` failed" in str(
         caught.value
     )
     assert "AttributeError" in str(caught.value)
@@ -185,7 +204,7 @@ def test_new_variable_cycle_and_failing_expression(raw: dict[str, Any], table: p
 def test_training_checks_that_each_event_has_one_class(
     raw: dict[str, Any], table: pa.Table
 ) -> None:
-    raw["labels"]["value"] = ["jet_isTop", "jet_isTop"]
+    raw["labels"]["value"] = ["is_top", "is_top"]
     config = _config(raw)
     assert len(build_arrays(table, config)["_label_"]) == 500
     with pytest.raises(DataError, match=r"exactly one class per event .* several"):
@@ -255,25 +274,18 @@ def test_precomputed_weights_come_with_training_only(raw: dict[str, Any], table:
     assert np.array_equal(weights_N, table.column("jet_pt").to_numpy() * 2)
 
 
-def write_auto_top_kin(tmp_path: Path, raw: dict[str, Any]) -> Path:
-    """top_kin with auto preprocessing and the features given by name (so 'auto' centers)."""
-    raw["preprocess"]["method"] = "auto"
-    raw["inputs"]["pf_features"]["vars"][:5] = [
-        v[0] for v in raw["inputs"]["pf_features"]["vars"][:5]
-    ]
-    raw["inputs"]["pf_mask"]["vars"] = ["part_mask"]
-    path = tmp_path / "top_auto.yaml"
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    return path
+def copy_auto_weighted(folder: Path) -> Path:
+    """The auto-weighted config copied into ``folder``, where training writes its *.auto.yaml."""
+    return Path(shutil.copy(config_files.AUTO_WEIGHTED, folder / "jets-auto.yaml"))
 
 
 def test_auto_standardisation_is_written_and_reused(
-    raw: dict[str, Any], toy_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    toy_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    path = write_auto_top_kin(tmp_path, raw)
+    path = copy_auto_weighted(tmp_path)
     with pytest.raises(ConfigError) as caught:
         load_arrays("*.parquet", path, base_dir=toy_dir)
-    assert "centers of ['part_pt_log', 'part_e_log'" in str(caught.value)
+    assert "centers of ['log_pt', 'log_energy', 'log_energy_fraction']" in str(caught.value)
     assert "training=True" in str(caught.value)
     with pytest.raises(ConfigError, match="still 'auto'"):
         build_arrays(pq.read_table(toy_dir / SHARD), load_weaver_config(path))
@@ -284,19 +296,22 @@ def test_auto_standardisation_is_written_and_reused(
     assert auto_path.is_file() and str(auto_path) in caplog.text
     completed = load_weaver_config(auto_path)
     assert not completed.pending_standardization
-    assert completed.variables["part_mask"].center is None
+    assert completed.weights.hists is not None
+    assert completed.variables["is_constituent"].center is None
     assert completed.variables["part_deta"].center is None
-    assert isinstance(completed.variables["part_pt_log"].center, float)
+    assert completed.variables["log_pt_fraction"].center == -4.7  # given, so kept
+    assert isinstance(completed.variables["log_pt"].center, float)
     test = load_arrays("*.parquet", path, base_dir=toy_dir)
+    assert sorted(training) == sorted([*test, "_weight_"])
     for name, array in test.items():
         assert np.array_equal(training[name], array)
     assert np.abs(test["_pf_features"][:, :5]).max() <= 5
 
 
 def test_prepare_config_without_a_file_writes_only_when_asked(
-    raw: dict[str, Any], toy_dir: Path, tmp_path: Path
+    toy_dir: Path, tmp_path: Path
 ) -> None:
-    path = write_auto_top_kin(tmp_path, raw)
+    path = copy_auto_weighted(tmp_path)
     in_memory = _config(yaml.safe_load(path.read_text()))
     completed = prepare_config("*.parquet", in_memory, base_dir=toy_dir)
     assert completed.source is None and not completed.pending_standardization
@@ -313,7 +328,7 @@ def test_reweighting_histograms_are_made_in_training(
         "use_precomputed_weights": False,
         "reweight_method": "flat",
         "reweight_vars": {"jet_pt": [550, 575, 600, 625, 650], "jet_eta": [-2, -1, 0, 1, 2]},
-        "reweight_classes": ["jet_isTop", "jet_isQCD"],
+        "reweight_classes": ["is_top", "is_qcd"],
         "reweight_threshold": 15,
     }
     path = tmp_path / "weighted.yaml"

@@ -16,7 +16,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from trainyard.data.staged_dataset import DATA_OFFSET, ArraySpec, npy_header, shard_file_name
+from trainyard.data.staged.dataset import DATA_OFFSET, ArraySpec, npy_header, shard_file_name
 from trainyard.errors import DataError
 
 logger = logging.getLogger(__name__)

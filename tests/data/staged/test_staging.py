@@ -12,22 +12,23 @@ from typing import BinaryIO
 import numpy as np
 import pytest
 
-from trainyard.data import staging
+from tests.data import config_files
 from trainyard.data.features import load_jet_arrays
-from trainyard.data.pipeline import load_arrays
 from trainyard.data.reader import resolve_files
-from trainyard.data.staged_dataset import DATA_OFFSET, MANIFEST_NAME, StagedDataset
-from trainyard.data.staged_loader import WEAVER_PARTICLENET_FIELDS, StagedLoader
-from trainyard.data.staging import find_staged, stage, staging_key
-from trainyard.data.staging_sources import (
+from trainyard.data.staged import staging
+from trainyard.data.staged.dataset import DATA_OFFSET, MANIFEST_NAME, StagedDataset
+from trainyard.data.staged.loader import WEAVER_PARTICLENET_FIELDS, StagedLoader
+from trainyard.data.staged.sources import (
     ParticleNetSource,
     WeaverConfigSource,
     stage_source,
 )
+from trainyard.data.staged.staging import find_staged, stage, staging_key
+from trainyard.data.weaver.pipeline import load_arrays
 from trainyard.errors import DataError
 
 KEY = "0123456789abcdef0123456789abcdef"
-TOP_KIN = Path(__file__).parent / "configs" / "top_kin.yaml"
+WRAP = config_files.WRAP
 
 
 def _arrays(num_jets: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -281,8 +282,8 @@ def test_particlenet_source_stages_the_particlenet_inputs(toy_dir: Path, tmp_pat
 
 def test_weaver_config_source_stages_the_pipeline_arrays(toy_dir: Path, tmp_path: Path) -> None:
     files = resolve_files(toy_dir)
-    dataset = stage_source(WeaverConfigSource(files, TOP_KIN), tmp_path)
-    expected = load_arrays(files, TOP_KIN, training=True)
+    dataset = stage_source(WeaverConfigSource(files, WRAP), tmp_path)
+    expected = load_arrays(files, WRAP, training=True)
     assert sorted(dataset.specs) == sorted(expected)
     for name, array in expected.items():
         np.testing.assert_array_equal(np.concatenate(dataset.open_arrays(name)), array)
@@ -299,5 +300,5 @@ def test_weaver_config_source_stages_the_pipeline_arrays(toy_dir: Path, tmp_path
     batch = next(iter(loader))
     np.testing.assert_array_equal(batch.features.numpy(), expected["_pf_features"][:100])
     np.testing.assert_array_equal(batch.labels.numpy(), expected["_label_"][:100])
-    testing = WeaverConfigSource(files, TOP_KIN, training=False)
-    assert testing.config_text() != WeaverConfigSource(files, TOP_KIN).config_text()
+    testing = WeaverConfigSource(files, WRAP, training=False)
+    assert testing.config_text() != WeaverConfigSource(files, WRAP).config_text()

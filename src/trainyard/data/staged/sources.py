@@ -6,7 +6,7 @@ reports in ``manifest_extra`` how the arrays were made. Two exist:
 
     ParticleNetSource    the built-in ParticleNet inputs (features.build_particlenet_inputs,
                          TopLandscape top_kin features): arrays points/features/mask/labels
-    WeaverConfigSource   weaver's arrays for a weaver YAML data config (data.pipeline):
+    WeaverConfigSource   weaver's arrays for a weaver YAML data config (weaver.pipeline):
                          _<group> per input group, _label_, observers
 """
 
@@ -16,7 +16,7 @@ import hashlib
 import json
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -24,12 +24,13 @@ import pyarrow.parquet as pq
 
 from trainyard.data import features
 from trainyard.data.reader import read_jet_table
-from trainyard.data.staged_dataset import StagedDataset
-from trainyard.data.staging import DEFAULT_JETS_PER_SHARD, stage, staging_key
+from trainyard.data.staged.dataset import StagedDataset
+from trainyard.data.staged.staging import DEFAULT_JETS_PER_SHARD, stage, staging_key
+from trainyard.data.weaver.parser import load_weaver_config
+from trainyard.data.weaver.pipeline import load_arrays, prepare_config
+from trainyard.data.weaver.types import WeaverDataConfig
+from trainyard.data.weaver.writer import to_weaver_mapping
 from trainyard.errors import DataError
-
-if TYPE_CHECKING:
-    from trainyard.data.weaver_config import WeaverDataConfig
 
 
 class ChunkSource(Protocol):
@@ -138,7 +139,7 @@ class ParticleNetSource:
 
 
 class WeaverConfigSource:
-    """weaver's arrays for a weaver YAML data config, built per file by data.pipeline.
+    """weaver's arrays for a weaver YAML data config, built per file by weaver.pipeline.
 
     In training mode (weaver's for_training, used by its train and val loaders) the config is
     completed from all files (auto standardisation, reweighting histograms) before the first
@@ -160,7 +161,7 @@ class WeaverConfigSource:
         self._config_path = Path(config_path)
         self._training = training
         self._prepared = prepared
-        self._completed: Any = prepared
+        self._completed: WeaverDataConfig | None = prepared
 
     def config_text(self) -> str:
         try:
@@ -176,15 +177,10 @@ class WeaverConfigSource:
             "training": self._training,
         }
         if self._prepared is not None:
-            from trainyard.data.weaver_config import to_weaver_mapping
-
             described["prepared"] = to_weaver_mapping(self._prepared)
         return json.dumps(described, sort_keys=True)
 
     def chunks(self) -> Iterator[dict[str, np.ndarray]]:
-        from trainyard.data.pipeline import load_arrays, prepare_config
-        from trainyard.data.weaver_config import load_weaver_config
-
         if self._prepared is not None:
             self._completed = self._prepared
         elif self._training:
@@ -195,8 +191,7 @@ class WeaverConfigSource:
             yield load_arrays([file], self._completed, training=self._training)
 
     def manifest_extra(self) -> dict[str, Any]:
-        from trainyard.data.weaver_config import to_weaver_mapping
-
+        assert self._completed is not None, "stage() calls manifest_extra after the last chunk"
         return {
             "producer": "weaver-data-config",
             "training": self._training,
