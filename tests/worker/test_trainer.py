@@ -11,7 +11,7 @@ import torch
 from trainyard.config import parse_experiment
 from trainyard.config.trial import resolve_trial
 from trainyard.datasets.toy import write_toy_dataset
-from trainyard.errors import ConfigError
+from trainyard.errors import ConfigError, ModelError
 from trainyard.protocol import TrialSpec
 from trainyard.worker.distributed import World
 from trainyard.worker.nonfinite import NonFiniteGuard, NonFiniteLossError
@@ -27,11 +27,11 @@ def toy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def _spec(toy: Path, tmp_path: Path, batch_size: int) -> TrialSpec:
+def _spec(toy: Path, tmp_path: Path, batch_size: int, model: str = "mlp") -> TrialSpec:
     config = parse_experiment(
         {
             "name": "inproc",
-            "model": "mlp",
+            "model": model,
             "data": {"train": str(toy / "train/*.parquet"), "val": str(toy / "val/*.parquet")},
             "hyperparameters": {"batch_size": batch_size},
             "training": {"max_length": {"batches": 2}},
@@ -61,6 +61,22 @@ def test_a_batch_larger_than_the_training_set_is_refused(toy: Path, tmp_path: Pa
         "`hyperparameters.batch_size`: a batch of 128 is larger than the 100 training jets of "
         "data.train; lower it to at most 100"
     ) in str(caught.value)
+
+
+def test_the_worker_checks_the_model_interface_on_the_staged_shapes(
+    toy: Path, tmp_path: Path
+) -> None:
+    """A trial started without preflight (a worker of another Master version, a model file
+    edited after submission) still fails with the interface message, not in the loss."""
+    model = "tests.models.user_models:one_score"
+    with pytest.raises(ModelError) as caught:
+        Trainer(
+            spec=_spec(toy, tmp_path, batch_size=10, model=model),
+            reporter=Reporter(None, heartbeat_interval_s=5.0),
+            world=World(),
+            stop_requested=threading.Event(),
+        )
+    assert f"model '{model}' returned shape (3,) for a batch of 3 jets" in str(caught.value)
 
 
 def test_the_guard_names_the_first_bad_batch_and_the_last_checkpoint() -> None:

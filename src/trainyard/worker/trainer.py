@@ -26,12 +26,12 @@ import torch.nn.functional as F
 from trainyard.config import Length
 from trainyard.data.batch import JetBatch
 from trainyard.errors import ConfigError
-from trainyard.models import build_model
+from trainyard.models import build_model, check_model_interface
 from trainyard.protocol import CheckpointEntry, DecisionAction, MetricKind, OutcomeState, TrialSpec
 from trainyard.worker import checkpoint as ckpt
 from trainyard.worker import parallel
 from trainyard.worker.client import CredentialRefusedError, MasterUnreachableError
-from trainyard.worker.data import load_trial_data
+from trainyard.worker.data import TrialData, load_trial_data
 from trainyard.worker.distributed import World
 from trainyard.worker.evaluation import evaluate
 from trainyard.worker.nonfinite import NonFiniteGuard
@@ -141,6 +141,7 @@ class Trainer:
             num_classes=data.inputs.num_classes,
             options=config.model.options,
         ).to(self.device)
+        _check_interface(model, config.model.name, data)
 
         # Parallelize: one rank trains the model as is; several wrap it in DDP or FSDP.
         self.strategy = self._choose_strategy(model)
@@ -452,3 +453,17 @@ def _select_device(requested: str, local_rank: int) -> torch.device:
 
 def _fmt(metrics: dict[str, float]) -> str:
     return ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
+
+
+def _check_interface(model: torch.nn.Module, name: str, data: TrialData) -> None:
+    """Run the model once on a batch shaped like the staged points and features, so a model
+    that breaks the interface fails with a message naming it, not deep inside the loss."""
+    points_CP = data.train.specs[data.inputs.fields["points"]].shape
+    check_model_interface(
+        model,
+        name=name,
+        num_point_channels=points_CP[0],
+        num_features=data.inputs.num_features,
+        num_particles=points_CP[1],
+        num_classes=data.inputs.num_classes,
+    )
