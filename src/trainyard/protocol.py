@@ -22,6 +22,7 @@ from pydantic import (
     StrictFloat,
     StrictInt,
     StringConstraints,
+    WithJsonSchema,
 )
 
 from trainyard.config.trial import TrialConfig
@@ -136,6 +137,13 @@ MetricValue = Annotated[
 ]
 """A finite number or an infinity (a background rejection with no background passing);
 JSON has no infinities, so they travel as the strings "inf" or "Infinity" (and negatives)."""
+ReportedValue = Annotated[
+    float,
+    WithJsonSchema(
+        {"anyOf": [{"type": "number"}, {"type": "string", "enum": ["Infinity", "-Infinity"]}]}
+    ),
+]
+"""A stored metric as the Master answers it: a number, or an infinity as a string."""
 TrialId = Annotated[StrictInt, Field(ge=1, le=MAX_INT)]
 Batches = Annotated[StrictInt, Field(ge=0, le=MAX_INT)]
 Epoch = Annotated[StrictFloat, Field(ge=0, allow_inf_nan=False)]
@@ -254,7 +262,7 @@ class MetricOut(_Message):
     kind: MetricKind
     batches: int
     epoch: float
-    values: dict[str, float]
+    values: dict[str, ReportedValue]
     reported_at: datetime
 
 

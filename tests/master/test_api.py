@@ -3,6 +3,7 @@ read views the CLI uses, and the OpenAPI document."""
 
 from __future__ import annotations
 
+import jsonschema_rs
 from fastapi.testclient import TestClient
 
 from trainyard.master.api.app import create_app
@@ -46,6 +47,7 @@ def test_trial_lifecycle_through_the_api(
     assert trial["batches_trained"] == 5 and trial["total_batches"] == 10
     metrics = admin.get(f"{base}/metrics").json()
     assert metrics[0]["values"]["val_rej30"] == "Infinity"
+    _assert_fits_the_published_schema(admin, metrics[0], "MetricOut")
     assert admin.get(f"{base}/checkpoints").json()[0]["path"] == "/x/step-00000005"
 
 
@@ -125,3 +127,11 @@ def test_embedded_server_advertises_a_reachable_host(service: MasterService) -> 
         assert server.url == f"http://node01.example:{server.port}"
     finally:
         server.stop()
+
+
+def _assert_fits_the_published_schema(client: TestClient, body: object, name: str) -> None:
+    """An answer a client validates against the OpenAPI document must pass (an infinity is
+    the string "Infinity", which the schema has to allow)."""
+    document = client.get("/openapi.json").json()
+    schema = {**document["components"]["schemas"][name], "components": document["components"]}
+    jsonschema_rs.validator_for(schema).validate(body)

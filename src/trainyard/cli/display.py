@@ -9,7 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from trainyard.cli.trial_records import TrialRecord
-from trainyard.protocol import ExperimentOut, MetricOut, TrialOut
+from trainyard.protocol import ExperimentOut, ExperimentState, MetricOut, TrialOut, TrialState
 
 
 def trial_table(
@@ -89,14 +89,18 @@ def hyperparameters_text(hyperparameters: dict[str, object]) -> str:
     return ", ".join(f"{k}={v}" for k, v in hyperparameters.items())
 
 
-def _state(state: str) -> str:
-    colour = {
-        "COMPLETED": "green",
-        "RUNNING": "cyan",
-        "ERRORED": "red",
-        "STOPPED": "yellow",
-        "PAUSED": "yellow",
-    }.get(state, "white")
+_STATE_COLOURS = {
+    TrialState.COMPLETED: "green",
+    TrialState.RUNNING: "cyan",
+    TrialState.ERRORED: "red",
+    TrialState.STOPPED: "yellow",
+    TrialState.PAUSED: "yellow",
+}
+"""Colours by state name; experiment states share these names (StrEnum values)."""
+
+
+def _state(state: TrialState | ExperimentState) -> str:
+    colour = _STATE_COLOURS.get(state, "white")
     return f"[{colour}]{escape(state)}[/{colour}]"
 
 
@@ -117,7 +121,7 @@ def _number(value: float, fmt: str) -> str:
 
 
 def _eta(trial: TrialOut, training: MetricOut | None) -> str:
-    if trial.state != "RUNNING" or not trial.total_batches or training is None:
+    if trial.state != TrialState.RUNNING or not trial.total_batches or training is None:
         return "-"
     rate = training.values.get("batches_per_second", 0.0)
     if rate <= 0:

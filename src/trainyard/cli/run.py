@@ -22,10 +22,15 @@ from trainyard.master.preflight import preflight
 from trainyard.master.runner import ExperimentRunner
 from trainyard.master.server import EmbeddedServer, new_token
 from trainyard.master.service import MasterService
+from trainyard.protocol import ExperimentState
 from trainyard.settings import Settings
 from trainyard.store import open_store
 
-EXIT_CODES = {"COMPLETED": 0, "ERRORED": 1, "PAUSED": 130}
+EXIT_CODES = {
+    ExperimentState.COMPLETED: 0,
+    ExperimentState.ERRORED: 1,
+    ExperimentState.PAUSED: 130,
+}
 
 
 def run_experiment(
@@ -74,7 +79,7 @@ def _run_with_progress(
     experiment_id: int,
     config: ExperimentConfig,
     console: Console,
-) -> str:
+) -> ExperimentState:
     """Run while showing progress: a live table in a terminal, else one line per event.
 
     A live table written to a file or a pipe would appear only once the run ends; a log file
@@ -107,7 +112,7 @@ def _run_with_live_table(
     config: ExperimentConfig,
     notice: Text,
     console: Console,
-) -> str:
+) -> ExperimentState:
     title = f"experiment {experiment_id} ({escape(config.name)})"
 
     def render() -> Group:
@@ -123,7 +128,7 @@ def _print_summary(
     service: MasterService,
     experiment_id: int,
     config: ExperimentConfig,
-    state: str,
+    state: ExperimentState,
     elapsed_s: float,
     console: Console,
 ) -> None:

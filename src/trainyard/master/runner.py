@@ -50,7 +50,9 @@ class ExperimentRunner:
         """Checkpoint every running trial and return PAUSED (safe from a signal handler)."""
         self._pause_requested.set()
 
-    def run(self, experiment_id: int, *, on_tick: Callable[[], None] | None = None) -> str:
+    def run(
+        self, experiment_id: int, *, on_tick: Callable[[], None] | None = None
+    ) -> ExperimentState:
         """Run until every trial is finished, a pause was requested, or it was killed."""
         self._requeue_unfinished(experiment_id)
         self._service.set_experiment_state(experiment_id, ExperimentState.RUNNING)
@@ -59,7 +61,7 @@ class ExperimentRunner:
         while True:
             if self._pause_requested.is_set():
                 self._stop_workers(experiment_id, ExperimentState.PAUSED, graceful=True)
-                return ExperimentState.PAUSED.value
+                return ExperimentState.PAUSED
             state = self._service.get_experiment(experiment_id).state
             if state == ExperimentState.CANCELED:
                 self._stop_workers(experiment_id, ExperimentState.CANCELED, graceful=False)
@@ -183,7 +185,7 @@ class ExperimentRunner:
             t.state.is_finished() and t.state is not TrialState.PAUSED for t in trials
         )
 
-    def _finish(self, experiment_id: int) -> str:
+    def _finish(self, experiment_id: int) -> ExperimentState:
         trials = self._service.list_trials(experiment_id)
         num_errored = sum(t.state == TrialState.ERRORED for t in trials)
         if num_errored == len(trials):
@@ -192,7 +194,7 @@ class ExperimentRunner:
             state = ExperimentState.COMPLETED
             message = f"{num_errored} of {len(trials)} trial(s) errored" if num_errored else None
         self._service.set_experiment_state(experiment_id, state, message)
-        return state.value
+        return state
 
     # -- pausing, killing and resuming -------------------------------------------------------
 
