@@ -199,6 +199,10 @@ class Trainer:
         checkpointing, when the Master is gone; CredentialRefusedError, without writing, when
         another attempt owns the trial; NonFiniteLossError on a NaN loss (policy error)."""
         self.model.train()
+        # The trial's length at once: progress shows "step n/total" from the first report.
+        self.reporter.heartbeat(
+            batches=self.state.batches, total_batches=self.total_batches, now=True
+        )
         loss_sum = torch.zeros((), device=self.device)
         window_start, window_batches = time.perf_counter(), 0
         while self.state.batches < self.total_batches:
