@@ -1,132 +1,125 @@
-"""Loader benchmark: weaver-core's loader vs trainyard's staged loader vs a raw read of the bytes.
+"""Loader benchmark: trainyard's staged loader against weaver-core's loader, like with like.
 
-All three read the same jets with the same weaver data config, a TopLandscape top_kin-style
-one (2 points, 7 features, 1 mask channel, 128 slots, constant padding) written to a temporary
-folder; trainyard stages it once with its weaver-compatible pipeline (WeaverConfigSource):
+All loaders read the same jets with the same weaver data config (examples/configs/
+particlenet-inputs.yaml: 2 points, 7 features, 1 mask channel, 128 slots, zero padding), batch
+512. Three comparisons, each figure the median of at least ``--repeats`` passes with its range:
 
-    weaver  weaver-core's SimpleIterDataset + torch DataLoader as weaver's train.py builds
-            them (fetch_step 0.01, in_memory off, persistent workers), from the Parquet files;
-            also with fetch_by_files and fetch_step 1 (whole files per fetch, its fastest mode)
-    ours    StagedLoader over the staged shards (shuffled, full batches, prefetch thread)
-    raw     every staged file read front to back with 8 MiB reads: the I/O limit
+    first epoch   ours: staging (trainyard's weaver-compatible pipeline, WeaverConfigSource)
+                  plus the first epoch of StagedLoader, from Parquet files dropped from the
+                  page cache; against weaver-core's streaming epoch (SimpleIterDataset +
+                  DataLoader as its train.py builds them, fetch_step 0.01, and its fastest
+                  streaming mode, fetch_by_files with fetch_step 1), also from cold files and
+                  including its start-up
+    later epochs  ours: the epochs after the first (StagedLoader, warm page cache); against
+                  weaver-core's in_memory mode, its own answer for repeated epochs (all files
+                  loaded once per worker, then reshuffled in memory), epochs after the first
+    raw read      ours against reading the same staged bytes front to back with 8 MiB reads,
+                  cold (after posix_fadvise DONTNEED) and warm: the I/O limit
 
-Cold passes start after posix_fadvise(POSIX_FADV_DONTNEED) on every file read, and the share of
-bytes still in the page cache (mincore) is recorded; warm passes follow a cold one. Results go
-to benchmarks/results/loader.json and loader.md.
+The load average is recorded before every pass, since a busy machine slows everything. Results
+go to benchmarks/results/loader.json and loader.md.
 
-    .venv/bin/python benchmarks/loader.py [--jets 200000] [--files F ...] [--repeats 3]
+    .venv/bin/python -m benchmarks.loader [--jets 200000] [--files F ...] [--repeats 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import ctypes
-import json
+import itertools
 import os
-import platform
-import statistics
+import shutil
 import sys
 import tempfile
 import time
-from importlib import metadata
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
+import pyarrow.parquet as pq
 import torch
-import yaml
 
+from benchmarks.loader_report import (
+    DatasetInfo,
+    Pass,
+    Passes,
+    Settings,
+    WeaverMode,
+    summarise,
+    write,
+)
 from trainyard.data.reader import resolve_files
 from trainyard.data.staged.dataset import StagedDataset
-from trainyard.data.staged.loader import (
-    DEFAULT_BLOCK_SIZE,
-    DEFAULT_WINDOW_BLOCKS,
-    WEAVER_PARTICLENET_FIELDS,
-    StagedLoader,
-)
+from trainyard.data.staged.loader import WEAVER_PARTICLENET_FIELDS, StagedLoader
+from trainyard.data.staged.readers import default_gather_threads
 from trainyard.data.staged.sources import WeaverConfigSource, stage_source
 from trainyard.datasets.toy import write_toy_dataset
 
 RESULTS_DIR = Path(__file__).parent / "results"
+ROOT = Path(__file__).parents[1]
+CONFIG = ROOT / "examples" / "configs" / "particlenet-inputs.yaml"
 RAW_READ_BYTES = 8 << 20
 PREFETCH = 4
-WEAVER_CONFIG = """\
-# TopLandscape top_kin.yaml inputs, with constant padding so that padded slots match trainyard's.
-selection: null
-new_variables:
-  part_mask: ak.ones_like(part_energy)
-  part_pt: np.hypot(part_px, part_py)
-  part_pt_log: np.log(part_pt)
-  part_e_log: np.log(part_energy)
-  part_logptrel: np.log(part_pt/jet_pt)
-  part_logerel: np.log(part_energy/jet_energy)
-  part_deltaR: np.hypot(part_deta, part_dphi)
-  jet_isTop: label
-  jet_isQCD: 1-label
-preprocess: {method: manual, data_fraction: 0.5}
-inputs:
-  pf_points:
-    length: 128
-    pad_mode: constant
-    vars: [[part_deta, null], [part_dphi, null]]
-  pf_features:
-    length: 128
-    pad_mode: constant
-    vars:
-      - [part_pt_log, 1.7, 0.7]
-      - [part_e_log, 2.0, 0.7]
-      - [part_logptrel, -4.7, 0.7]
-      - [part_logerel, -4.7, 0.7]
-      - [part_deltaR, 0.2, 4.0]
-      - [part_deta, null]
-      - [part_dphi, null]
-  pf_mask:
-    length: 128
-    pad_mode: constant
-    vars: [[part_mask, null]]
-labels: {type: simple, value: [jet_isTop, jet_isQCD]}
-observers: [jet_mass]
-"""
+WEAVER_STREAMING = WeaverMode(
+    fetch_by_files=False, fetch_step=0.01, in_memory=False, infinity_mode=False
+)
+"""weaver-core's default: every file read in 1% slices, one slice of each per fetch."""
+WEAVER_BY_FILES = WeaverMode(
+    fetch_by_files=True, fetch_step=1, in_memory=False, infinity_mode=False
+)
+"""weaver-core's fastest streaming mode: one whole file per fetch."""
+WEAVER_IN_MEMORY = WeaverMode(
+    fetch_by_files=False, fetch_step=1, in_memory=True, infinity_mode=True
+)
+"""in_memory as its train.py runs it: every event in one fetch (what it advises), and
+infinity_mode because in_memory needs --steps-per-epoch."""
+T = TypeVar("T")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="trainyard-loader-bench-") as temp:
         workdir = Path(temp)
-        files, generation = _input_files(args, workdir)
-        config_path = workdir / "top_kin_constant_pad.yaml"
-        config_path.write_text(WEAVER_CONFIG)
-        yaml.safe_load(config_path.read_text())  # fail here, not inside a weaver worker
-
-        print(f"staging {len(files)} file(s) with the same data config ...", flush=True)
-        started = time.perf_counter()
-        dataset = stage_source(WeaverConfigSource(files, config_path), workdir / "cache")
-        staging_s = time.perf_counter() - started
-        staged_files = sorted(dataset.root.glob("*.npy"))
-
-        passes: dict[str, list[dict[str, float]]] = {"raw": [], "ours": []}
-        for repeat in range(args.repeats):
-            print(f"raw read and staged loader, pass {repeat + 1}/{args.repeats} ...", flush=True)
-            passes["raw"].append(_measure_raw(staged_files, dataset.num_jets))
-            passes["ours"].append(_measure_ours(dataset, staged_files, args.batch_size))
-        weaver = {}
-        # Default weaver fetches 1% of every file at a time, so a part of the epoch shows its
-        # rate; whole-file fetches are timed over the epoch, or the first fetch would dominate.
-        for name, fetch_by_files, fetch_step, max_jets in (
-            ("weaver", False, 0.01, args.weaver_jets),
-            ("weaver_fetch_by_files", True, 1, None),
-        ):
-            print(f"{name}: {max_jets or 'all'} jets ...", flush=True)
-            weaver[name] = _measure_weaver(
-                files,
-                config_path,
-                args,
-                fetch_by_files=fetch_by_files,
-                fetch_step=fetch_step,
-                max_jets=max_jets,
-            )
-        result = _summarise(args, files, dataset, generation, staging_s, passes, weaver)
-    _write(result, args.out)
+        files, source, generation_s = _input_files(args, workdir)
+        config = Path(shutil.copy(CONFIG, workdir / CONFIG.name))  # weaver writes beside it
+        print("ours: staging + first epoch, from cold Parquet files ...", flush=True)
+        first = _repeat(args, lambda: _ours_first_epoch(files, config, args))
+        dataset = stage_source(WeaverConfigSource(files, config), workdir / "cache")
+        staged = _loader_files(dataset)
+        print("ours: later epochs ...", flush=True)
+        later = _ours_later_epochs(dataset, args)
+        print("raw read and ours, cold and warm ...", flush=True)
+        raw_cold, raw_warm = _repeat_pairs(args, lambda: _raw(staged, dataset.num_jets))
+        ours_cold, ours_warm = _repeat_pairs(args, lambda: _ours_cold_warm(dataset, staged, args))
+        print("weaver-core: streaming epochs, fetch_step 0.01 ...", flush=True)
+        streaming = _repeat(args, lambda: _weaver_epoch(files, config, args, WEAVER_STREAMING))
+        print("weaver-core: streaming epochs, fetch_by_files ...", flush=True)
+        by_files = _repeat(args, lambda: _weaver_epoch(files, config, args, WEAVER_BY_FILES))
+        print("weaver-core: in_memory, later epochs ...", flush=True)
+        in_memory = _weaver_in_memory(files, config, args)
+        passes = Passes(
+            ours_first_epoch=first,
+            weaver_streaming=streaming,
+            weaver_streaming_by_files=by_files,
+            ours_later_epochs=later,
+            weaver_in_memory=in_memory,
+            ours_cold=ours_cold,
+            raw_cold=raw_cold,
+            ours_warm=ours_warm,
+            raw_warm=raw_warm,
+        )
+        data = DatasetInfo(
+            source=source,
+            generation_s=generation_s,
+            jets=dataset.num_jets,
+            files=len(files),
+            parquet_bytes=sum(file.stat().st_size for file in files),
+            staged_bytes=dataset.num_bytes,
+            staged_bytes_per_jet=dataset.num_bytes // dataset.num_jets,
+        )
+        result = summarise(_settings(args), data, passes)
+    write(result, args.out)
     print((args.out / "loader.md").read_text())
     return 0
 
@@ -134,97 +127,187 @@ def main(argv: list[str] | None = None) -> int:
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--jets", type=int, default=200_000, help="toy jets to generate")
-    parser.add_argument("--files", nargs="+", help="Parquet files/globs instead of toy jets")
+    parser.add_argument(
+        "--files", nargs="+", help="Parquet files/globs in trainyard's jet schema, not toy jets"
+    )
     parser.add_argument("--batch-size", type=int, default=512)
-    parser.add_argument("--repeats", type=int, default=3, help="cold+warm passes; medians")
+    parser.add_argument("--repeats", type=int, default=3, help="passes per figure (>= 3)")
     parser.add_argument("--weaver-workers", type=int, default=2, help="DataLoader workers")
     parser.add_argument(
-        "--weaver-jets",
+        "--gather-threads",
         type=int,
-        default=40_000,
-        help="jets default weaver is timed over (whole-file fetching: the epoch)",
+        default=default_gather_threads(),
+        help="StagedLoader threads per batch gather (default: its own default)",
     )
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="results folder")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.repeats < 3:
+        parser.error(f"--repeats is {args.repeats}: every figure is a median of 3 or more passes")
+    return args
 
 
-def _input_files(args: argparse.Namespace, workdir: Path) -> tuple[list[Path], dict[str, Any]]:
-    """The given files, or freshly generated toy jets."""
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings(
+        data_config=str(CONFIG.relative_to(ROOT)),
+        batch_size=args.batch_size,
+        repeats=args.repeats,
+        prefetch=PREFETCH,
+        gather_threads=args.gather_threads,
+        weaver_workers=args.weaver_workers,
+        weaver_modes={
+            "streaming": WEAVER_STREAMING,
+            "streaming_by_files": WEAVER_BY_FILES,
+            "in_memory": WEAVER_IN_MEMORY,
+        },
+        raw_read_bytes=RAW_READ_BYTES,
+    )
+
+
+def _input_files(args: argparse.Namespace, workdir: Path) -> tuple[list[Path], str, float | None]:
+    """The given files, or freshly generated toy jets; where they come from; generation time."""
     if args.files:
-        return resolve_files(args.files), {"source": "given files"}
+        return resolve_files(args.files), "given files", None
     print(f"generating {args.jets} toy jets ...", flush=True)
     started = time.perf_counter()
     files = write_toy_dataset(workdir / "toy", num_jets=args.jets, seed=1)
-    return files, {
-        "source": "trainyard.datasets.toy, seed 1, 10000 jets per file",
-        "seconds": round(time.perf_counter() - started, 2),
-    }
+    source = "trainyard.datasets.toy, seed 1, 10000 jets per file"
+    return files, source, round(time.perf_counter() - started, 2)
 
 
-def _measure_raw(paths: list[Path], num_jets: int) -> dict[str, float]:
-    """Read every staged file sequentially with large reads, cold then warm."""
+def _load() -> float:
+    """The 1-minute load average now."""
+    return os.getloadavg()[0]
+
+
+def _repeat(args: argparse.Namespace, measure: Callable[[], T]) -> list[T]:
+    return [measure() for _ in range(args.repeats)]
+
+
+def _repeat_pairs(
+    args: argparse.Namespace, measure: Callable[[], tuple[Pass, Pass]]
+) -> tuple[list[Pass], list[Pass]]:
+    """``args.repeats`` (cold, warm) passes, as the cold ones and the warm ones."""
+    pairs = _repeat(args, measure)
+    return [cold for cold, _ in pairs], [warm for _, warm in pairs]
+
+
+def _loader(dataset: StagedDataset, args: argparse.Namespace) -> StagedLoader:
+    return StagedLoader(
+        dataset,
+        batch_size=args.batch_size,
+        shuffle=True,
+        seed=1,
+        prefetch=PREFETCH,
+        fields=WEAVER_PARTICLENET_FIELDS,
+        gather_threads=args.gather_threads,
+    )
+
+
+def _timed(
+    num_jets: int,
+    load: float,
+    started: float,
+    resident_before: float | None = None,
+    staging_s: float | None = None,
+) -> Pass:
+    """The pass that handed out ``num_jets`` from ``started`` (``perf_counter``) until now."""
+    seconds = time.perf_counter() - started
+    return Pass(
+        jets_per_s=num_jets / seconds,
+        load_average=load,
+        seconds=seconds,
+        resident_before=resident_before,
+        staging_s=staging_s,
+    )
+
+
+def _epoch(loader: StagedLoader, resident_before: float | None = None) -> Pass:
+    """One epoch of ``loader``, timed from its first ``iter`` to its last batch."""
+    load = _load()
+    started = time.perf_counter()
+    return _timed(sum(len(batch) for batch in loader), load, started, resident_before)
+
+
+def _ours_first_epoch(files: list[Path], config: Path, args: argparse.Namespace) -> Pass:
+    """Stage into an empty cache, then train one epoch: what a new dataset costs."""
+    resident = _drop_from_page_cache(files)
+    load = _load()
+    cache = Path(tempfile.mkdtemp(prefix="cache-", dir=config.parent))
+    started = time.perf_counter()
+    dataset = stage_source(WeaverConfigSource(files, config), cache)
+    staging_s = time.perf_counter() - started
+    loader = _loader(dataset, args)
+    first_epoch = _timed(sum(len(batch) for batch in loader), load, started, resident, staging_s)
+    loader.close()
+    shutil.rmtree(cache)
+    return first_epoch
+
+
+def _ours_later_epochs(dataset: StagedDataset, args: argparse.Namespace) -> list[Pass]:
+    """Epochs 2, 3, ... of one loader, after a first epoch that warms the page cache."""
+    loader = _loader(dataset, args)
+    _epoch(loader)
+    epochs = [_epoch(loader) for _ in range(args.repeats)]
+    loader.close()
+    return epochs
+
+
+def _ours_cold_warm(
+    dataset: StagedDataset, paths: list[Path], args: argparse.Namespace
+) -> tuple[Pass, Pass]:
+    """One epoch right after dropping the shards from the cache (cold), then the next (warm)."""
+    resident = _drop_from_page_cache(paths)
+    loader = _loader(dataset, args)
+    cold = _epoch(loader, resident)
+    warm = _epoch(loader)
+    loader.close()
+    return cold, warm
+
+
+def _loader_files(dataset: StagedDataset) -> list[Path]:
+    """The shard files of the arrays the loader reads (not the observers)."""
+    return [
+        dataset.shard_path(name, shard)
+        for name in WEAVER_PARTICLENET_FIELDS.values()
+        for shard in range(len(dataset.shard_sizes))
+    ]
+
+
+def _raw(paths: list[Path], num_jets: int) -> tuple[Pass, Pass]:
+    """Read the loader's shard files front to back with large reads, cold then warm."""
     buffer = memoryview(bytearray(RAW_READ_BYTES))
 
-    def read_all() -> float:
+    def read_all(resident_before: float | None = None) -> Pass:
+        load = _load()
         started = time.perf_counter()
         for path in paths:
             with path.open("rb", buffering=0) as file:
                 while file.readinto(buffer):
                     pass
-        return num_jets / (time.perf_counter() - started)
+        return _timed(num_jets, load, started, resident_before)
 
-    resident = _drop_from_page_cache(paths)
-    cold = read_all()
-    return {"cold": cold, "warm": read_all(), "resident_before_cold": resident}
-
-
-def _measure_ours(dataset: StagedDataset, paths: list[Path], batch_size: int) -> dict[str, float]:
-    """One epoch right after dropping the cache (cold), then the next epoch (warm)."""
-    resident = _drop_from_page_cache(paths)
-    loader = StagedLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=True,
-        seed=1,
-        prefetch=PREFETCH,
-        fields=WEAVER_PARTICLENET_FIELDS,
-    )
-    rates = []
-    for _ in range(2):
-        started = time.perf_counter()
-        num_jets = sum(len(batch) for batch in loader)
-        rates.append(num_jets / (time.perf_counter() - started))
-    loader.close()
-    return {"cold": rates[0], "warm": rates[1], "resident_before_cold": resident}
+    cold = read_all(_drop_from_page_cache(paths))
+    return cold, read_all()
 
 
-def _measure_weaver(
-    files: list[Path],
-    config_path: Path,
-    args: argparse.Namespace,
-    *,
-    fetch_by_files: bool,
-    fetch_step: float,
-    max_jets: int | None,
-) -> dict[str, Any]:
-    """Jets/s of weaver's training loader, timed from its first batch (startup excluded)."""
+def _weaver_loader(
+    files: list[Path], config: Path, args: argparse.Namespace, mode: WeaverMode
+) -> Any:
+    """weaver-core's training dataset and DataLoader, built as its train.py builds them."""
     from torch.utils.data import DataLoader
     from weaver.utils.dataset import SimpleIterDataset
 
-    resident = _drop_from_page_cache(files)
     dataset = SimpleIterDataset(
         {"_": [str(file) for file in files]},
-        str(config_path),
+        str(config),
         batch_size=args.batch_size,
         for_training=True,
         load_range_and_fraction=((0, 1), 1, 1),
-        fetch_by_files=fetch_by_files,
-        fetch_step=fetch_step,
-        in_memory=False,
         name="train",
+        **mode.model_dump(),
     )
     num_workers = min(args.weaver_workers, len(files))
-    loader = DataLoader(
+    return DataLoader(
         dataset,
         batch_size=args.batch_size,
         drop_last=True,
@@ -232,24 +315,42 @@ def _measure_weaver(
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
     )
-    num_jets, started = 0, 0.0
-    for _inputs, labels, _observers in loader:
-        if started == 0.0:
-            started = time.perf_counter()
-        else:
+
+
+def _weaver_epoch(
+    files: list[Path], config: Path, args: argparse.Namespace, mode: WeaverMode
+) -> Pass:
+    """One whole streaming epoch from cold files, start-up included (as ours includes staging)."""
+    resident = _drop_from_page_cache(files)
+    load = _load()
+    started = time.perf_counter()
+    loader = _weaver_loader(files, config, args, mode)
+    epoch = _timed(
+        sum(len(labels["_label_"]) for _inputs, labels, _observers in loader),
+        load,
+        started,
+        resident,
+    )
+    del loader  # ends its persistent workers before the next pass
+    return epoch
+
+
+def _weaver_in_memory(files: list[Path], config: Path, args: argparse.Namespace) -> list[Pass]:
+    """Epochs after the first in weaver's in_memory mode, as weaver's train loop runs them:
+    ``steps_per_epoch`` batches per epoch from workers that keep their data."""
+    loader = _weaver_loader(files, config, args, WEAVER_IN_MEMORY)
+    steps = sum(pq.read_metadata(file).num_rows for file in files) // args.batch_size
+    epochs = []
+    for epoch in range(args.repeats + 1):
+        load = _load()
+        started = time.perf_counter()
+        num_jets = 0
+        for _inputs, labels, _observers in itertools.islice(loader, steps):
             num_jets += len(labels["_label_"])
-        if max_jets is not None and num_jets >= max_jets:
-            break
-    elapsed = time.perf_counter() - started
-    return {
-        "jets_per_s": num_jets / elapsed,
-        "timed_jets": num_jets,
-        "num_workers": num_workers,
-        "fetch_by_files": fetch_by_files,
-        "fetch_step": fetch_step,
-        "in_memory": False,
-        "resident_before": resident,
-    }
+        if epoch > 0:  # the first epoch loads and preprocesses every file
+            epochs.append(_timed(num_jets, load, started))
+    del loader
+    return epochs
 
 
 def _drop_from_page_cache(paths: list[Path]) -> float:
@@ -286,159 +387,6 @@ def _resident_share(paths: list[Path]) -> float:
         total += len(pages)
         del mapped
     return resident / max(total, 1)
-
-
-def _summarise(
-    args: argparse.Namespace,
-    files: list[Path],
-    dataset: StagedDataset,
-    generation: dict[str, Any],
-    staging_s: float,
-    passes: dict[str, list[dict[str, float]]],
-    weaver: dict[str, dict[str, Any]],
-) -> dict[str, Any]:
-    def median(name: str, key: str) -> float:
-        return statistics.median(run[key] for run in passes[name])
-
-    ours = {key: median("ours", key) for key in ("cold", "warm")}
-    raw = {key: median("raw", key) for key in ("cold", "warm")}
-    weaver_rate = weaver["weaver"]["jets_per_s"]
-    resident = max(run["resident_before_cold"] for runs in passes.values() for run in runs)
-    return {
-        "benchmark": "loader",
-        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
-        "machine": _machine(),
-        "dataset": {
-            **generation,
-            "jets": dataset.num_jets,
-            "files": len(files),
-            "parquet_bytes": sum(file.stat().st_size for file in files),
-            "staged_bytes": dataset.num_bytes,
-            "staged_bytes_per_jet": dataset.num_bytes // dataset.num_jets,
-        },
-        "settings": {
-            "batch_size": args.batch_size,
-            "repeats": args.repeats,
-            "ours": {
-                "shuffle": True,
-                "prefetch": PREFETCH,
-                "block_size": DEFAULT_BLOCK_SIZE,
-                "window_blocks": DEFAULT_WINDOW_BLOCKS,
-                "io": "mmap",
-            },
-            "raw": {"read_bytes": RAW_READ_BYTES},
-            "weaver_config": WEAVER_CONFIG,
-        },
-        "cache": {
-            "how": "posix_fadvise(POSIX_FADV_DONTNEED) on every file before each cold pass",
-            "max_resident_share_before_cold": round(resident, 4),
-            "cold_is_cold": resident < 0.01,
-            "note": "on a VM the host may still cache the disk; cold means the guest's cache",
-        },
-        "staging": {"seconds": round(staging_s, 2), "jets_per_s": dataset.num_jets / staging_s},
-        "jets_per_s": {
-            "weaver": weaver["weaver"],
-            "weaver_fetch_by_files": weaver["weaver_fetch_by_files"],
-            "ours": ours,
-            "raw": raw,
-            "passes": passes,
-        },
-        "goals": {
-            "ours_over_weaver_at_least_10": ours["cold"] / weaver_rate >= 10,
-            "ours_over_raw_at_least_half": {key: ours[key] / raw[key] >= 0.5 for key in ours},
-        },
-        "ratios": {
-            "ours_over_weaver": {key: ours[key] / weaver_rate for key in ours},
-            "ours_over_weaver_fetch_by_files": {
-                key: ours[key] / weaver["weaver_fetch_by_files"]["jets_per_s"] for key in ours
-            },
-            "ours_over_raw": {key: ours[key] / raw[key] for key in ours},
-        },
-    }
-
-
-def _machine() -> dict[str, Any]:
-    model = "unknown"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return {
-        "cpu_model": model,
-        "cores": os.cpu_count(),
-        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "weaver_core": metadata.version("weaver-core"),
-        "cuda": torch.cuda.is_available(),
-    }
-
-
-def _write(result: dict[str, Any], out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "loader.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / "loader.md").write_text(_markdown(result))
-
-
-def _markdown(result: dict[str, Any]) -> str:
-    rates, ratios = result["jets_per_s"], result["ratios"]
-    machine, data, cache = result["machine"], result["dataset"], result["cache"]
-    weaver, tuned = rates["weaver"], rates["weaver_fetch_by_files"]
-    cold_state = "cold" if cache["cold_is_cold"] else "NOT cold (drop failed)"
-    lines = [
-        "# Loader benchmark",
-        "",
-        f"{result['date']}; {machine['cpu_model']}, {machine['cores']} cores, "
-        f"{machine['memory_gib']} GiB; load average at the end "
-        f"{machine['load_average_at_end']}; torch {machine['torch']}, "
-        f"weaver-core {machine['weaver_core']}.",
-        "",
-        f"{data['jets']} jets in {data['files']} Parquet file(s) ({data['source']}); "
-        f"staged: {data['staged_bytes'] / 1e9:.2f} GB ({data['staged_bytes_per_jet']} B/jet), "
-        f"staging took {result['staging']['seconds']} s "
-        f"({result['staging']['jets_per_s']:,.0f} jets/s, once per dataset and config). "
-        f"Batch size {result['settings']['batch_size']}; ours and raw are medians of "
-        f"{result['settings']['repeats']} passes.",
-        "",
-        "| loader | cache | jets/s | ours / this |",
-        "| --- | --- | ---: | ---: |",
-        f"| weaver-core SimpleIterDataset, fetch_step {weaver['fetch_step']}, "
-        f"{weaver['num_workers']} workers | {cold_state} | {weaver['jets_per_s']:,.0f} | "
-        f"{ratios['ours_over_weaver']['cold']:,.0f}x |",
-        f"| weaver-core, fetch_by_files, fetch_step 1, {tuned['num_workers']} workers | "
-        f"{cold_state} | {tuned['jets_per_s']:,.0f} | "
-        f"{ratios['ours_over_weaver_fetch_by_files']['cold']:,.0f}x |",
-        f"| raw sequential read, 8 MiB reads | {cold_state} | {rates['raw']['cold']:,.0f} | "
-        f"{ratios['ours_over_raw']['cold']:.0%} |",
-        f"| raw sequential read, 8 MiB reads | warm | {rates['raw']['warm']:,.0f} | "
-        f"{ratios['ours_over_raw']['warm']:.0%} |",
-        f"| **ours**: StagedLoader (mmap, prefetch {result['settings']['ours']['prefetch']}) | "
-        f"{cold_state} | **{rates['ours']['cold']:,.0f}** | |",
-        f"| **ours**: StagedLoader, next epoch | warm | **{rates['ours']['warm']:,.0f}** | |",
-        "",
-        f"Goals: ours >= 10x weaver: {_verdict(result['goals']['ours_over_weaver_at_least_10'])}; "
-        "ours >= 50% of the raw read: cold "
-        f"{_verdict(result['goals']['ours_over_raw_at_least_half']['cold'])}, warm "
-        f"{_verdict(result['goals']['ours_over_raw_at_least_half']['warm'])}.",
-        "",
-        "weaver is timed from its first batch (worker start and first fetch excluded, which "
-        f"favours it) over {weaver['timed_jets']:,} jets, with fetch_by_files over the epoch "
-        f"({tuned['timed_jets']:,} jets); being CPU-bound it is set against our cold epoch. "
-        "Cold: " + cache["how"] + "; at most "
-        f"{cache['max_resident_share_before_cold']:.1%} of the bytes were still cached; "
-        + cache["note"]
-        + ".",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def _verdict(met: bool) -> str:
-    return "met" if met else "not met"
 
 
 if __name__ == "__main__":

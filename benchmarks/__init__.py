@@ -1,0 +1,1 @@
+"""Reproducible comparisons against peers; run each as `python -m benchmarks.<name>`."""
