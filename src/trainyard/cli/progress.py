@@ -27,7 +27,7 @@ from rich.text import Text
 from trainyard.cli.display import hyperparameters_text
 from trainyard.config.schema import SearcherSpec
 from trainyard.master.service import MasterService
-from trainyard.protocol import MetricOut, TrialOut, TrialState
+from trainyard.protocol import MetricKind, MetricOut, TrialOut, TrialState
 
 _TRACEBACK = "Traceback (most recent call last):"
 
@@ -115,7 +115,7 @@ class ProgressReporter:
     def _report_line(self, trial: TrialOut, report: MetricOut) -> str:
         head = f"trial {trial.number} (id {trial.id}) {report.kind} step "
         head += _step(report.batches, trial.total_batches)
-        if report.kind == "training":
+        if report.kind == MetricKind.TRAINING:
             loss = report.values.get("loss", float("nan"))
             speed = report.values.get("samples_per_second", float("nan"))
             return f"{head}: loss {loss:.4f}, samples/s {speed:,.0f}"
