@@ -12,7 +12,7 @@ outputs, gradients and BatchNorm statistics are the same up to float rounding.
 Why it is faster than the textbook form (docs/models.md, "Speed"): the first 1x1 convolution
 of a block acts on (x_i, x_j - x_i), so with its weight split as [W_a, W_b] it equals
 (W_a - W_b) x_i + W_b x_j. Both terms are computed once per particle and only W_b x_j is
-gathered to the edges, which removes about 45% of ParticleNet's multiply-adds. Inside a block
+gathered to the edges, which removes about a third of the edge multiply-adds. Inside a block
 all particles of the batch are columns of one (C, B*P) matrix and all edges columns of one
 (C, B*P*N) matrix, so every 1x1 convolution is one plain matrix product, the mean over
 neighbours reduces contiguous memory, and BatchNorm sees a contiguous (1, C, rows) tensor: its
