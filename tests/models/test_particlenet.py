@@ -218,3 +218,51 @@ def test_float16_autocast_keeps_padding_out_of_reach() -> None:
         with torch.autocast("cpu", dtype=torch.float16):
             logits_BK = model(points_BCP, features_BCP, mask_B1P)
     assert (logits_BK.float() - reference_BK).abs().max().item() < 1e-2
+
+
+@pytest.mark.parametrize("config", ["particlenet", "same-width"])
+def test_training_step_matches_weaver_for_every_block_shape(config: str) -> None:
+    """Three blocks with shortcut convolutions, and a block without one (sc is None).
+
+    The decomposed first convolution rounds (W_a - W_b) x_i + W_b x_j instead of
+    W_a x_i + W_b (x_j - x_i); through three blocks of backward that moves ParticleNet's
+    first-block gradients (up to about 2e-2) by up to about 2e-5 in float32, hence 1e-4 here.
+    """
+    reference, ours = paired_models(config)
+    points_BCP, features_BCP, mask_B1P = jet_batch(seed=2)
+    labels_B = torch.tensor([1, 0] * (BATCH // 2))
+    for model in (reference, ours):
+        model.train()
+        torch.manual_seed(11)
+        loss = nn.functional.cross_entropy(model(points_BCP, features_BCP, mask_B1P), labels_B)
+        loss.backward()
+    our_params = dict(ours.named_parameters())
+    for name, param in reference.named_parameters():
+        assert (our_params[name].grad - param.grad).abs().max().item() < 1e-4, name
+    our_state = ours.state_dict()
+    for name, value in reference.state_dict().items():
+        assert torch.allclose(our_state[name].float(), value.float(), atol=1e-6), name
+
+
+@pytest.mark.parametrize("config", ["particlenet", "particlenet-lite"])
+def test_bfloat16_autocast_matches_weaver_under_the_same_autocast(config: str) -> None:
+    """Mixed precision rounds differently per layout; both stay within bfloat16's reach."""
+    reference, ours = paired_models(config)
+    reference.eval()
+    ours.eval()
+    points_BCP, features_BCP, mask_B1P = jet_batch()
+    with torch.no_grad():
+        full_BK = reference(points_BCP, features_BCP, mask_B1P)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            expected_BK = reference(points_BCP, features_BCP, mask_B1P).float()
+            logits_BK = ours(points_BCP, features_BCP, mask_B1P).float()
+    weaver_error = (expected_BK - full_BK).abs().max().item()
+    assert (logits_BK - expected_BK).abs().max().item() < 1e-2
+    assert (logits_BK - full_BK).abs().max().item() < max(3 * weaver_error, 1e-2)
+
+
+def test_too_few_slots_for_k_is_explained_in_training_mode() -> None:
+    model = build_particlenet_lite(NUM_FEATURES, NUM_CLASSES).train()
+    points_BCP, features_BCP, mask_B1P = (t[..., :7] for t in jet_batch())
+    with pytest.raises(ModelError, match=r"k=7 needs more than 7 particle slots per jet, got 7"):
+        model(points_BCP, features_BCP, mask_B1P)
