@@ -23,7 +23,7 @@ its own loss's gradient. Without dropout (rate 0, or in eval), K packed members 
 weights, BatchNorm statistics and optimizer state of the K trials trained one by one on the
 same batches, within float tolerance (vmap runs each layer as a batched kernel, so sums are
 ordered differently; tests/worker/test_packing.py checks this). With dropout, each member
-draws its own masks at its own rate (`_MemberDropout`), statistically as a solo trial does but
+draws its own masks at its own rate (`MemberDropout`), statistically as a solo trial does but
 not the same masks: a packed trial with dropout is a valid training of its hyperparameters,
 not a bitwise copy of the solo one, and its resume is exact only for the same pack
 composition. Only `nn.Dropout` modules may differ in rate between members; every other
@@ -43,7 +43,6 @@ non-finite loss touches only its own gradients, so the NaN policy applies per me
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -59,9 +58,13 @@ from trainyard.data.batch import JetBatch
 from trainyard.errors import ModelError
 from trainyard.models import build_model
 from trainyard.worker.optim import build_lr_schedule, build_optimizer
-
-_RATE = "rate"
-"""Name of the per-member dropout rate inside the pack's shared module skeleton."""
+from trainyard.worker.packing.skeleton import (
+    RATE,
+    MemberDropout,
+    check_same_structure,
+    skeleton_of,
+    structure_of,
+)
 
 
 @dataclass
@@ -87,7 +90,7 @@ class _Slot:
     buffers: dict[str, torch.Tensor]
     """Written back after each forward (BatchNorm running statistics)."""
     rates: dict[str, torch.Tensor]
-    """Each nn.Dropout's rate as a 0-dim tensor, for the skeleton's `_MemberDropout`."""
+    """Each nn.Dropout's rate as a 0-dim tensor, for the skeleton's `MemberDropout`."""
     drops: bool
     """Whether any of those rates is above 0 (known without reading the device)."""
 
@@ -128,26 +131,6 @@ def build_member(
     )
 
 
-class _MemberDropout(nn.Module):
-    """nn.Dropout whose rate is a tensor, so that under vmap each member has its own rate.
-
-    `active` is False when no member of the step drops anything: the module is then the
-    identity, as nn.Dropout(p=0) is, and draws no random numbers.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.register_buffer(_RATE, torch.zeros(()), persistent=False)
-        self.active = False
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self.training and self.active):
-            return x
-        rate = self.get_buffer(_RATE)
-        keep = torch.rand_like(x) >= rate
-        return x * keep / (1 - rate)
-
-
 class PackedModels:
     """Trains the members of a pack one step at a time, all in one vmapped forward/backward.
 
@@ -164,7 +147,7 @@ class PackedModels:
         self._slots: dict[str, _Slot] = {}
         self._skeleton: nn.Module | None = None
         self._structure: dict[str, str] = {}
-        self._dropouts: list[_MemberDropout] = []
+        self._dropouts: list[MemberDropout] = []
 
     @property
     def keys(self) -> list[str]:
@@ -184,12 +167,12 @@ class PackedModels:
         """
         if member.key in self._slots:
             raise ModelError(f"trial {member.key!r} is already in the pack; give each a new key")
-        structure = _structure(member.model)
+        structure = structure_of(member.model)
         if self._skeleton is None:
-            self._skeleton, self._dropouts = _skeleton_of(member.model, self.device)
+            self._skeleton, self._dropouts = skeleton_of(member.model, self.device)
             self._structure = structure
         else:
-            _check_same_structure(member.key, structure, self._structure)
+            check_same_structure(member.key, structure, self._structure)
         rates = {
             name: float(module.p)
             for name, module in member.model.named_modules()
@@ -200,7 +183,7 @@ class PackedModels:
             parameters=dict(member.model.named_parameters()),
             buffers=dict(member.model.named_buffers()),
             rates={
-                f"{name}.{_RATE}": torch.tensor(rate, device=self.device)
+                f"{name}.{RATE}": torch.tensor(rate, device=self.device)
                 for name, rate in rates.items()
             },
             drops=any(rate > 0 for rate in rates.values()),
@@ -327,47 +310,3 @@ def _groups_by_shape(batches: Mapping[str, JetBatch]) -> list[list[str]]:
         )
         groups.setdefault(shape, []).append(key)
     return list(groups.values())
-
-
-def _skeleton_of(model: nn.Module, device: torch.device) -> tuple[nn.Module, list[_MemberDropout]]:
-    """A copy of the model that only lends its code to functional_call: every tensor is
-    supplied per member at each step. Its nn.Dropout modules become `_MemberDropout`."""
-    skeleton = copy.deepcopy(model)
-    dropouts = []
-    for name, module in list(skeleton.named_modules()):
-        if type(module) is nn.Dropout:
-            parent_name, _, child = name.rpartition(".")
-            replacement = _MemberDropout().to(device)
-            skeleton.get_submodule(parent_name).register_module(child, replacement)
-            dropouts.append(replacement)
-    return skeleton, dropouts
-
-
-def _structure(model: nn.Module) -> dict[str, str]:
-    """Everything about a model that must be equal across a pack: module types, every
-    plain attribute (k, widths, eps, ...; not nn.Dropout's rate), tensor names, shapes and
-    dtypes. Keys are dotted paths, as the refusal message names them."""
-    found: dict[str, str] = {}
-    for name, module in model.named_modules():
-        prefix = f"{name}." if name else ""
-        found[f"{prefix}(type)"] = type(module).__qualname__
-        for attribute, value in vars(module).items():
-            if attribute.startswith("_") or attribute == "training":
-                continue
-            if type(module) is nn.Dropout and attribute == "p":
-                continue
-            found[prefix + attribute] = repr(value)
-    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
-        found[name] = f"{tuple(tensor.shape)} {tensor.dtype} on {tensor.device}"
-    return found
-
-
-def _check_same_structure(key: str, structure: dict[str, str], pack: dict[str, str]) -> None:
-    for name in sorted(set(structure) | set(pack)):
-        if structure.get(name) != pack.get(name):
-            raise ModelError(
-                f"trial {key!r} cannot join the pack: its model differs in `{name}` "
-                f"({structure.get(name, 'absent')}; the pack has {pack.get(name, 'absent')}); "
-                "packed trials may differ only in weights, optimizer settings and dropout "
-                "rates, so run it in a pack of its own (or with resources.pack: off)"
-            )
