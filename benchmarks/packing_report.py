@@ -80,7 +80,8 @@ class Machine(_Record):
     python: str
     torch: str
     device_name: str
-    cuda_driver: str | None
+    cuda: str | None
+    """The CUDA version torch was built with."""
 
 
 class PackingResult(_Record):
@@ -144,7 +145,7 @@ def machine(device: torch.device) -> Machine:
         python=platform.python_version(),
         torch=torch.__version__,
         device_name=torch.cuda.get_device_name(device) if on_cuda else "cpu",
-        cuda_driver=torch.version.cuda if on_cuda else None,
+        cuda=torch.version.cuda if on_cuda else None,
     )
 
 
@@ -163,7 +164,7 @@ def markdown(result: PackingResult) -> str:
         "# Packing benchmark",
         "",
         f"{result.date}; {m.device_name} ({m.cpu_model}, {m.cores} cores); torch {m.torch}"
-        + (f", CUDA driver {m.cuda_driver}" if m.cuda_driver else "")
+        + (f", CUDA {m.cuda}" if m.cuda else "")
         + f". 1-minute load average before the passes: median {load.median:.2f}, range "
         f"{load.min:.2f}-{load.max:.2f}; at the end {list(result.load_average_at_end)}.",
         "",

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from trainyard.config import parse_experiment
+from trainyard.config.schema import OptimizerSpec
 from trainyard.config.trial import TrialConfig, resolve_trial
 from trainyard.data.batch import JetBatch
 from trainyard.errors import ModelError
@@ -259,3 +260,49 @@ def test_members_build_as_their_solo_trials_whatever_the_order() -> None:
     solo = build_model("particlenet-lite", num_features=7, num_classes=2, options={"dropout": 0.0})
     for name, tensor in solo.state_dict().items():
         assert torch.equal(member.model.state_dict()[name], tensor), name
+
+
+class _CumulativeNorm(torch.nn.Module):
+    """A user model whose BatchNorm keeps a cumulative average (momentum None): the pack runs
+    it as separate tensor operations instead of the folded native kernel."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = torch.nn.BatchNorm1d(NUM_FEATURES, momentum=None)
+        self.head = torch.nn.Linear(NUM_FEATURES, NUM_CLASSES)
+
+    def forward(
+        self, points: torch.Tensor, features: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        return self.head(self.norm(features).mean(dim=-1))
+
+
+def test_a_batchnorm_with_a_cumulative_average_trains_as_alone() -> None:
+    streams = [_batches(500 + i, 3) for i in range(2)]
+    solos, pack = [], PackedModels(device=CPU)
+    for index, stream in enumerate(streams):
+        torch.manual_seed(index)
+        packed_model = _CumulativeNorm()
+        torch.manual_seed(index)
+        solo_model = _CumulativeNorm()
+        spec = OptimizerSpec(name="sgd", momentum=0.9)
+        pack.join(
+            PackMember(
+                key=str(index),
+                model=packed_model,
+                optimizer=build_optimizer(packed_model.parameters(), spec, lr=0.1),
+            )
+        )
+        optimizer = build_optimizer(solo_model.parameters(), spec, lr=0.1)
+        for batch in stream:
+            logits = solo_model(batch.points, batch.features, batch.mask)
+            F.cross_entropy(logits, batch.labels).backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        solos.append(PackMember(key="solo", model=solo_model, optimizer=optimizer))
+    for step in range(3):
+        pack.train_step({str(i): stream[step] for i, stream in enumerate(streams)})
+    for index, solo in enumerate(solos):
+        packed = pack.member(str(index)).model.state_dict()
+        for name, tensor in solo.model.state_dict().items():
+            _assert_close(name, packed[name], tensor, 0.1, adaptive=False)

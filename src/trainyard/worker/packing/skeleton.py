@@ -5,10 +5,11 @@ buffers; vmap batches it over the members. Two kinds of layer are swapped for ve
 take per-member values as tensors and that vmap can batch on every device:
 
 - nn.Dropout -> MemberDropout: the rate is a buffer, so members may differ in dropout;
-- nn.BatchNorm1d/2d/3d -> MemberBatchNorm: plain tensor operations instead of the fused
-  kernel (cuDNN's refuses vmap's non-contiguous batched input, and its bf16 backward refuses
-  float32 running statistics), updating the member's running statistics in place as
-  nn.BatchNorm does.
+- nn.BatchNorm1d/2d/3d -> MemberBatchNorm: in training, one native batch_norm over all
+  members with the member dimension folded into the channels (vmap's own rule for it fails on
+  CUDA: cuDNN refuses its non-contiguous batched input, and its bf16 backward refuses float32
+  running statistics); otherwise plain tensor operations. Either way it updates each member's
+  running statistics in place as nn.BatchNorm does.
 
 Everything else about the model must be the same for every member; `structure_of` lists it.
 """
@@ -16,8 +17,10 @@ Everything else about the model must be the same for every member; `structure_of
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from trainyard.errors import ModelError
@@ -47,8 +50,9 @@ class MemberDropout(nn.Module):
 
 
 class MemberBatchNorm(nn.Module):
-    """nn.BatchNorm{1,2,3}d as plain tensor operations, with the same parameter and buffer
-    names; statistics in float32 (also under autocast), output in the input's dtype."""
+    """nn.BatchNorm{1,2,3}d for the pack, with the same parameter and buffer names: the
+    folded native kernel in training (`_FoldedBatchNorm`), plain tensor operations otherwise
+    (statistics in float32, output in the input's dtype)."""
 
     def __init__(self, norm: nn.modules.batchnorm._BatchNorm) -> None:
         super().__init__()
@@ -61,6 +65,28 @@ class MemberBatchNorm(nn.Module):
             self.register_buffer(name, buffer.clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        folds = (
+            self.training
+            and self.track_running_stats
+            and self.momentum is not None
+            and "weight" in self._parameters
+        )
+        if not folds:
+            return self._plain(x)
+        self.num_batches_tracked.add_(1)
+        return _FoldedBatchNorm.apply(
+            x,
+            self.weight,
+            self.bias,
+            self.running_mean,
+            self.running_var,
+            self.momentum,
+            self.eps,
+        )
+
+    def _plain(self, x: torch.Tensor) -> torch.Tensor:
+        """Separate tensor operations: for eval, no running statistics, momentum None or no
+        affine parameters (none of which the zoo models train with)."""
         reduced = [0, *range(2, x.dim())]
         shape = [1, -1] + [1] * (x.dim() - 2)
         x32 = x.float()
@@ -87,6 +113,91 @@ class MemberBatchNorm(nn.Module):
         for name, value in (("running_mean", mean), ("running_var", unbiased)):
             running = getattr(self, name)
             running.mul_(1 - factor).add_(value * factor)
+
+
+class _FoldedBatchNorm(torch.autograd.Function):
+    """Training-mode BatchNorm of all members at once: under vmap, the member dimension is
+    folded into the channels, so one native (cuDNN on CUDA) batch_norm normalises every
+    member's channels with that member's statistics, updates every member's running
+    statistics in place, and autograd records that one op. Per channel it computes what the
+    member's own nn.BatchNorm computes.
+
+    Only its vmap rule runs (the pack always calls it under vmap); forward and backward exist
+    because torch.func requires them of an autograd.Function, and serve a call outside vmap.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        x: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor,
+        running_mean: torch.Tensor,
+        running_var: torch.Tensor,
+        momentum: float,
+        eps: float,
+    ) -> torch.Tensor:
+        return F.batch_norm(x, running_mean, running_var, weight, bias, True, momentum, eps)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
+        x, weight, bias, _, _, momentum, eps = inputs
+        ctx.save_for_backward(x, weight, bias)
+        ctx.momentum, ctx.eps = momentum, eps
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
+        x, weight, bias = ctx.saved_tensors
+        with torch.enable_grad():
+            x, weight, bias = (t.detach().requires_grad_() for t in (x, weight, bias))
+            y = F.batch_norm(x, None, None, weight, bias, True, ctx.momentum, ctx.eps)
+            grads = torch.autograd.grad(y, (x, weight, bias), grad)
+        return (*grads, None, None, None, None)
+
+    @staticmethod
+    def vmap(
+        info: Any,
+        in_dims: tuple[int | None, ...],
+        x: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor,
+        running_mean: torch.Tensor,
+        running_var: torch.Tensor,
+        momentum: float,
+        eps: float,
+    ) -> tuple[torch.Tensor, int]:
+        members = info.batch_size
+        x_BK = _members_at(x, in_dims[0], 1, members)
+        batch, channels, rest = x_BK.shape[0], x_BK.shape[2], x_BK.shape[3:]
+        folded = x_BK.reshape(batch, members * channels, *rest)
+        weight_KC, bias_KC = (
+            _members_at(t, d, 0, members) for t, d in ((weight, in_dims[1]), (bias, in_dims[2]))
+        )
+        stats_KC = [
+            _members_at(t, d, 0, members)
+            for t, d in ((running_mean, in_dims[3]), (running_var, in_dims[4]))
+        ]
+        flat_stats = [t.reshape(-1) for t in stats_KC]
+        out = F.batch_norm(
+            folded,
+            flat_stats[0],
+            flat_stats[1],
+            weight_KC.reshape(-1),
+            bias_KC.reshape(-1),
+            True,
+            momentum,
+            eps,
+        )
+        for stats, flat in zip(stats_KC, flat_stats, strict=True):
+            if flat.data_ptr() != stats.data_ptr():  # reshape had to copy: write back
+                stats.copy_(flat.view_as(stats))
+        return out.view(batch, members, channels, *rest), 1
+
+
+def _members_at(tensor: torch.Tensor, dim: int | None, at: int, members: int) -> torch.Tensor:
+    """The tensor with its member dimension at position `at` (expanded if it has none)."""
+    if dim is None:
+        return tensor.unsqueeze(at).expand(*tensor.shape[:at], members, *tensor.shape[at:])
+    return tensor.movedim(dim, at)
 
 
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
