@@ -58,8 +58,13 @@ class Figure(_Record):
     def of(cls, values: list[float]) -> Figure:
         return cls(median=statistics.median(values), min=min(values), max=max(values))
 
-    def text(self, digits: int = 1) -> str:
-        return f"{self.median:,.{digits}f} ({self.min:,.{digits}f}-{self.max:,.{digits}f})"
+    def text(self) -> str:
+        return f"{_number(self.median)} ({_number(self.min)}-{_number(self.max)})"
+
+
+def _number(value: float) -> str:
+    """Three significant digits, so slow CPU rates (0.13) keep their resolution."""
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
 
 
 class Row(_Record):
