@@ -86,6 +86,11 @@ def format_validation_error(
     problems = []
     for detail in err.errors():
         loc = _user_loc(detail["loc"])
+        message = str(detail["msg"]).removeprefix("Value error, ")
+        if not loc and message.startswith("`"):
+            # A check across sections names the key path of each of its lines itself.
+            problems += message.splitlines()
+            continue
         key_path = ".".join(str(part) for part in loc) or "(top level)"
         problems.append(f"`{key_path}`: {_describe(detail, loc, root)}")
     return problems

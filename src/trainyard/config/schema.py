@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
@@ -19,6 +20,8 @@ from pydantic import (
     Tag,
     model_validator,
 )
+
+from trainyard.config.packing import pack_problems, pack_setting
 
 
 class _Strict(BaseModel):
@@ -236,6 +239,11 @@ class ResourcesSpec(_Strict):
     optimizer state), or auto: fsdp when those would exceed `fsdp_memory_fraction` of one
     device's memory, else ddp."""
     fsdp_memory_fraction: float = Field(default=0.5, gt=0, le=1)
+    pack: Annotated[Literal["auto", "off"] | int, BeforeValidator(pack_setting)] = "off"
+    """Train several trials of a search together in one worker on one device, as one fused
+    model (docs/packing.md): off, a number of trials per worker, or auto (pack where it gains
+    on the device). Packed trials may differ only in lr, weight_decay, momentum, dropout and
+    seed. Validated now; the Master does not start packed workers yet."""
 
 
 class OptimizerSpec(_Strict):
@@ -316,6 +324,20 @@ class ExperimentConfig(_Strict):
         if isinstance(data, dict) and isinstance(data.get("model"), str):
             return {**data, "model": {"name": data["model"]}}
         return data
+
+    @model_validator(mode="after")
+    def _pack_fits(self) -> ExperimentConfig:
+        """An explicit pack size must fit the search, the slots and the precision; each line
+        names its own key (the loader prints them as they are)."""
+        problems = pack_problems(
+            pack=self.resources.pack,
+            searched=self.search_space_names(),
+            slots_per_trial=self.resources.slots_per_trial,
+            amp=self.training.amp,
+        )
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
 
     def search_space_names(self) -> list[str]:
         """Hyperparameters that a searcher must choose a value for."""

@@ -28,7 +28,7 @@ from trainyard.errors import ConfigError
 
 OPTIMIZER_HYPERPARAMETERS = frozenset({"lr", "weight_decay", "momentum"})
 """Hyperparameters that set the optimizer's field of the same name."""
-TRAINING_HYPERPARAMETERS = OPTIMIZER_HYPERPARAMETERS | {"batch_size"}
+TRAINING_HYPERPARAMETERS = OPTIMIZER_HYPERPARAMETERS | {"batch_size", "seed"}
 """Hyperparameters the training loop consumes; all others are options of the model."""
 
 
@@ -41,7 +41,8 @@ class TrialConfig(_Strict):
     """The model, its options including the trial's model hyperparameters (e.g. `k`)."""
     data: DataSpec
     training: TrainingSpec
-    """The loop, with the trial's `batch_size`, `lr`, `weight_decay` and `momentum` applied."""
+    """The loop, with the trial's `batch_size`, `seed`, `lr`, `weight_decay` and `momentum`
+    applied."""
     resources: ResourcesSpec
     checkpoint: CheckpointSpec
     hyperparameters: dict[str, Constant]
@@ -59,8 +60,9 @@ def resolve_trial(config: ExperimentConfig, hyperparameters: Mapping[str, Any]) 
         name: value for name, value in hyperparameters.items() if name in OPTIMIZER_HYPERPARAMETERS
     }
     training = config.training.model_dump() | {"optimizer": optimizer}
-    if "batch_size" in hyperparameters:
-        training["batch_size"] = hyperparameters["batch_size"]
+    for name in ("batch_size", "seed"):
+        if name in hyperparameters:
+            training[name] = hyperparameters[name]
     model_values = {
         name: value
         for name, value in hyperparameters.items()
@@ -90,6 +92,7 @@ def _problem(detail: Any, hyperparameters: Mapping[str, Any]) -> str:
         ("training", "optimizer", "weight_decay"): "weight_decay",
         ("training", "optimizer", "momentum"): "momentum",
         ("training", "batch_size"): "batch_size",
+        ("training", "seed"): "seed",
     }
     name = names.get(loc)
     target = ".".join(str(part) for part in loc)
