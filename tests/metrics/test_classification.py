@@ -9,6 +9,7 @@ import torch
 from trainyard.metrics import (
     argmax_accuracy,
     predicted_classes,
+    roc_curve,
     signal_metrics,
     softmax_signal_scores,
 )
@@ -173,3 +174,21 @@ def test_accuracy_needs_class_indices_of_equal_length() -> None:
         argmax_accuracy(np.zeros((2, 3)), np.array([0, 1]))
     with pytest.raises(ValueError, match="at least 2 classes"):
         predicted_classes(torch.zeros(3, 1))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_roc_and_auc_equal_scikit_learns(seed: int) -> None:
+    """Our numpy ROC (which spares the worker importing sklearn) against sklearn's, with ties."""
+    from sklearn.metrics import roc_auc_score
+    from sklearn.metrics import roc_curve as sklearn_roc_curve
+
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, size=5_000)
+    scores = np.round(rng.random(5_000) + 0.3 * labels, 2)  # rounding makes many ties
+    background_eff, signal_eff = roc_curve(scores, labels)
+    expected_b, expected_s, _ = sklearn_roc_curve(labels, scores, drop_intermediate=False)
+    np.testing.assert_allclose(background_eff, expected_b, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(signal_eff, expected_s, rtol=0, atol=1e-12)
+    assert signal_metrics(scores, labels)["auc"] == pytest.approx(
+        roc_auc_score(labels, scores), rel=1e-12
+    )

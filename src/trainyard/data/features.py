@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from trainyard.data.reader import read_jet_table, resolve_files
 from trainyard.datasets import schema
@@ -196,6 +195,8 @@ def _raw_features(
 
 def _flatten(table: pa.Table, name: str) -> tuple[np.ndarray, np.ndarray]:
     """Particles per jet and the flattened float32 values of one list column."""
+    import pyarrow.compute as pc  # here: only staging needs it, not a worker reusing shards
+
     lists = table.column(name).combine_chunks()
     counts_N = pc.fill_null(pc.list_value_length(lists), 0).to_numpy().astype(np.int64)
     values_M = pc.list_flatten(lists).to_numpy(zero_copy_only=False).astype(np.float32)

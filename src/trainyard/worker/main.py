@@ -21,6 +21,7 @@ from types import FrameType
 
 from trainyard.errors import TrainyardError
 from trainyard.protocol import OutcomeState
+from trainyard.worker.allocator import keep_freed_memory
 from trainyard.worker.client import CredentialRefusedError, MasterClient, MasterUnreachableError
 
 logger = logging.getLogger("trainyard.worker")
@@ -33,6 +34,7 @@ EXIT_SUPERSEDED = 4
 def main() -> int:
     rank = int(os.environ.get("RANK", "0"))
     _configure_logging(rank, int(os.environ.get("WORLD_SIZE", "1")))
+    keep_freed_memory()  # before torch allocates: steps reuse their pages (allocator.py)
     stop_requested = threading.Event()
 
     def on_stop_signal(signum: int, _frame: FrameType | None) -> None:
