@@ -296,12 +296,18 @@ def _measure_memory(args: argparse.Namespace, name: Implementation) -> float:
     device = torch.device(args.device)
     net = _paired_models(args.models[0], device)[name]
     step = _train_step(net, _inputs(args.batch_sizes[0], args.slots, device), args)
-    resident_kib = int(Path("/proc/self/statm").read_text().split()[1]) * (
-        os.sysconf("SC_PAGE_SIZE") // 1024
-    )
+    resident_kib = _status_kib("VmRSS")
     step()
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return (peak_kib - resident_kib) / 1024
+    return (_status_kib("VmHWM") - resident_kib) / 1024
+
+
+def _status_kib(field: str) -> int:
+    """A KiB field of /proc/self/status. VmHWM, unlike getrusage's ru_maxrss, starts afresh in
+    a new program: Linux carries ru_maxrss over exec from the parent."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise OSError(f"/proc/self/status has no {field}: peak memory needs Linux")
 
 
 if __name__ == "__main__":
