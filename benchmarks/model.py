@@ -15,7 +15,6 @@ pass. Results go to benchmarks/results/<tag>.json and <tag>.md (tag "model" by d
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
 import resource
@@ -32,6 +31,7 @@ from weaver.nn.model.ParticleNet import ParticleNet as WeaverParticleNet
 
 from benchmarks.model_report import Case, Implementation, Pass, Settings, summarise, write
 from trainyard.models import ParticleNet
+from trainyard.worker.allocator import keep_freed_memory
 
 RESULTS_DIR = Path(__file__).parent / "results"
 ROOT = Path(__file__).parents[1]
@@ -44,8 +44,6 @@ VARIANTS = {
 MULTIPLICITY_MEAN, MULTIPLICITY_SD, MULTIPLICITY_MIN = 50, 20, 5
 PARITY_TOLERANCE = 1e-4
 SEED = 1902
-M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
-"""glibc mallopt parameters (malloc.h)."""
 IMPLEMENTATIONS: tuple[Implementation, ...] = ("weaver-core", "trainyard")
 Inputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -81,8 +79,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--malloc-tuned",
         action="store_true",
-        help="glibc mallopt at start: large tensors from the heap (no mmap) and no trimming, "
-        "so freed memory is reused instead of faulted in again",
+        help="the worker's malloc setting (trainyard.worker.allocator) for both models: freed "
+        "memory stays in the heap instead of being faulted in again every step",
     )
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="results folder")
     parser.add_argument("--tag", default="model", help="result file name: <tag>.json, .md")
@@ -103,22 +101,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def _configure(args: argparse.Namespace) -> None:
     """Threads, and the allocator setting, before any tensor is made."""
-    if args.malloc_tuned:
-        tune_malloc()
+    if args.malloc_tuned and not keep_freed_memory():
+        raise SystemExit("--malloc-tuned: this C library or environment refused the setting")
     torch.set_num_threads(args.threads)
-
-
-def tune_malloc() -> None:
-    """Keep freed memory in this process: no mmap for large blocks, no trimming of the heap.
-
-    By default glibc serves blocks over its mmap threshold (at most 32 MiB) with a fresh mmap
-    and unmaps them on free, so every large activation of every step is faulted in page by
-    page again and the kernel zeroes it: system time and minor page faults.
-    """
-    libc = ctypes.CDLL("libc.so.6")
-    for parameter, value in ((M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, -1)):
-        if libc.mallopt(parameter, value) != 1:
-            raise OSError(f"mallopt({parameter}, {value}) failed: is this glibc?")
 
 
 def _settings(args: argparse.Namespace) -> Settings:
