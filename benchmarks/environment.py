@@ -18,6 +18,8 @@ from pathlib import Path
 import torch
 from pydantic import BaseModel, ConfigDict
 
+from benchmarks.results_files import cpu_model
+
 
 class Gpu(BaseModel):
     model_config = ConfigDict(frozen=True)
@@ -59,7 +61,7 @@ def describe() -> Environment:
     ]
     return Environment(
         date=time.strftime("%Y-%m-%d %H:%M %Z"),
-        cpu_model=_cpu_model(),
+        cpu_model=cpu_model(),
         cores=os.cpu_count(),
         memory_gib=round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
         python=platform.python_version(),
@@ -75,15 +77,6 @@ def describe() -> Environment:
 def load_average() -> float:
     """The 1-minute load average now: a busy machine slows every measurement."""
     return os.getloadavg()[0]
-
-
-def _cpu_model() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def _nvidia_driver() -> str | None:

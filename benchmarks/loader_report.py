@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, computed_field
 
+from benchmarks.results_files import cpu_model
+
 WEAVER_GOAL = 10.0
 """Our loader should be at least this many times as fast as weaver-core's (issue 3)."""
 RAW_GOAL = 0.5
@@ -240,15 +242,8 @@ def _against_raw(epoch: str, ours: list[Pass], raw: list[Pass]) -> Comparison:
 
 
 def _machine() -> Machine:
-    model = "unknown"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
     return Machine(
-        cpu_model=model,
+        cpu_model=cpu_model(),
         cores=os.cpu_count(),
         memory_gib=round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
         python=platform.python_version(),

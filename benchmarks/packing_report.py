@@ -17,6 +17,8 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, ConfigDict
 
+from benchmarks.results_files import cpu_model
+
 
 class _Record(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -136,16 +138,9 @@ def _is(p: Pass, model: str, mode: str) -> bool:
 
 
 def machine(device: torch.device) -> Machine:
-    cpu_model = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
     on_cuda = device.type == "cuda"
     return Machine(
-        cpu_model=cpu_model,
+        cpu_model=cpu_model(),
         cores=os.cpu_count(),
         python=platform.python_version(),
         torch=torch.__version__,
