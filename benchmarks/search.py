@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -34,6 +33,7 @@ import optuna
 import torch
 import yaml
 
+from benchmarks.results_files import cpu_model
 from trainyard.datasets.toy import write_toy_dataset
 from trainyard.settings import Settings
 from trainyard.store import open_store, repository
@@ -253,21 +253,12 @@ def _conditions(total_s: float) -> dict[str, Any]:
     ).stdout.strip()
     return {
         "cpus": os.cpu_count(),
-        "processor": _processor(),
+        "processor": cpu_model(),
         "commit": commit,
         "torch": torch.__version__,
         "optuna": optuna.__version__,
         "total_wall_s": round(total_s, 1),
     }
-
-
-def _processor() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def _full_length(run: dict[str, Any], max_batches: int) -> int:

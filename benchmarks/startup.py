@@ -2,9 +2,10 @@
 
 One `trainyard run` of a random search of 10 short ParticleNet-Lite trials, one at a time
 (max_concurrent_trials 1, 2 batches each, a training report after every batch), on toy data:
-locally (embedded Master, local executor) and, with ``--slurm``, through a throwaway SLURM
-cluster (deploy/slurm/cluster-up.sh, as the SLURM tests bring it up; needs root and Debian's
-slurm-wlm). Per trial, from the store and the trial's log:
+locally (embedded Master, local executor; its workers forked from the warm fork server, and
+again as fresh processes, TRAINYARD_FORK_WORKERS=false) and, with ``--slurm``, through a
+throwaway SLURM cluster (deploy/slurm/cluster-up.sh, as the SLURM tests bring it up; needs
+root and Debian's slurm-wlm). Per trial, from the store and the trial's log:
 
     submitted     the trial was created (queued) by the searcher          store: created_at
     launched      the executor started it (local: Popen; SLURM: sbatch)   store: started_at
@@ -74,6 +75,14 @@ def main(argv: list[str] | None = None) -> int:
         workdir = Path(tmp)
         data = _toy_data(workdir)
         results["runs"]["local"] = _run("local", data, workdir / "local", args.trials, None)
+        results["runs"]["local, fresh worker processes"] = _run(
+            "local, fresh worker processes",
+            data,
+            workdir / "local-fresh",
+            args.trials,
+            None,
+            extra_env={"TRAINYARD_FORK_WORKERS": "false"},
+        )
         if args.slurm:
             results["runs"]["slurm"] = _with_cluster(workdir, data, args.trials)
     write_results(args.out, "startup", results, _markdown(results))
@@ -120,7 +129,13 @@ def _experiment(data: Path, trials: int, pool: str) -> dict[str, Any]:
 
 
 def _run(
-    where: str, data: Path, home: Path, trials: int, cluster_env: dict[str, str] | None
+    where: str,
+    data: Path,
+    home: Path,
+    trials: int,
+    cluster_env: dict[str, str] | None,
+    *,
+    extra_env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """One `trainyard run` of the search; returns per-trial phase times and their medians."""
     home.mkdir(parents=True)
@@ -130,6 +145,7 @@ def _run(
     command = [sys.executable, "-c", "from trainyard.cli.app import main; main()", "run"]
     command.append(str(experiment))
     env = {**os.environ, "TRAINYARD_HOME": str(home), "TRAINYARD_POLL_INTERVAL_S": "0.05"}
+    env.update(extra_env or {})
     if cluster_env is not None:
         facility = home / "facility.yaml"
         pools = {"default": {"executor": "local"}, "cpu": SLURM_POOL}

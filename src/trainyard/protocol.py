@@ -3,8 +3,10 @@
 Both sides import this module: the Master's routes declare these models as bodies and
 responses, the worker parses every answer into them, and the CLI reads the views. Nothing
 crosses the wire as a free-form dict, and states travel as enums, so neither side converts
-strings by hand. The module imports only pydantic and the trial config, so a worker (or a
-user's script through trainyard.core) can use it without the Master's dependencies.
+strings by hand. (The local executor and its worker fork server, worker/forkserver.py, speak
+the Fork* messages over a pipe.) The module imports only pydantic and the trial config, so a
+worker (or a user's script through trainyard.core) can use it without the Master's
+dependencies.
 """
 
 from __future__ import annotations
@@ -273,6 +275,37 @@ class CheckpointOut(_Message):
     path: str
     epoch: float | None
     created_at: datetime
+
+
+# -- local executor <-> worker fork server (JSON lines over a pipe, not HTTP) -------------------
+
+
+class ForkRequest(_Message):
+    """Start one trial's one-slot worker as a fork of the warm fork server."""
+
+    trial_id: int
+    log_path: str
+    env: dict[str, str]
+    """The worker's whole environment (the executor's, the trial's credential, its placement)."""
+
+
+class ForkStarted(_Message):
+    """The fork server's answer to a ForkRequest: the worker's process id."""
+
+    kind: Literal["started"] = "started"
+    trial_id: int
+    pid: int
+
+
+class ForkExited(_Message):
+    """A forked worker ended: its exit status as `Popen.returncode` gives it (-N: signal N)."""
+
+    kind: Literal["exited"] = "exited"
+    pid: int
+    code: int
+
+
+ForkReply = Annotated[ForkStarted | ForkExited, Field(discriminator="kind")]
 
 
 class FieldError(BaseModel):

@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(default=1024 * 1024, gt=0)
     """Request bodies larger than this are refused (413) before any handler reads them."""
     poll_interval_s: float = Field(default=0.5, gt=0)
+    fork_workers: bool = True
+    """Start one-slot workers of a local CPU pool as forks of a warm process that imported torch
+    and the worker once, saving seconds per trial; false starts each as a fresh process."""
     log_tail_lines: int = Field(default=60, gt=0)
     """Lines of a failed worker's log kept with the trial (torchrun's summary alone is ~40)."""
 

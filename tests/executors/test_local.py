@@ -1,10 +1,14 @@
-"""The local executor with real worker processes (started without a Master, they exit fast)."""
+"""The local executor with real worker processes (started without a Master, they exit fast),
+as fresh processes and as forks of the warm fork server."""
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,6 +16,14 @@ import torch
 
 from trainyard.errors import ExecutorError
 from trainyard.executors import LocalExecutor, WorkerLaunch
+from trainyard.executors.fork_server import WORKER_LOST_EXIT
+
+UNREACHABLE_MASTER = {
+    "TRAINYARD_MASTER_URL": "http://127.0.0.1:9",
+    "TRAINYARD_TOKEN": "x",
+    "TRAINYARD_TRIAL_ID": "1",
+}
+"""A worker with this environment retries the Master for about 30 s before it gives up."""
 
 
 def _wait_exit(executor: LocalExecutor, trial_id: int, timeout: float = 60) -> int:
@@ -22,9 +34,42 @@ def _wait_exit(executor: LocalExecutor, trial_id: int, timeout: float = 60) -> i
     return code
 
 
+@pytest.fixture(params=[False, True], ids=["fresh", "forked"])
+def executor(request: pytest.FixtureRequest) -> Iterator[LocalExecutor]:
+    executor = LocalExecutor(
+        gpu_ids=[], num_cpu_slots=2, threads_per_cpu_slot=1, fork_server=request.param
+    )
+    yield executor
+    executor.close()
+
+
 @pytest.fixture
-def executor() -> LocalExecutor:
-    return LocalExecutor(gpu_ids=[], num_cpu_slots=2, threads_per_cpu_slot=1)
+def forking() -> Iterator[LocalExecutor]:
+    executor = LocalExecutor(gpu_ids=[], num_cpu_slots=2, threads_per_cpu_slot=1, fork_server=True)
+    yield executor
+    executor.close()
+
+
+def _launch_lasting_worker(executor: LocalExecutor, tmp_path: Path) -> int:
+    """Trial 1's worker, which keeps trying to reach a Master for about 30 s; its pid."""
+    executor.launch(
+        WorkerLaunch(trial_id=1, num_slots=1, log_path=tmp_path / "w.log", env=UNREACHABLE_MASTER)
+    )
+    pid = executor.worker_pid(1)
+    assert pid is not None
+    return pid
+
+
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
 
 
 def test_worker_output_goes_to_its_log_and_slots_come_back(
@@ -72,14 +117,57 @@ def test_too_few_free_slots_is_refused_with_advice(
 
 
 def test_kill_ends_the_worker_with_sigkill(executor: LocalExecutor, tmp_path: Path) -> None:
-    env = {
-        "TRAINYARD_MASTER_URL": "http://127.0.0.1:9",
-        "TRAINYARD_TOKEN": "x",
-        "TRAINYARD_TRIAL_ID": "1",
-    }
-    executor.launch(WorkerLaunch(trial_id=1, num_slots=1, log_path=tmp_path / "w.log", env=env))
+    _launch_lasting_worker(executor, tmp_path)
     executor.kill(1)
     assert _wait_exit(executor, 1) == -9
+
+
+def test_a_forked_worker_is_named_for_its_trial_and_found_as_a_leftover(
+    forking: LocalExecutor, tmp_path: Path
+) -> None:
+    pid = _launch_lasting_worker(forking, tmp_path)
+    server = _parent(pid)
+    assert b"trainyard.worker.forkserver" in Path(f"/proc/{server}/cmdline").read_bytes()
+    assert Path(f"/proc/{pid}/comm").read_text().strip() == "trial-1"
+    assert os.getpgid(pid) == pid, "its own session, so its whole group can be signalled"
+
+    # A later Master (a new executor) finds it by trial id and ends it; another id is spared.
+    later = LocalExecutor(gpu_ids=[], num_cpu_slots=1, threads_per_cpu_slot=1)
+    later.end_leftover(2, pid)
+    assert _alive(pid)
+    later.end_leftover(1, pid)
+    assert not _alive(pid)
+    assert _wait_exit(forking, 1) == -9
+
+
+def test_workers_outlive_a_closed_fork_server(forking: LocalExecutor, tmp_path: Path) -> None:
+    pid = _launch_lasting_worker(forking, tmp_path)
+    server = _parent(pid)
+    forking.close()
+    assert not _alive(server)
+    assert _alive(pid), "closing the server leaves running workers alone"
+    os.killpg(pid, signal.SIGKILL)
+
+
+def test_a_dead_fork_server_loses_exit_codes_and_workers_start_fresh(
+    forking: LocalExecutor, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    pid = _launch_lasting_worker(forking, tmp_path)
+    os.kill(_parent(pid), signal.SIGKILL)
+    forking.kill(1)
+    code = _wait_exit(forking, 1)
+    assert code == WORKER_LOST_EXIT
+    assert forking.describe_exit(1, code) == (
+        "the worker's exit status was lost: the worker fork server ended while it ran"
+    )
+
+    with caplog.at_level(logging.WARNING, logger="trainyard.executors.local"):
+        forking.launch(WorkerLaunch(trial_id=2, num_slots=1, log_path=tmp_path / "2.log", env={}))
+    assert "the worker fork server failed: it exited with code -9" in caplog.text
+    assert "starting workers as fresh processes from now on" in caplog.text
+    pid = forking.worker_pid(2)
+    assert pid is not None and _parent(pid) == os.getpid()
+    assert _wait_exit(forking, 2) == 2
 
 
 def test_polling_an_unknown_trial_is_an_error(executor: LocalExecutor) -> None:
@@ -97,4 +185,36 @@ def test_cpu_pool_never_has_more_slots_than_cores() -> None:
     executor = LocalExecutor.for_this_machine(
         max_concurrent_trials=num_cores * 4, slots_per_trial=1
     )
+    executor.close()
     assert executor.capacity() <= max(num_cores, torch.cuda.device_count())
+
+
+def _openmp_environ(executor: LocalExecutor, trial_id: int) -> bytes:
+    """The environment libgomp read its settings from: the worker's own, or for a forked
+    worker the fork server's (its parent), where torch was imported."""
+    pid = executor.worker_pid(trial_id)
+    assert pid is not None
+    loader = _parent(pid) if _parent(pid) != os.getpid() else pid
+    deadline = time.monotonic() + 60
+    while b"trainyard.worker" not in Path(f"/proc/{loader}/cmdline").read_bytes():
+        assert time.monotonic() < deadline, "the worker never started"
+        time.sleep(0.01)  # forked from this process but not yet the worker's program
+    return Path(f"/proc/{loader}/environ").read_bytes()
+
+
+def test_cpu_workers_wait_passively_in_openmp(executor: LocalExecutor, tmp_path: Path) -> None:
+    _launch_lasting_worker(executor, tmp_path)
+    assert b"OMP_WAIT_POLICY=PASSIVE" in _openmp_environ(executor, 1).split(b"\0")
+    executor.kill(1)
+    _wait_exit(executor, 1)
+
+
+def test_an_openmp_wait_policy_of_the_environment_wins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    executor = LocalExecutor(gpu_ids=[], num_cpu_slots=1, threads_per_cpu_slot=1)
+    _launch_lasting_worker(executor, tmp_path)
+    assert b"OMP_WAIT_POLICY=ACTIVE" in _openmp_environ(executor, 1).split(b"\0")
+    executor.kill(1)
+    _wait_exit(executor, 1)

@@ -50,25 +50,32 @@ def run_experiment(
     else:
         assert file is not None, "the CLI passes a file or --resume"
         config = load_experiment(file)
-    executor = executor_for_pool(facility, config.resources, experiment=config.name)
-    preflight(config, pool_capacity=executor.capacity())
-    if resume is None:
-        experiment_id = service.create_experiment(config)
-    server = EmbeddedServer(
-        create_app(service, admin_token=new_token(), max_request_bytes=settings.max_request_bytes),
-        host=settings.master_host,
-        advertised_host=settings.advertised_master_host(),
+    executor = executor_for_pool(
+        facility, config.resources, experiment=config.name, fork_workers=settings.fork_workers
     )
-    server.start()
-    runner = ExperimentRunner(
-        service=service, executor=executor, settings=settings, master_url=server.url
-    )
-    started = time.monotonic()
     try:
-        state = _run_with_progress(runner, service, experiment_id, config, console)
+        preflight(config, pool_capacity=executor.capacity())
+        if resume is None:
+            experiment_id = service.create_experiment(config)
+        server = EmbeddedServer(
+            create_app(
+                service, admin_token=new_token(), max_request_bytes=settings.max_request_bytes
+            ),
+            host=settings.master_host,
+            advertised_host=settings.advertised_master_host(),
+        )
+        server.start()
+        runner = ExperimentRunner(
+            service=service, executor=executor, settings=settings, master_url=server.url
+        )
+        started = time.monotonic()
+        try:
+            state = _run_with_progress(runner, service, experiment_id, config, console)
+        finally:
+            server.stop()
+            store.close()
     finally:
-        server.stop()
-        store.close()
+        executor.close()
     _print_summary(service, experiment_id, config, state, time.monotonic() - started, console)
     return EXIT_CODES.get(state, 1)
 

@@ -73,6 +73,11 @@ class Executor(abc.ABC):
         find their leftovers themselves at launch (SLURM, by job name) need not override."""
         return None
 
+    def close(self) -> None:
+        """Release what the executor holds besides workers (the local fork server); running
+        workers are not touched."""
+        return None
+
     def waiting(self, trial_id: int) -> bool:
         """Whether a launched trial still waits in the backend's queue (not started)."""
         return False

@@ -1,9 +1,12 @@
 """Run trial workers as subprocesses of this machine, one slot = one GPU or a CPU thread group.
 
-A one-slot trial is one `python -m trainyard.worker`. A trial with N slots runs under torchrun's
-elastic agent (`python -m torch.distributed.run`), which starts N ranks of the same worker,
-forwards a stop signal to each, and ends them all when one fails (no restarts: retrying a
-trial from its checkpoint is the runner's job). The executor watches the agent only.
+A one-slot trial's worker is a fork of the warm worker fork server (executors/fork_server.py,
+worker/forkserver.py), which has imported torch and the worker once, so the trial skips seconds
+of imports; without the server (off, or it failed) it is a fresh `python -m trainyard.worker`.
+A trial with N slots runs under torchrun's elastic agent (`python -m torch.distributed.run`),
+which starts N ranks of the same worker, forwards a stop signal to each, and ends them all when
+one fails (no restarts: retrying a trial from its checkpoint is the runner's job). The executor
+watches the agent only.
 """
 
 from __future__ import annotations
@@ -22,6 +25,13 @@ from typing import IO
 
 from trainyard.errors import ExecutorError
 from trainyard.executors.base import Executor, WorkerLaunch
+from trainyard.executors.fork_server import (
+    WORKER_LOST_EXIT,
+    ForkedWorker,
+    ForkServer,
+    is_running,
+)
+from trainyard.protocol import ForkRequest
 
 logger = logging.getLogger(__name__)
 
@@ -32,9 +42,10 @@ LEFTOVER_EXIT_TIMEOUT_S = 10.0
 
 @dataclass
 class _Running:
-    process: subprocess.Popen[bytes]
+    process: subprocess.Popen[bytes] | ForkedWorker
     slots: list[int]
-    log_file: IO[bytes]
+    log_file: IO[bytes] | None
+    """The Popen'd worker's log, open in this process; a forked worker opens its own."""
 
 
 class LocalExecutor(Executor):
@@ -45,7 +56,14 @@ class LocalExecutor(Executor):
     Each rank of a multi-slot trial gets one slot: one GPU, or one slot's CPU threads.
     """
 
-    def __init__(self, *, gpu_ids: list[int], num_cpu_slots: int, threads_per_cpu_slot: int):
+    def __init__(
+        self,
+        *,
+        gpu_ids: list[int],
+        num_cpu_slots: int,
+        threads_per_cpu_slot: int,
+        fork_server: bool = False,
+    ):
         if not gpu_ids and num_cpu_slots < 1:
             raise ExecutorError(
                 "the local pool has no GPU and no CPU slot; set num_cpu_slots >= 1"
@@ -55,21 +73,29 @@ class LocalExecutor(Executor):
         self._threads_per_cpu_slot = max(1, threads_per_cpu_slot)
         self._free = list(range(self._num_slots))
         self._running: dict[int, _Running] = {}
+        self._fork_server = ForkServer(env=cpu_thread_policy()) if fork_server else None
 
     @classmethod
     def for_this_machine(
-        cls, *, max_concurrent_trials: int, slots_per_trial: int
+        cls, *, max_concurrent_trials: int, slots_per_trial: int, fork_workers: bool = True
     ) -> LocalExecutor:
         """GPUs when CUDA sees any, else the usable CPU cores split among concurrent trials.
 
         A CPU slot gets at least one core, so there are never more slots than cores: extra
-        concurrent trials wait in the queue instead of oversubscribing the machine.
+        concurrent trials wait in the queue instead of oversubscribing the machine. With
+        `fork_workers`, one-slot workers of a CPU pool are forks of a warm fork server; on GPUs
+        they stay fresh processes until forking them is checked on a GPU machine.
         """
         gpu_ids = _visible_gpus()
         num_cores = len(os.sched_getaffinity(0))
         num_cpu_slots = max(1, min(max_concurrent_trials * slots_per_trial, num_cores))
         threads = num_cores // num_cpu_slots
-        return cls(gpu_ids=gpu_ids, num_cpu_slots=num_cpu_slots, threads_per_cpu_slot=threads)
+        return cls(
+            gpu_ids=gpu_ids,
+            num_cpu_slots=num_cpu_slots,
+            threads_per_cpu_slot=threads,
+            fork_server=fork_workers and not gpu_ids,
+        )
 
     def capacity(self) -> int:
         return self._num_slots
@@ -88,11 +114,40 @@ class LocalExecutor(Executor):
             )
         slots, self._free = self._free[: launch.num_slots], self._free[launch.num_slots :]
         launch.log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **launch.env, **self._placement_env(slots)}
+        running = self._fork(launch, env, slots) if launch.num_slots == 1 else None
+        if running is None:
+            running = self._start_process(launch, env, slots)
+        logger.info(
+            "trial %d: worker pid %d on slots %s", launch.trial_id, running.process.pid, slots
+        )
+        self._running[launch.trial_id] = running
+
+    def _fork(
+        self, launch: WorkerLaunch, env: dict[str, str], slots: list[int]
+    ) -> _Running | None:
+        """The worker as a fork of the warm server; None without one (then it is stopped for
+        good after a failure, and workers start as fresh processes)."""
+        if self._fork_server is None:
+            return None
+        request = ForkRequest(trial_id=launch.trial_id, log_path=str(launch.log_path), env=env)
+        try:
+            worker = self._fork_server.start(request)
+        except ExecutorError as err:
+            logger.warning("%s; starting workers as fresh processes from now on", err)
+            self._fork_server.close()
+            self._fork_server = None
+            return None
+        return _Running(worker, slots, log_file=None)
+
+    def _start_process(
+        self, launch: WorkerLaunch, env: dict[str, str], slots: list[int]
+    ) -> _Running:
         log_file = launch.log_path.open("ab")
         try:
             process = subprocess.Popen(
                 _worker_command(launch),
-                env={**os.environ, **launch.env, **self._placement_env(slots)},
+                env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
@@ -104,8 +159,18 @@ class LocalExecutor(Executor):
             raise ExecutorError(
                 f"could not start the worker of trial {launch.trial_id}: {err}"
             ) from err
-        logger.info("trial %d: worker pid %d on slots %s", launch.trial_id, process.pid, slots)
-        self._running[launch.trial_id] = _Running(process, slots, log_file)
+        return _Running(process, slots, log_file)
+
+    def close(self) -> None:
+        """Stop the fork server (workers it started carry on until they end)."""
+        if self._fork_server is not None:
+            self._fork_server.close()
+            self._fork_server = None
+
+    def describe_exit(self, trial_id: int, code: int) -> str:
+        if code == WORKER_LOST_EXIT:
+            return "the worker's exit status was lost: the worker fork server ended while it ran"
+        return super().describe_exit(trial_id, code)
 
     def end_leftover(self, trial_id: int, worker_pid: int | None) -> None:
         """SIGKILL the process group of an earlier Master's worker of this trial, if that pid
@@ -117,7 +182,7 @@ class LocalExecutor(Executor):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(worker_pid, signal.SIGKILL)
         deadline = time.monotonic() + LEFTOVER_EXIT_TIMEOUT_S
-        while _is_worker_of(worker_pid, trial_id) and time.monotonic() < deadline:
+        while is_running(worker_pid) and time.monotonic() < deadline:
             time.sleep(0.05)
 
     def worker_pid(self, trial_id: int) -> int | None:
@@ -131,7 +196,8 @@ class LocalExecutor(Executor):
         code = running.process.poll()
         if code is None:
             return None
-        running.log_file.close()
+        if running.log_file is not None:
+            running.log_file.close()
         self._free.extend(running.slots)
         self._free.sort()
         del self._running[trial_id]
@@ -157,14 +223,31 @@ class LocalExecutor(Executor):
         """Devices for the trial, threads per rank (torchrun would otherwise set 1)."""
         if self._gpu_ids:
             devices = ",".join(str(self._gpu_ids[s]) for s in slots)
-            threads = str(GPU_THREADS_PER_SLOT)
-        else:
-            devices, threads = "", str(self._threads_per_cpu_slot)
+            return {
+                "CUDA_VISIBLE_DEVICES": devices,
+                "TRAINYARD_NUM_THREADS": str(GPU_THREADS_PER_SLOT),
+                "OMP_NUM_THREADS": str(GPU_THREADS_PER_SLOT),
+            }
+        threads = str(self._threads_per_cpu_slot)
         return {
-            "CUDA_VISIBLE_DEVICES": devices,
+            "CUDA_VISIBLE_DEVICES": "",
             "TRAINYARD_NUM_THREADS": threads,
             "OMP_NUM_THREADS": threads,
+            **cpu_thread_policy(),
         }
+
+
+def cpu_thread_policy() -> dict[str, str]:
+    """OpenMP threads that sleep while they wait, unless the environment chose otherwise.
+
+    OpenMP's default spins at every barrier; when a CPU trial's threads share their cores with
+    anything (the Master, the data loader's thread, another user's process), a spinning thread
+    burns the time slice its descheduled partner needs, and small kernels such as ParticleNet's
+    slow down several times over (a BatchNorm-conv block trained 5-9x slower with the spin on a
+    loaded 2-core VM). libgomp reads this once when torch loads it, so the fork server needs it
+    in its own environment.
+    """
+    return {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY") or "PASSIVE"}
 
 
 def _worker_command(launch: WorkerLaunch) -> list[str]:
@@ -187,16 +270,20 @@ def _worker_command(launch: WorkerLaunch) -> list[str]:
 
 
 def _is_worker_of(pid: int, trial_id: int) -> bool:
-    """Whether `pid` is a live (not zombie) trainyard worker started for `trial_id`."""
+    """Whether `pid` is a live (not zombie) trainyard worker started for `trial_id`: its
+    environment names the trial, or, for a fork of the fork server (whose /proc environ is
+    the server's), its process name does."""
     proc = Path(f"/proc/{pid}")
     try:
         state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
         environ = (proc / "environ").read_bytes().split(b"\0")
         cmdline = (proc / "cmdline").read_bytes()
+        name = (proc / "comm").read_text().strip()
     except (OSError, IndexError):
         return False
     is_worker = WORKER_MODULE.encode() in cmdline or b"torch.distributed.run" in cmdline
-    return state != "Z" and is_worker and f"TRAINYARD_TRIAL_ID={trial_id}".encode() in environ
+    is_trials = f"TRAINYARD_TRIAL_ID={trial_id}".encode() in environ or name == f"trial-{trial_id}"
+    return state != "Z" and is_worker and is_trials
 
 
 def _free_port() -> int:

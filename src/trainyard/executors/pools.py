@@ -9,7 +9,7 @@ from trainyard.executors.local import LocalExecutor
 
 
 def executor_for_pool(
-    facility: FacilityConfig, resources: ResourcesSpec, *, experiment: str
+    facility: FacilityConfig, resources: ResourcesSpec, *, experiment: str, fork_workers: bool
 ) -> Executor:
     """The executor of the pool named by `resources.pool`, checked against the trials' size.
 
@@ -29,4 +29,5 @@ def executor_for_pool(
     return LocalExecutor.for_this_machine(
         max_concurrent_trials=resources.max_concurrent_trials,
         slots_per_trial=resources.slots_per_trial,
+        fork_workers=fork_workers,
     )
