@@ -215,6 +215,29 @@ def test_members_sharing_one_batch_train_as_alone() -> None:
         _assert_same_training(pack.member(str(index)), _solo(config, shared))
 
 
+def test_a_refused_update_skips_only_that_members_step() -> None:
+    """Each member's non-finite-loss policy decides its own update (`keep_update`): B's
+    batch 2 is skipped, so B trains as alone on batches 1 and 3; A is untouched by it."""
+    configs = {key: _trial("mlp", "sgd", TRIALS[i]) for i, key in enumerate("AB")}
+    streams = {key: _batches(400 + i, 3) for i, key in enumerate("AB")}
+    pack = PackedModels(device=CPU)
+    for key in "AB":
+        pack.join(_member(key, configs[key]))
+    asked = []
+    for step in range(3):
+
+        def keep(key: str, loss: torch.Tensor, step: int = step) -> bool:
+            asked.append((key, step, bool(torch.isfinite(loss))))
+            return not (key == "B" and step == 1)
+
+        pack.train_step({key: streams[key][step] for key in "AB"}, keep_update=keep)
+    assert [(key, step) for key, step, _ in asked] == [(k, s) for s in range(3) for k in "AB"]
+    assert all(finite for _, _, finite in asked)
+    _assert_same_training(pack.member("A"), _solo(configs["A"], streams["A"]))
+    skipped = [streams["B"][0], streams["B"][2]]
+    _assert_same_training(pack.member("B"), _solo(configs["B"], skipped))
+
+
 def test_members_differ_in_dropout_rate_and_a_member_without_dropout_stays_exact() -> None:
     exact = _trial("particlenet-lite", "adamw", TRIALS[0])
     dropping = _trial("particlenet-lite", "adamw", {**TRIALS[1], "dropout": 0.5})

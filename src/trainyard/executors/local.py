@@ -22,6 +22,7 @@ from typing import IO
 
 from trainyard.errors import ExecutorError
 from trainyard.executors.base import Executor, WorkerLaunch
+from trainyard.protocol import PACK_TRIAL_IDS_ENV
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,9 @@ class LocalExecutor(Executor):
     then stops them in order (checkpoint first) instead of all processes dying at once.
     Each rank of a multi-slot trial gets one slot: one GPU, or one slot's CPU threads.
     """
+
+    name = "local"
+    runs_packs = True
 
     def __init__(self, *, gpu_ids: list[int], num_cpu_slots: int, threads_per_cpu_slot: int):
         if not gpu_ids and num_cpu_slots < 1:
@@ -76,6 +80,9 @@ class LocalExecutor(Executor):
 
     def free_slots(self) -> int:
         return len(self._free)
+
+    def device_kind(self) -> str:
+        return "cuda" if self._gpu_ids else "cpu"
 
     def launch(self, launch: WorkerLaunch) -> None:
         if launch.trial_id in self._running:
@@ -196,7 +203,16 @@ def _is_worker_of(pid: int, trial_id: int) -> bool:
     except (OSError, IndexError):
         return False
     is_worker = WORKER_MODULE.encode() in cmdline or b"torch.distributed.run" in cmdline
-    return state != "Z" and is_worker and f"TRAINYARD_TRIAL_ID={trial_id}".encode() in environ
+    return state != "Z" and is_worker and _names_trial(environ, trial_id)
+
+
+def _names_trial(environ: list[bytes], trial_id: int) -> bool:
+    """Whether a worker's environment names the trial: as its own, or as a member of its pack."""
+    if f"TRAINYARD_TRIAL_ID={trial_id}".encode() in environ:
+        return True
+    prefix = f"{PACK_TRIAL_IDS_ENV}=".encode()
+    packed = next((v[len(prefix) :] for v in environ if v.startswith(prefix)), b"")
+    return str(trial_id).encode() in packed.split(b",")
 
 
 def _free_port() -> int:

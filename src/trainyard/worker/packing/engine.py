@@ -198,12 +198,19 @@ class PackedModels:
             self._skeleton, self._structure, self._dropouts = None, {}, []
         return slot.member
 
-    def train_step(self, batches: Mapping[str, JetBatch]) -> dict[str, torch.Tensor]:
+    def train_step(
+        self,
+        batches: Mapping[str, JetBatch],
+        *,
+        keep_update: Callable[[str, torch.Tensor], bool] | None = None,
+    ) -> dict[str, torch.Tensor]:
         """One optimizer step for each member named in `batches`, on its own batch.
 
         Members whose batches have equal shapes run as one vmapped group (usually all);
-        others run in a group of their own. Returns each member's loss (detached, on the
-        device; reading it waits for the device).
+        others run in a group of their own. `keep_update(key, loss)`, asked after the
+        backward, may refuse a member's update (its non-finite-loss policy): that member's
+        gradients are dropped and its optimizer and schedule do not step. Returns each
+        member's loss (detached, on the device; reading it waits for the device).
         """
         unknown = sorted(set(batches) - set(self._slots))
         if unknown:
@@ -217,7 +224,11 @@ class PackedModels:
             losses.update(zip(keys, group_losses.unbind(), strict=True))
         torch.stack(list(losses.values())).sum().backward()
         for key in batches:
-            _step(self._slots[key].member)
+            member = self._slots[key].member
+            if keep_update is None or keep_update(key, losses[key].detach()):
+                _step(member)
+            else:
+                member.optimizer.zero_grad(set_to_none=True)
         return {key: loss.detach() for key, loss in losses.items()}
 
     def _forward(self, slots: list[_Slot], batches: list[JetBatch]) -> torch.Tensor:
