@@ -32,6 +32,13 @@ from trainyard.config.trial import TrialConfig
 API_PREFIX = "/api/v1"
 """Every route but /healthz lives under this prefix."""
 
+PACK_TRIAL_IDS_ENV = "TRAINYARD_PACK_TRIAL_IDS"
+"""Set by the runner for a packed worker: its members' trial ids, comma-separated (the first
+is the host, whose id is also TRAINYARD_TRIAL_ID)."""
+PACK_TOKENS_ENV = "TRAINYARD_PACK_TOKENS"
+"""Each member's own worker credential, comma-separated in the order of the ids (tokens are
+handed over in the environment only, never on a command line)."""
+
 MAX_INT = 2**31 - 1
 """The largest id or count the store holds: its integer columns are 32-bit on PostgreSQL, so
 larger values (ids beyond 2^63 included) are refused at the edge instead of failing there."""

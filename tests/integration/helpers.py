@@ -8,10 +8,12 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from trainyard.settings import Settings
 from trainyard.store import open_store, repository
+
+T = TypeVar("T")
 
 CLI = [sys.executable, "-c", "from trainyard.cli.app import main; main()"]
 
@@ -94,5 +96,20 @@ def last_validation(home: Path, trial_id: int) -> dict[str, float]:
             metric = repository.latest_metrics(session, trial_id=trial_id, kind="validation")
             assert metric is not None, f"trial {trial_id} reported no validation"
             return dict(metric.values)
+    finally:
+        store.close()
+
+
+def stored_trials(home: Path, view: Callable[[Any, Any], T]) -> list[T]:
+    """`view(session, trial)` of each trial of the first experiment under `home`, in order;
+    empty while the CLI has not written its experiment yet."""
+    store = open_store(Settings(home=home).resolved_database_url())
+    try:
+        with store.session() as session:
+            experiments = repository.list_experiments(session)
+            if not experiments:
+                return []
+            trials = repository.list_trials(session, experiment_id=experiments[0].id)
+            return [view(session, trial) for trial in trials]
     finally:
         store.close()

@@ -10,7 +10,14 @@ from typing import Any
 
 import pytest
 
-from tests.integration.helpers import cli_env, experiment, run_cli, start_cli, wait_for
+from tests.integration.helpers import (
+    cli_env,
+    experiment,
+    run_cli,
+    start_cli,
+    stored_trials,
+    wait_for,
+)
 from trainyard.settings import Settings
 from trainyard.store import open_store, repository
 
@@ -36,24 +43,15 @@ def _search(toy_data: Path, searcher: dict[str, Any], **overrides: Any) -> dict[
 
 
 def _trials(home: Path) -> list[Any]:
-    store = open_store(Settings(home=home).resolved_database_url())
-    try:
-        with store.session() as session:
-            experiments = repository.list_experiments(session)
-            if not experiments:  # the CLI has not written its experiment yet
-                return []
-            trials = repository.list_trials(session, experiment_id=experiments[0].id)
-            return [
-                (
-                    t.number,
-                    t.state.value,
-                    t.num_restarts,
-                    len(repository.list_metrics(session, trial_id=t.id)),
-                )
-                for t in trials
-            ]
-    finally:
-        store.close()
+    return stored_trials(
+        home,
+        lambda session, t: (
+            t.number,
+            t.state.value,
+            t.num_restarts,
+            len(repository.list_metrics(session, trial_id=t.id)),
+        ),
+    )
 
 
 def test_asha_stops_trials_early(toy_data, write_experiment, tmp_path) -> None:

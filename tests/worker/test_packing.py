@@ -90,8 +90,12 @@ def _member(key: str, config: TrialConfig) -> PackMember:
     )
 
 
-def _solo(config: TrialConfig, batches: list[JetBatch]) -> PackMember:
-    """The trial trained alone, as the Trainer builds and steps it."""
+def _solo(
+    config: TrialConfig, batches: list[JetBatch], *, skip: frozenset[int] = frozenset()
+) -> PackMember:
+    """The trial trained alone, as the Trainer builds and steps it; the updates of the
+    batches numbered in `skip` are dropped after their forward and backward, as its
+    non-finite-loss policy drops them."""
     training = config.training
     torch.manual_seed(training.seed)
     model = build_model(
@@ -103,11 +107,14 @@ def _solo(config: TrialConfig, batches: list[JetBatch]) -> PackMember:
     optimizer = build_optimizer(model.parameters(), training.optimizer, lr=training.optimizer.lr)
     schedule = build_lr_schedule(optimizer, training.lr_schedule, total_batches=TOTAL_BATCHES)
     model.train()
-    for batch in batches:
+    for index, batch in enumerate(batches):
         loss = F.cross_entropy(
             model(batch.points, batch.features, batch.mask).float(), batch.labels
         )
         loss.backward()
+        if index in skip:
+            optimizer.zero_grad(set_to_none=True)
+            continue
         torch.nn.utils.clip_grad_norm_(model.parameters(), training.grad_clip_norm)
         optimizer.step()
         schedule.step()
@@ -213,6 +220,29 @@ def test_members_sharing_one_batch_train_as_alone() -> None:
         pack.train_step({key: batch for key in pack.keys})
     for index, config in enumerate(configs):
         _assert_same_training(pack.member(str(index)), _solo(config, shared))
+
+
+def test_a_refused_update_skips_only_that_members_step() -> None:
+    """Each member's non-finite-loss policy decides its own update (`keep_update`): B's
+    update of its batch 2 is dropped, as alone (the forward still ran: BatchNorm statistics
+    moved); A is untouched by it."""
+    configs = {key: _trial("mlp", "sgd", TRIALS[i]) for i, key in enumerate("AB")}
+    streams = {key: _batches(400 + i, 3) for i, key in enumerate("AB")}
+    pack = PackedModels(device=CPU)
+    for key in "AB":
+        pack.join(_member(key, configs[key]))
+    asked = []
+    for step in range(3):
+
+        def keep(key: str, loss: torch.Tensor, step: int = step) -> bool:
+            asked.append((key, step, bool(torch.isfinite(loss))))
+            return not (key == "B" and step == 1)
+
+        pack.train_step({key: streams[key][step] for key in "AB"}, keep_update=keep)
+    assert [(key, step) for key, step, _ in asked] == [(k, s) for s in range(3) for k in "AB"]
+    assert all(finite for _, _, finite in asked)
+    _assert_same_training(pack.member("A"), _solo(configs["A"], streams["A"]))
+    _assert_same_training(pack.member("B"), _solo(configs["B"], streams["B"], skip=frozenset({1})))
 
 
 def test_members_differ_in_dropout_rate_and_a_member_without_dropout_stays_exact() -> None:

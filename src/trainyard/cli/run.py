@@ -18,6 +18,7 @@ from trainyard.config import ExperimentConfig, load_experiment
 from trainyard.config.facility import load_facility
 from trainyard.executors.pools import executor_for_pool
 from trainyard.master.api.app import create_app
+from trainyard.master.packs import pack_size
 from trainyard.master.preflight import preflight
 from trainyard.master.runner import ExperimentRunner
 from trainyard.master.server import EmbeddedServer, new_token
@@ -55,6 +56,7 @@ def run_experiment(
     )
     try:
         preflight(config, pool_capacity=executor.capacity())
+        pack_size(config, executor)  # refuses a pack the pool cannot start, before storing
         if resume is None:
             experiment_id = service.create_experiment(config)
         server = EmbeddedServer(

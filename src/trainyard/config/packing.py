@@ -17,6 +17,12 @@ the model's code path."""
 
 PACK_SETTINGS = ("auto", "off")
 
+AUTO_PACK_SIZES = {("cuda", "particlenet-lite"): 8}
+"""What `resources.pack: auto` packs, by (device kind, model): only where benchmarks/packing.py
+measured a gain (docs/packing.md, "Speed": ParticleNet-Lite on an H200 gains about 1.9x at
+K=8). ParticleNet only broke even on the GPU and CPU figures are unsettled, so they, like
+every other pair, train one trial per worker."""
+
 
 def pack_setting(value: object) -> object:
     """`resources.pack` as given: auto, off or a whole number of trials per worker.
@@ -67,3 +73,18 @@ def pack_problems(
             f"{pack}` cannot keep apart; use bf16 or off, or set pack to off"
         )
     return problems
+
+
+def auto_pack_size(
+    *, device_kind: str, model: str, searched: Iterable[str], slots_per_trial: int, amp: str
+) -> tuple[int, str]:
+    """The trials per worker that `resources.pack: auto` chooses, and why, in words."""
+    size = AUTO_PACK_SIZES.get((device_kind, model), 1)
+    if size == 1:
+        return 1, f"no measured gain for {model} on {device_kind}: one trial per worker"
+    problems = pack_problems(
+        pack=size, searched=searched, slots_per_trial=slots_per_trial, amp=amp
+    )
+    if problems:
+        return 1, f"this experiment cannot be packed ({problems[0]}): one trial per worker"
+    return size, f"{model} on {device_kind} gains from packing: {size} trials per worker"

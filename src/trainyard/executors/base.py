@@ -39,6 +39,13 @@ class WorkerLaunch:
 class Executor(abc.ABC):
     """Starts and watches trial workers on one kind of infrastructure."""
 
+    name = "executor"
+    """How messages name this backend."""
+    runs_packs = False
+    """Whether a launch may carry a pack of trials (several trial ids and credentials in the
+    environment of one worker, docs/packing.md); a backend that cannot keeps one trial per
+    worker."""
+
     @abc.abstractmethod
     def capacity(self) -> int:
         """Slots this executor can hand out at once (GPUs, or CPU thread groups)."""
@@ -76,6 +83,10 @@ class Executor(abc.ABC):
     def close(self) -> None:
         """Release what the executor holds besides workers (the local fork server); running
         workers are not touched."""
+        return None
+
+    def device_kind(self) -> str | None:
+        """ "cuda" or "cpu" where the backend knows what its slots are, for `pack: auto`."""
         return None
 
     def waiting(self, trial_id: int) -> bool:

@@ -31,7 +31,7 @@ from trainyard.executors.fork_server import (
     ForkServer,
     is_running,
 )
-from trainyard.protocol import ForkRequest
+from trainyard.protocol import PACK_TRIAL_IDS_ENV, ForkRequest
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +55,9 @@ class LocalExecutor(Executor):
     then stops them in order (checkpoint first) instead of all processes dying at once.
     Each rank of a multi-slot trial gets one slot: one GPU, or one slot's CPU threads.
     """
+
+    name = "local"
+    runs_packs = True
 
     def __init__(
         self,
@@ -103,6 +106,9 @@ class LocalExecutor(Executor):
     def free_slots(self) -> int:
         return len(self._free)
 
+    def device_kind(self) -> str:
+        return "cuda" if self._gpu_ids else "cpu"
+
     def launch(self, launch: WorkerLaunch) -> None:
         if launch.trial_id in self._running:
             return
@@ -127,8 +133,10 @@ class LocalExecutor(Executor):
         self, launch: WorkerLaunch, env: dict[str, str], slots: list[int]
     ) -> _Running | None:
         """The worker as a fork of the warm server; None without one (then it is stopped for
-        good after a failure, and workers start as fresh processes)."""
-        if self._fork_server is None:
+        good after a failure, and workers start as fresh processes), and for a pack: a later
+        Master finds a leftover pack worker by any member's id in its /proc environment, which
+        a fork does not show (its process name holds one id)."""
+        if self._fork_server is None or PACK_TRIAL_IDS_ENV in launch.env:
             return None
         request = ForkRequest(trial_id=launch.trial_id, log_path=str(launch.log_path), env=env)
         try:
@@ -282,8 +290,17 @@ def _is_worker_of(pid: int, trial_id: int) -> bool:
     except (OSError, IndexError):
         return False
     is_worker = WORKER_MODULE.encode() in cmdline or b"torch.distributed.run" in cmdline
-    is_trials = f"TRAINYARD_TRIAL_ID={trial_id}".encode() in environ or name == f"trial-{trial_id}"
+    is_trials = _names_trial(environ, trial_id) or name == f"trial-{trial_id}"
     return state != "Z" and is_worker and is_trials
+
+
+def _names_trial(environ: list[bytes], trial_id: int) -> bool:
+    """Whether a worker's environment names the trial: as its own, or as a member of its pack."""
+    if f"TRAINYARD_TRIAL_ID={trial_id}".encode() in environ:
+        return True
+    prefix = f"{PACK_TRIAL_IDS_ENV}=".encode()
+    packed = next((v[len(prefix) :] for v in environ if v.startswith(prefix)), b"")
+    return str(trial_id).encode() in packed.split(b",")
 
 
 def _free_port() -> int:

@@ -78,6 +78,8 @@ class SlurmExecutor(Executor):
         source: where the pool was defined, for messages.
     """
 
+    name = "slurm"
+
     def __init__(self, *, pool: str, spec: SlurmPoolSpec, experiment: str, source: str) -> None:
         self._pool = pool
         self._spec = spec

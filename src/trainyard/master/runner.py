@@ -16,8 +16,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from trainyard.executors import Executor, WorkerLaunch
+from trainyard.master.packs import pack_size
 from trainyard.master.service import MasterService
-from trainyard.protocol import ExperimentState, TrialOut, TrialState
+from trainyard.protocol import (
+    PACK_TOKENS_ENV,
+    PACK_TRIAL_IDS_ENV,
+    ExperimentState,
+    TrialOut,
+    TrialState,
+)
 from trainyard.scheduler import LaunchRequest, plan_launches
 from trainyard.settings import Settings
 
@@ -45,6 +52,9 @@ class ExperimentRunner:
         self._hung: dict[int, str] = {}
         self._waiting: set[int] = set()
         self._search_exhausted = False
+        self._pack_size = 1
+        self._packs: dict[int, list[int]] = {}
+        """A packed worker's host trial id (the executor's key) -> its member trial ids."""
 
     def request_pause(self) -> None:
         """Checkpoint every running trial and return PAUSED (safe from a signal handler)."""
@@ -58,6 +68,7 @@ class ExperimentRunner:
         self._service.set_experiment_state(experiment_id, ExperimentState.RUNNING)
         self._service.recover_searcher(experiment_id)
         config = self._service.experiment_config(experiment_id)
+        self._pack_size = pack_size(config, self._executor)
         while True:
             if self._pause_requested.is_set():
                 self._stop_workers(experiment_id, ExperimentState.PAUSED, graceful=True)
@@ -85,6 +96,9 @@ class ExperimentRunner:
     def _fill_slots(self, experiment_id: int) -> None:
         config = self._service.experiment_config(experiment_id)
         resources = config.resources
+        if self._pack_size > 1:
+            self._fill_packs(experiment_id, max_concurrent_trials=resources.max_concurrent_trials)
+            return
         num_running = len(self._executor.running())
         room = min(
             self._executor.free_slots() // resources.slots_per_trial,
@@ -104,72 +118,127 @@ class ExperimentRunner:
             free_slots=self._executor.free_slots(),
             room_per_experiment={experiment_id: room},
         ):
-            self._launch(by_id[request.trial_id], request.num_slots)
+            self._launch([by_id[request.trial_id]], request.num_slots)
+
+    def _fill_packs(self, experiment_id: int, *, max_concurrent_trials: int) -> None:
+        """Up to `pack_size` queued trials per free slot, each group in one worker; a group
+        of one is launched as an ordinary solo trial. max_concurrent_trials counts trials."""
+        trials = self._service.list_trials(experiment_id)
+        num_running = sum(t.state == TrialState.RUNNING for t in trials)
+        room = min(
+            max_concurrent_trials - num_running,
+            self._executor.free_slots() * self._pack_size,
+        )
+        queued = self._queued(experiment_id)
+        if room > len(queued) and not self._search_exhausted:
+            created = self._service.create_trials(experiment_id, num_free=room - len(queued))
+            self._search_exhausted = not created
+            queued = self._queued(experiment_id)
+        queued = sorted(queued, key=lambda t: t.number)[: max(room, 0)]
+        groups = [queued[i : i + self._pack_size] for i in range(0, len(queued), self._pack_size)]
+        hosts = {group[0].id: group for group in groups}
+        requests = [LaunchRequest(experiment_id, g[0].number, g[0].id, 1) for g in groups]
+        for request in plan_launches(
+            requests,
+            free_slots=self._executor.free_slots(),
+            room_per_experiment={experiment_id: len(groups)},
+        ):
+            self._launch(hosts[request.trial_id], 1)
 
     def _queued(self, experiment_id: int) -> list[TrialOut]:
         return [
             t for t in self._service.list_trials(experiment_id) if t.state == TrialState.QUEUED
         ]
 
-    def _launch(self, trial: TrialOut, num_slots: int) -> None:
-        assert trial.log_path is not None, "trials get their log path when created"
+    def _launch(self, trials: list[TrialOut], num_slots: int) -> None:
+        """One worker for `trials`: a solo trial, or a pack whose first trial is its host
+        (the executor knows the worker by the host's id and writes the host's log)."""
+        host = trials[0]
+        assert host.log_path is not None, "trials get their log path when created"
+        tokens = [self._service.issue_worker_token(t.id) for t in trials]
         env = {
             "TRAINYARD_MASTER_URL": self._master_url,
-            "TRAINYARD_TOKEN": self._service.issue_worker_token(trial.id),
-            "TRAINYARD_TRIAL_ID": str(trial.id),
+            "TRAINYARD_TOKEN": tokens[0],
+            "TRAINYARD_TRIAL_ID": str(host.id),
         }
+        if len(trials) > 1:
+            env[PACK_TRIAL_IDS_ENV] = ",".join(str(t.id) for t in trials)
+            env[PACK_TOKENS_ENV] = ",".join(tokens)
+            self._packs[host.id] = [t.id for t in trials]
         self._executor.launch(
             WorkerLaunch(
-                trial_id=trial.id, num_slots=num_slots, log_path=Path(trial.log_path), env=env
+                trial_id=host.id, num_slots=num_slots, log_path=Path(host.log_path), env=env
             )
         )
-        self._service.update_trial(
-            trial.id,
-            state=TrialState.RUNNING,
-            worker_pid=self._executor.worker_pid(trial.id),
-            last_heartbeat_at=datetime.now(UTC),
-        )
+        pid = self._executor.worker_pid(host.id)
+        for trial in trials:
+            self._service.update_trial(
+                trial.id,
+                state=TrialState.RUNNING,
+                worker_pid=pid,
+                last_heartbeat_at=datetime.now(UTC),
+            )
+        if len(trials) > 1:
+            numbers = ", ".join(str(t.number) for t in trials)
+            logger.info(
+                "trials %s: one packed worker (pid %s), log %s", numbers, pid, host.log_path
+            )
+            for trial in trials[1:]:
+                _note_in_log(
+                    trial, f"trained in a pack with trials {numbers}; log: {host.log_path}"
+                )
 
     # -- watching ----------------------------------------------------------------------------
 
     def _reap(self, max_restarts: int) -> None:
         """Collect exited workers; a failure is retried from its checkpoint or marked errored."""
-        for trial_id in self._executor.running():
-            code = self._poll(trial_id)
+        for worker_id in self._executor.running():
+            members = self._members(worker_id)
+            code = self._poll(worker_id)
             if code is None:
                 continue
-            trial = self._service.get_trial(trial_id)
-            hung = self._hung.pop(trial_id, None)
-            if trial.state not in (TrialState.RUNNING, TrialState.ERRORED):
-                continue
-            reported = trial.error if trial.state == TrialState.ERRORED else None
-            reason = hung or reported or self._executor.describe_exit(trial_id, code)
-            retried = self._service.fail_or_retry(
-                trial_id, reason=f"{reason}\n{self._log_tail(trial)}", max_restarts=max_restarts
-            )
-            logger.warning(
-                "trial %d: %s; %s", trial.number, reason, "retrying" if retried else "errored"
-            )
+            hung = self._hung.pop(worker_id, None)
+            host = self._service.get_trial(worker_id)  # a pack writes its host's log
+            for trial_id in members:
+                trial = self._service.get_trial(trial_id)
+                if trial.state not in (TrialState.RUNNING, TrialState.ERRORED):
+                    continue
+                reported = trial.error if trial.state == TrialState.ERRORED else None
+                reason = hung or reported or self._executor.describe_exit(worker_id, code)
+                retried = self._service.fail_or_retry(
+                    trial_id,
+                    reason=f"{reason}\n{self._log_tail(host)}",
+                    max_restarts=max_restarts,
+                )
+                logger.warning(
+                    "trial %d: %s; %s", trial.number, reason, "retrying" if retried else "errored"
+                )
 
     def _watch_heartbeats(self) -> None:
         now = datetime.now(UTC)
-        for trial_id in self._executor.running():
-            if trial_id in self._hung:
+        for worker_id in self._executor.running():
+            if worker_id in self._hung:
                 continue
-            if self._executor.waiting(trial_id):  # queued by the cluster: not silent
-                self._waiting.add(trial_id)
+            if self._executor.waiting(worker_id):  # queued by the cluster: not silent
+                self._waiting.add(worker_id)
                 continue
-            if trial_id in self._waiting:  # started just now: silence counts from here
-                self._waiting.discard(trial_id)
-                self._service.update_trial(trial_id, last_heartbeat_at=now)
+            if worker_id in self._waiting:  # started just now: silence counts from here
+                self._waiting.discard(worker_id)
+                for trial_id in self._members(worker_id):
+                    self._service.update_trial(trial_id, last_heartbeat_at=now)
                 continue
-            trial = self._service.get_trial(trial_id)
-            if trial.state != TrialState.RUNNING or trial.last_heartbeat_at is None:
+            # A pack's worker lives while any of its running members beats.
+            beats = [
+                t.last_heartbeat_at
+                for t in map(self._service.get_trial, self._members(worker_id))
+                if t.state == TrialState.RUNNING and t.last_heartbeat_at is not None
+            ]
+            if not beats:
                 continue
-            silent_s = (now - trial.last_heartbeat_at).total_seconds()
+            silent_s = (now - max(beats)).total_seconds()
             if silent_s > self._settings.heartbeat_timeout_s:
-                self._executor.kill(trial_id)
-                self._hung[trial_id] = (
+                self._executor.kill(worker_id)
+                self._hung[worker_id] = (
                     f"worker sent no heartbeat for {silent_s:.0f} s (limit "
                     f"{self._settings.heartbeat_timeout_s:.0f} s, TRAINYARD_HEARTBEAT_TIMEOUT_S); "
                     "it was killed as hung"
@@ -220,7 +289,8 @@ class ExperimentRunner:
 
     def _resumed_after_pause(self, experiment_id: int) -> bool:
         """After `trainyard activate`, paused trials go back to the queue."""
-        running = self._executor.running()  # a stopped worker may not have exited yet
+        # A stopped worker may not have exited yet.
+        running = {t for w in self._executor.running() for t in self._members(w)}
         paused = [
             t
             for t in self._service.list_trials(experiment_id)
@@ -240,11 +310,16 @@ class ExperimentRunner:
                 self._executor.end_leftover(trial.id, trial.worker_pid)
             self._service.update_trial(trial.id, state=TrialState.QUEUED)
 
-    def _poll(self, trial_id: int) -> int | None:
-        """The executor's poll; once the workers have exited, their attempt is over."""
-        code = self._executor.poll(trial_id)
+    def _members(self, worker_id: int) -> list[int]:
+        """The trials a worker trains: its pack's members, or its own trial alone."""
+        return self._packs.get(worker_id, [worker_id])
+
+    def _poll(self, worker_id: int) -> int | None:
+        """The executor's poll; once the workers have exited, their trials' attempts are over."""
+        code = self._executor.poll(worker_id)
         if code is not None:
-            self._service.end_attempt(trial_id)
+            for trial_id in self._packs.pop(worker_id, [worker_id]):
+                self._service.end_attempt(trial_id)
         return code
 
     def _log_tail(self, trial: TrialOut) -> str:
@@ -253,3 +328,12 @@ class ExperimentRunner:
         lines = Path(trial.log_path).read_text(errors="replace").splitlines()
         tail = lines[-self._settings.log_tail_lines :]
         return f"last {len(tail)} line(s) of {trial.log_path}:\n" + "\n".join(tail)
+
+
+def _note_in_log(trial: TrialOut, line: str) -> None:
+    """A line in a packed member's own log, pointing to the pack's log that has its lines."""
+    if trial.log_path:
+        path = Path(trial.log_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as log:
+            log.write(f"{datetime.now(UTC).isoformat(timespec='seconds')} trainyard: {line}\n")

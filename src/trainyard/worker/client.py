@@ -18,6 +18,8 @@ from trainyard.errors import TrainyardError
 from trainyard.protocol import (
     API_PREFIX,
     MAX_MESSAGE_CHARS,
+    PACK_TOKENS_ENV,
+    PACK_TRIAL_IDS_ENV,
     CheckpointEntry,
     CheckpointInventory,
     Decision,
@@ -74,6 +76,26 @@ class MasterClient:
             token=os.environ["TRAINYARD_TOKEN"],
             trial_id=int(trial_id),
         )
+
+    @classmethod
+    def pack_from_env(cls) -> list[MasterClient]:
+        """One client per member of a packed worker, each with its trial's own credential;
+        empty for a solo worker (the runner sets no pack variables for it). Call after
+        `from_env`, which checks the variables every worker has."""
+        ids, tokens = os.environ.get(PACK_TRIAL_IDS_ENV), os.environ.get(PACK_TOKENS_ENV)
+        if not ids:
+            return []
+        trial_ids, credentials = ids.split(","), (tokens or "").split(",")
+        if len(trial_ids) != len(credentials) or not all(i.isdigit() for i in trial_ids):
+            raise TrainyardError(
+                f"{PACK_TRIAL_IDS_ENV} and {PACK_TOKENS_ENV} must list as many trial ids as "
+                "credentials: trainyard.worker is started by an executor (trainyard run), "
+                "not by hand"
+            )
+        return [
+            cls(url=os.environ["TRAINYARD_MASTER_URL"], token=token, trial_id=int(trial_id))
+            for trial_id, token in zip(trial_ids, credentials, strict=True)
+        ]
 
     def trial_spec(self) -> TrialSpec:
         return self._parse(TrialSpec, self._call("GET", "/spec"))

@@ -45,9 +45,13 @@ def main() -> int:
     signal.signal(signal.SIGINT, on_stop_signal)
     try:
         client = MasterClient.from_env()
+        members = MasterClient.pack_from_env()
     except TrainyardError as err:
         logger.error("%s", err)
         return 2
+    if members:
+        client.close()
+        return _main_pack(members, stop_requested)
     from trainyard.worker import distributed
 
     try:
@@ -68,12 +72,8 @@ def main() -> int:
             client.report_outcome(outcome)
         logger.info("trial %s %s (attempt %d)", spec.trial_number, outcome.value, spec.attempt)
         return 0
-    except MasterUnreachableError as err:
-        logger.error("%s; exiting", err)
-        return EXIT_MASTER_GONE
-    except CredentialRefusedError as err:
-        logger.error("%s; exiting without writing anything", err)
-        return EXIT_SUPERSEDED
+    except (MasterUnreachableError, CredentialRefusedError) as err:
+        return _left_the_master(err)
     except Exception as err:
         if distributed.is_peer_failure(err):
             # Another rank died first: its error, and torchrun's summary of which rank failed
@@ -85,16 +85,77 @@ def main() -> int:
         _record_for_torchrun(err)
         if rank != 0:
             return EXIT_ERROR
-        try:
-            client.report_outcome(OutcomeState.ERRORED, f"{type(err).__name__}: {message}")
-        except MasterUnreachableError:
-            return EXIT_MASTER_GONE
-        except CredentialRefusedError:
-            return EXIT_SUPERSEDED
-        return EXIT_ERROR
+        return _report_errored([client], err, message)
     finally:
         client.close()
         distributed.close_distributed()
+
+
+def _main_pack(clients: list[MasterClient], stop_requested: threading.Event) -> int:
+    """A packed worker (worker/packing/loop.py): one Trainer per member trial, one fused step.
+
+    Each member reports its own outcome as it ends; an error outside any one member (the
+    fused step, building a member) is reported as every remaining member's error.
+    """
+    from trainyard.worker import distributed
+    from trainyard.worker.packing.loop import (
+        PackedTrial,
+        PackLoop,
+        logging_as,
+        name_members_in_log,
+    )
+    from trainyard.worker.reporter import Reporter
+    from trainyard.worker.trainer import Trainer
+
+    name_members_in_log()
+    world = distributed.init_distributed()
+    unreported = list(clients)
+    try:
+        members = []
+        for client in clients:
+            spec = client.trial_spec()
+            client.heartbeat(batches=0)
+            reporter = Reporter(client, heartbeat_interval_s=spec.heartbeat_interval_s)
+            with logging_as(spec.trial_number):
+                trainer = Trainer(
+                    spec=spec, reporter=reporter, world=world, stop_requested=stop_requested
+                )
+            members.append(PackedTrial(client=client, trainer=trainer))
+        loop = PackLoop(members)
+        try:
+            loop.train()
+        finally:
+            unreported = [m.client for m in loop.remaining.values()]
+        return 0
+    except (MasterUnreachableError, CredentialRefusedError) as err:
+        return _left_the_master(err)
+    except Exception as err:
+        message = str(err) if isinstance(err, TrainyardError) else traceback.format_exc()
+        logger.error("pack failed: %s", message)
+        return _report_errored(unreported, err, message)
+    finally:
+        for client in clients:
+            client.close()
+
+
+def _left_the_master(err: MasterUnreachableError | CredentialRefusedError) -> int:
+    if isinstance(err, MasterUnreachableError):
+        logger.error("%s; exiting", err)
+        return EXIT_MASTER_GONE
+    logger.error("%s; exiting without writing anything", err)
+    return EXIT_SUPERSEDED
+
+
+def _report_errored(clients: list[MasterClient], err: Exception, message: str) -> int:
+    """Report the error as each trial's outcome; the exit code says whether that worked."""
+    try:
+        for client in clients:
+            client.report_outcome(OutcomeState.ERRORED, f"{type(err).__name__}: {message}")
+    except MasterUnreachableError:
+        return EXIT_MASTER_GONE
+    except CredentialRefusedError:
+        return EXIT_SUPERSEDED
+    return EXIT_ERROR
 
 
 def _configure_logging(rank: int, world_size: int) -> None:

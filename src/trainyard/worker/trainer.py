@@ -16,6 +16,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -198,46 +199,68 @@ class Trainer:
         PAUSED (by a stop signal), checkpointed. Raises MasterUnreachableError, after
         checkpointing, when the Master is gone; CredentialRefusedError, without writing, when
         another attempt owns the trial; NonFiniteLossError on a NaN loss (policy error)."""
+        self.begin()
+        for batch in self.batches():
+            outcome = self.after_step(self._train_step(batch))
+            if outcome is not None:
+                return outcome
+        return self.finish()
+
+    # The loop in three parts, so that a pack (worker/packing/loop.py) runs the very same
+    # bookkeeping for each of its members around one fused step.
+
+    def begin(self) -> None:
+        """Before the first step: training mode, the trial's length told to the Master."""
         self.model.train()
         # The trial's length at once: progress shows "step n/total" from the first report.
         self.reporter.heartbeat(
             batches=self.state.batches, total_batches=self.total_batches, now=True
         )
-        loss_sum = torch.zeros((), device=self.device)
-        window_start, window_batches = time.perf_counter(), 0
+        self._loss_sum = torch.zeros((), device=self.device)
+        self._window_start, self._window_batches = time.perf_counter(), 0
+
+    def batches(self) -> Iterator[JetBatch]:
+        """The trial's remaining training batches, epoch after epoch, from its own loader
+        (whose position a checkpoint records); ends at the configured length."""
         while self.state.batches < self.total_batches:
             for batch in self.train_loader:
-                loss_sum += self._train_step(batch)
-                self.state.batches += 1
-                window_batches += 1
-                self.reporter.heartbeat(
-                    batches=self.state.batches, total_batches=self.total_batches
-                )
-                if self.state.batches % self.config.training.log_period_batches == 0:
-                    # .item() waits for the device: only once per log period.
-                    self._check_finite()
-                    elapsed = time.perf_counter() - window_start
-                    self._report_training(loss_sum.item(), window_batches, elapsed)
-                    loss_sum.zero_()
-                    window_start, window_batches = time.perf_counter(), 0
-                told_to_stop = (
-                    self.state.batches % self.validate_every == 0 and self._validate_and_ask()
-                )
-                if self.state.batches % self.checkpoint_every == 0:
-                    self.save_checkpoint()
-                # One small all-reduce per step, so every rank stops at the same step.
-                signalled, master_gone, superseded = self.world.any(
-                    self.stop_requested.is_set(),
-                    self.reporter.gone is not None,
-                    self.reporter.superseded is not None,
-                )
-                self._leave_if_master_lost(master_gone, superseded)
-                if signalled or told_to_stop:
-                    self.save_checkpoint()
-                    # A stop signal pauses (resumable); the searcher's stop is final.
-                    return OutcomeState.PAUSED if signalled else OutcomeState.STOPPED
+                yield batch
                 if self.state.batches >= self.total_batches:
-                    break
+                    return
+
+    def after_step(self, loss: torch.Tensor) -> OutcomeState | None:
+        """Everything after one optimizer step of `loss`: heartbeat, training report,
+        validation and the searcher's decision, checkpoint, stop signal. Returns the
+        outcome when the trial ends here (checkpointed), None to go on."""
+        self._loss_sum += loss
+        self.state.batches += 1
+        self._window_batches += 1
+        self.reporter.heartbeat(batches=self.state.batches, total_batches=self.total_batches)
+        if self.state.batches % self.config.training.log_period_batches == 0:
+            # .item() waits for the device: only once per log period.
+            self._check_finite()
+            elapsed = time.perf_counter() - self._window_start
+            self._report_training(self._loss_sum.item(), self._window_batches, elapsed)
+            self._loss_sum.zero_()
+            self._window_start, self._window_batches = time.perf_counter(), 0
+        told_to_stop = self.state.batches % self.validate_every == 0 and self._validate_and_ask()
+        if self.state.batches % self.checkpoint_every == 0:
+            self.save_checkpoint()
+        # One small all-reduce per step, so every rank stops at the same step.
+        signalled, master_gone, superseded = self.world.any(
+            self.stop_requested.is_set(),
+            self.reporter.gone is not None,
+            self.reporter.superseded is not None,
+        )
+        self._leave_if_master_lost(master_gone, superseded)
+        if signalled or told_to_stop:
+            self.save_checkpoint()
+            # A stop signal pauses (resumable); the searcher's stop is final.
+            return OutcomeState.PAUSED if signalled else OutcomeState.STOPPED
+        return None
+
+    def finish(self) -> OutcomeState:
+        """After the last step: a final validation if the last step had none, a checkpoint."""
         if self.state.last_validated_at != self.state.batches:
             self._validate_and_ask()
         self.save_checkpoint()

@@ -30,16 +30,15 @@ not a bitwise copy of the solo one, and its resume is exact only for the same pa
 composition. Only `nn.Dropout` modules may differ in rate between members; every other
 non-tensor attribute (widths, k, other dropout variants) must be equal, or `join` refuses.
 
-How a worker will use it (not wired yet). The Master hands one worker K trial specs whose
-`resources.pack` allows it, each with its own credential. The worker builds one `PackMember`
-per trial (`build_member`: seeded init, optimizer and schedule as the solo Trainer builds
-them), one loader per trial (its own seed and resumable position), and one Reporter per trial.
-Each loop iteration takes the next batch of every member, calls `train_step`, then per member:
-heartbeat, training report, and at its validation period the ordinary solo `evaluate` on
-`member.model`, the searcher's decision (STOP -> `leave`, checkpoint, outcome) and checkpoints
-written from `member.model` / `member.optimizer` / `member.lr_schedule` exactly as the solo
-Trainer writes them. A freed place is taken by the next queued trial (`join`). A member's
-non-finite loss touches only its own gradients, so the NaN policy applies per member.
+How a worker uses it: `worker/packing/loop.py` (the runner starts one worker with K trials of
+an experiment whose `resources.pack` allows it, each with its own credential). The loop
+builds one solo `Trainer` per member (its own loader, seed, model, optimizer, schedule,
+checkpoints and Reporter), joins their models and optimizers here, and around each
+`train_step` runs each member's own bookkeeping (`Trainer.after_step`: reports, validation
+with the ordinary `evaluate`, the searcher's decision, checkpoints in the solo format), so a
+member that the searcher stops leaves at that step. A member's non-finite loss touches only
+its own gradients, and `train_step`'s `keep_update` applies its own NaN policy. Not built: a
+freed place taken by the next queued trial (`join` already allows it; docs/packing.md).
 """
 
 from __future__ import annotations
@@ -198,12 +197,19 @@ class PackedModels:
             self._skeleton, self._structure, self._dropouts = None, {}, []
         return slot.member
 
-    def train_step(self, batches: Mapping[str, JetBatch]) -> dict[str, torch.Tensor]:
+    def train_step(
+        self,
+        batches: Mapping[str, JetBatch],
+        *,
+        keep_update: Callable[[str, torch.Tensor], bool] | None = None,
+    ) -> dict[str, torch.Tensor]:
         """One optimizer step for each member named in `batches`, on its own batch.
 
         Members whose batches have equal shapes run as one vmapped group (usually all);
-        others run in a group of their own. Returns each member's loss (detached, on the
-        device; reading it waits for the device).
+        others run in a group of their own. `keep_update(key, loss)`, asked after the
+        backward, may refuse a member's update (its non-finite-loss policy): that member's
+        gradients are dropped and its optimizer and schedule do not step. Returns each
+        member's loss (detached, on the device; reading it waits for the device).
         """
         unknown = sorted(set(batches) - set(self._slots))
         if unknown:
@@ -217,7 +223,11 @@ class PackedModels:
             losses.update(zip(keys, group_losses.unbind(), strict=True))
         torch.stack(list(losses.values())).sum().backward()
         for key in batches:
-            _step(self._slots[key].member)
+            member = self._slots[key].member
+            if keep_update is None or keep_update(key, losses[key].detach()):
+                _step(member)
+            else:
+                member.optimizer.zero_grad(set_to_none=True)
         return {key: loss.detach() for key, loss in losses.items()}
 
     def _forward(self, slots: list[_Slot], batches: list[JetBatch]) -> torch.Tensor:

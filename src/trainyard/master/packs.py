@@ -1,0 +1,54 @@
+"""Trial packs on the Master's side: how many trials one worker trains (`resources.pack`).
+
+The runner launches up to that many queued trials of an experiment in one worker process on
+one slot (docs/packing.md, "Wiring"); this module decides the number, once per run, from the
+experiment and the executor, and refuses a pack the executor cannot start.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from trainyard.config import ExperimentConfig
+from trainyard.config.packing import auto_pack_size
+from trainyard.errors import ConfigError
+from trainyard.executors import Executor
+
+logger = logging.getLogger(__name__)
+
+
+def pack_size(config: ExperimentConfig, executor: Executor) -> int:
+    """Trials per worker for this experiment on this executor (1: no packing).
+
+    Raises:
+        ConfigError: an explicit `resources.pack: K` (K > 1) on an executor that starts one
+            trial per worker.
+    """
+    pack = config.resources.pack
+    if pack == "off":
+        return 1
+    if isinstance(pack, int):
+        if pack > 1 and not executor.runs_packs:
+            raise ConfigError(
+                [
+                    f"`resources.pack`: {pack} trials per worker, but the pool "
+                    f"`{config.resources.pool}` runs on the {executor.name} executor, which "
+                    "starts one trial per worker; set `resources.pack` to off or auto, or use "
+                    "a local pool"
+                ],
+                source=f"experiment {config.name!r}",
+            )
+        return pack
+    device_kind = executor.device_kind()
+    if not executor.runs_packs or device_kind is None:
+        size, why = 1, f"the {executor.name} executor starts one trial per worker"
+    else:
+        size, why = auto_pack_size(
+            device_kind=device_kind,
+            model=config.model.name,
+            searched=config.search_space_names(),
+            slots_per_trial=config.resources.slots_per_trial,
+            amp=config.training.amp,
+        )
+    logger.info("resources.pack: auto -> %d (%s)", size, why)
+    return size

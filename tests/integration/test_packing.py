@@ -1,0 +1,244 @@
+"""Packed searches through `trainyard run`: several trials in one worker, each an ordinary trial.
+
+Real processes, the real store and the local executor: the same grid search packed and not
+packed ends with the same weights; the searcher's stop ends one member while the others go
+on; a SIGKILLed pack's members resume from their own checkpoints.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from tests.integration.helpers import (
+    cli_env,
+    experiment,
+    run_cli,
+    start_cli,
+    stored_trials,
+    wait_for,
+)
+from trainyard.store import repository
+
+pytestmark = pytest.mark.integration
+
+SLOW_MODEL = textwrap.dedent(
+    """
+    import time
+
+    from torch import nn
+
+    from trainyard.models import build_model
+
+
+    class Slow(nn.Module):
+        # Sleeps in each forward: a test has time to kill the worker mid-training.
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, points, features, mask):
+            time.sleep(0.05)
+            return self.inner(points, features, mask)
+
+
+    def slow_mlp(num_features, num_classes):
+        return Slow(
+            build_model(
+                "mlp", num_features=num_features, num_classes=num_classes,
+                options={"dropout": 0.0},
+            )
+        )
+    """
+)
+
+
+def _grid(toy_data: Path, *, pack: int | str, **overrides: Any) -> dict[str, Any]:
+    """A grid over learning rates of a dropout-free MLP with SGD: exact under packing."""
+    base = experiment(toy_data)
+    return {
+        **base,
+        "name": "packed",
+        "model": {"name": "mlp", "options": {"dropout": 0.0}},
+        "hyperparameters": {
+            "lr": {"type": "categorical", "vals": [0.01, 0.03, 0.1]},
+            "batch_size": 64,
+        },
+        "searcher": {"name": "grid"},
+        "resources": {"max_concurrent_trials": 3, "pack": pack},
+        "training": {
+            **base["training"],
+            "max_length": {"batches": 30},
+            "validation_period": {"batches": 10},
+            "optimizer": {"name": "sgd", "momentum": 0.9},
+        },
+        **overrides,
+    }
+
+
+@dataclass
+class _Trial:
+    number: int
+    state: str
+    num_restarts: int
+    worker_pid: int | None
+    batches_trained: int
+    log_path: str
+    validations: list[int]
+    """The steps of its validation reports."""
+
+
+def _trials(home: Path) -> list[_Trial]:
+    return stored_trials(
+        home,
+        lambda session, t: _Trial(
+            number=t.number,
+            state=t.state.value,
+            num_restarts=t.num_restarts,
+            worker_pid=t.worker_pid,
+            batches_trained=t.batches_trained,
+            log_path=t.log_path,
+            validations=[
+                m.batches
+                for m in repository.list_metrics(session, trial_id=t.id, kind="validation")
+            ],
+        ),
+    )
+
+
+def _newest_checkpoint(home: Path, number: int) -> Path:
+    return sorted(home.glob(f"experiments/*/trials/{number:04d}/checkpoints/step-*"))[-1]
+
+
+def _final_weights(home: Path, number: int) -> dict[str, torch.Tensor]:
+    folder = _newest_checkpoint(home, number)
+    state = torch.load(folder / "state.pt", map_location="cpu", weights_only=False)
+    return state["model"]
+
+
+def _logs(home: Path) -> str:
+    return "\n".join(p.read_text() for p in sorted(home.glob("experiments/*/trials/*/*.log")))
+
+
+def test_packed_grid_ends_with_the_weights_of_the_solo_grid(
+    toy_data, write_experiment, tmp_path
+) -> None:
+    homes = {}
+    for pack in ("off", 2):
+        homes[pack] = home = tmp_path / f"home-{pack}"
+        config = _grid(toy_data, pack=pack, name=f"grid-{pack}")
+        result = run_cli(["run", str(write_experiment(config))], cli_env(home), timeout=300)
+        assert result.returncode == 0, result.stdout + result.stderr
+        trials = _trials(home)
+        assert [t.state for t in trials] == ["COMPLETED"] * 3
+        for trial in trials:  # each its own metrics and checkpoint
+            assert trial.validations == [10, 20, 30]
+            assert (Path(trial.log_path).parent / "checkpoints" / "step-00000030").is_dir()
+    packed = _trials(homes[2])
+    assert len({t.worker_pid for t in packed}) == 2  # a pack of two, and one trial alone
+    log = _logs(homes[2])
+    assert log.count("pack of 2 trial(s) on cpu: trials 0, 1") == 1
+    assert "trained in a pack with trials 0, 1" in log
+    for number in range(3):
+        solo, pack = _final_weights(homes["off"], number), _final_weights(homes[2], number)
+        assert solo.keys() == pack.keys()
+        for name in solo:
+            torch.testing.assert_close(pack[name], solo[name], rtol=1e-5, atol=1e-6)
+
+
+def test_the_searcher_stops_one_member_and_the_others_go_on(
+    toy_data, write_experiment, tmp_path
+) -> None:
+    home = tmp_path / "home"
+    config = _grid(
+        toy_data,
+        pack=2,
+        name="asha",
+        hyperparameters={"lr": {"type": "log", "min": 1e-5, "max": 1.0}, "batch_size": 64},
+        searcher={"name": "asha", "max_trials": 4, "asha": {"reduction_factor": 2}},
+        resources={"max_concurrent_trials": 4, "pack": 2},
+    )
+    result = run_cli(["run", str(write_experiment(config))], cli_env(home), timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    trials = _trials(home)
+    assert {t.state for t in trials} <= {"STOPPED", "COMPLETED"}
+    by_pid: dict[int, list[Any]] = {}
+    for trial in trials:
+        by_pid.setdefault(trial.worker_pid, []).append(trial)
+    left_early = [
+        (stopped, other)
+        for members in by_pid.values()
+        for stopped in members
+        for other in members
+        if stopped.state == "STOPPED" and other.batches_trained > stopped.batches_trained
+    ]
+    assert left_early, [(t.number, t.state, t.worker_pid, t.batches_trained) for t in trials]
+    left = r"trial \d+ stopped \(attempt 1; 1 trial\(s\) left in the pack\)"
+    assert re.search(left, _logs(home))
+
+
+def test_a_killed_pack_is_retried_and_a_paused_one_resumes_each_member_from_its_checkpoint(
+    toy_data, write_experiment, tmp_path
+) -> None:
+    """SIGKILL the pack's worker: both members are retried (restart 1) from their own
+    checkpoints; then pause the run (Ctrl-C): both checkpoint and pause; resume: both end."""
+    (tmp_path / "slow_models.py").write_text(SLOW_MODEL)
+    home = tmp_path / "home"
+    env = cli_env(home, PYTHONPATH=str(tmp_path))
+    config = _grid(
+        toy_data,
+        pack=2,
+        name="killed",
+        model="slow_models:slow_mlp",
+        hyperparameters={"lr": {"type": "categorical", "vals": [0.01, 0.03]}, "batch_size": 64},
+        resources={"max_concurrent_trials": 2, "pack": 2},
+        training={**_grid(toy_data, pack=2)["training"], "max_length": {"batches": 60}},
+        max_restarts=1,
+    )
+    cli = start_cli(["run", str(write_experiment(config))], env)
+    try:
+        wait_for(
+            lambda: len(list(home.glob("experiments/*/trials/*/checkpoints/step-00000010"))) == 2,
+            timeout=120,
+            what="both members' checkpoints at batch 10",
+        )
+        (pid,) = {t.worker_pid for t in _trials(home)}
+        os.killpg(pid, signal.SIGKILL)
+        wait_for(
+            lambda: len(re.findall("resumed from", _logs(home))) == 2,
+            timeout=120,
+            what="the retried pack to resume both members",
+        )
+        os.kill(cli.pid, signal.SIGINT)
+        output, _ = cli.communicate(timeout=120)
+    finally:
+        if cli.poll() is None:
+            os.killpg(cli.pid, signal.SIGKILL)
+    assert cli.returncode == 130, output
+    assert [(t.state, t.num_restarts) for t in _trials(home)] == [("PAUSED", 1)] * 2
+    for number in (0, 1):
+        killed = rf"trial {number} \(id \d+\) .*worker was killed by signal SIGKILL without"
+        assert re.search(killed, output), output
+    paused_at = [_newest_checkpoint(home, number).name for number in (0, 1)]
+
+    resumed = run_cli(["run", "--resume", "killed"], env, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert [t.state for t in _trials(home)] == ["COMPLETED"] * 2
+    starts = [
+        (int(number), int(step))
+        for number, step in re.findall(
+            r"resumed from \S+/(\d{4})/checkpoints/step-(\d+) ", _logs(home)
+        )
+    ]
+    for number in (0, 1):  # each from its own checkpoints, never from 0
+        steps = [step for n, step in starts if n == number]
+        assert len(steps) == 2 and steps[0] >= 10, starts
+        assert f"step-{steps[1]:08d}" == paused_at[number], (starts, paused_at)
