@@ -31,7 +31,9 @@ FORK_SERVER_MODULE = "trainyard.worker.forkserver"
 START_TIMEOUT_S = 300.0
 """How long a fork may take to be confirmed: the first one waits for the server's imports,
 which take minutes only on a machine that is swapping."""
-CLOSE_TIMEOUT_S = 10.0
+CLOSE_TIMEOUT_S = 1.0
+"""How long a closed server gets to exit on its own before it is killed: either way its
+workers, in their own sessions, carry on; only the server's imports may still be running."""
 WORKER_LOST_EXIT = INFRASTRUCTURE_EXIT
 """The exit code of a forked worker whose status died with the fork server."""
 

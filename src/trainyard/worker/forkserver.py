@@ -23,6 +23,7 @@ is gone), the server exits; children still running carry on, as orphaned workers
 from __future__ import annotations
 
 import ctypes
+import importlib
 import os
 import select
 import signal
@@ -118,15 +119,20 @@ def _name_process(name: str) -> None:
     libc.prctl(_PR_SET_NAME, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)
 
 
-def _preload() -> None:
-    """Everything a worker imports before it trains, so no child imports it again."""
-    import trainyard.worker.main
-    import trainyard.worker.reporter
-    import trainyard.worker.trainer  # noqa: F401
+PRELOADED = (
+    "torch._dynamo",  # torch's optimizers import it when they are built
+    "torch._inductor.config",  # the determinism switch imports it
+    "trainyard.worker.main",
+    "trainyard.worker.trainer",
+    "trainyard.worker.reporter",
+    "trainyard.worker.packing.loop",
+)
+"""Everything a worker imports before it trains, so no child imports it again."""
 
 
 if __name__ == "__main__":
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the CLI, which stops workers
     warnings.filterwarnings("ignore", message=r".*use of fork\(\) may lead to deadlocks")
-    _preload()
+    for module in PRELOADED:
+        importlib.import_module(module)
     serve(sys.stdin.fileno(), sys.stdout.fileno())
