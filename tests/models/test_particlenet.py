@@ -10,13 +10,15 @@ from weaver.nn.model.ParticleNet import ParticleNet as WeaverParticleNet
 
 from trainyard.errors import ModelError
 from trainyard.models import ParticleNet, build_particlenet, build_particlenet_lite
+from trainyard.models._idle_edges import live_particles
 
 NUM_FEATURES = 7
 NUM_CLASSES = 2
 BATCH = 8
 SLOTS = 128
-# Real particles per jet: full, typical, fewer than k+1 (padded neighbours), and empty.
-MULTIPLICITIES = (128, 97, 64, 40, 23, 12, 5, 0)
+# Real particles per jet: full, at most k=16 padded slots (they have real neighbours, so their
+# edges are computed), typical, fewer than k+1 (padded neighbours), and empty.
+MULTIPLICITIES = (128, 115, 64, 40, 23, 12, 5, 0)
 
 CONFIGS = {
     "particlenet": ([(16, (64, 64, 64)), (16, (128, 128, 128)), (16, (256, 256, 256))], 256),
@@ -112,22 +114,11 @@ def test_eval_outputs_match_weaver(config: str) -> None:
     assert (logits_BK - expected_BK).abs().max().item() < 1e-5
 
 
-def test_training_step_matches_weaver() -> None:
-    """Batch statistics, dropout, gradients and running-stat updates all agree."""
-    reference, ours = paired_models("particlenet-lite")
-    points_BCP, features_BCP, mask_B1P = jet_batch(seed=1)
-    labels_B = torch.tensor([0, 1] * (BATCH // 2))
-    for model in (reference, ours):
-        model.train()
-        torch.manual_seed(7)
-        loss = nn.functional.cross_entropy(model(points_BCP, features_BCP, mask_B1P), labels_B)
-        loss.backward()
-    our_params = dict(ours.named_parameters())
-    for name, param in reference.named_parameters():
-        assert (our_params[name].grad - param.grad).abs().max().item() < 1e-5, name
-    our_state = ours.state_dict()
-    for name, value in reference.state_dict().items():
-        assert torch.allclose(our_state[name].float(), value.float(), atol=1e-6), name
+def test_live_particles_are_the_real_ones_and_the_padded_slots_of_nearly_full_jets() -> None:
+    """A padded slot's edges are skipped only where its jet has more than k padded slots."""
+    padded_BP = torch.tensor([[False, False, True, True], [False, True, True, True]])
+    assert live_particles(padded_BP, k=2).tolist() == [0, 1, 2, 3, 4]
+    assert live_particles(padded_BP, k=1).tolist() == [0, 1, 4]
 
 
 def test_training_mode_backward_reaches_every_parameter() -> None:
@@ -220,13 +211,17 @@ def test_float16_autocast_keeps_padding_out_of_reach() -> None:
     assert (logits_BK.float() - reference_BK).abs().max().item() < 1e-2
 
 
-@pytest.mark.parametrize("config", ["particlenet", "same-width"])
-def test_training_step_matches_weaver_for_every_block_shape(config: str) -> None:
-    """Three blocks with shortcut convolutions, and a block without one (sc is None).
+@pytest.mark.parametrize(
+    ("config", "tolerance"),
+    [("particlenet-lite", 1e-5), ("particlenet", 1e-4), ("same-width", 1e-4)],
+)
+def test_training_step_matches_weaver(config: str, tolerance: float) -> None:
+    """Batch statistics, dropout, gradients and running-stat updates all agree, for two and
+    three blocks with shortcut convolutions and for a block without one (sc is None).
 
     The decomposed first convolution rounds (W_a - W_b) x_i + W_b x_j instead of
     W_a x_i + W_b (x_j - x_i); through three blocks of backward that moves ParticleNet's
-    first-block gradients (up to about 2e-2) by up to about 2e-5 in float32, hence 1e-4 here.
+    first-block gradients (up to about 2e-2) by up to about 2e-5 in float32, hence 1e-4 there.
     """
     reference, ours = paired_models(config)
     points_BCP, features_BCP, mask_B1P = jet_batch(seed=2)
@@ -238,7 +233,7 @@ def test_training_step_matches_weaver_for_every_block_shape(config: str) -> None
         loss.backward()
     our_params = dict(ours.named_parameters())
     for name, param in reference.named_parameters():
-        assert (our_params[name].grad - param.grad).abs().max().item() < 1e-4, name
+        assert (our_params[name].grad - param.grad).abs().max().item() < tolerance, name
     our_state = ours.state_dict()
     for name, value in reference.state_dict().items():
         assert torch.allclose(our_state[name].float(), value.float(), atol=1e-6), name

@@ -12,12 +12,16 @@ outputs, gradients and BatchNorm statistics are the same up to float rounding.
 Why it is faster than the textbook form (docs/models.md, "Speed"): the first 1x1 convolution
 of a block acts on (x_i, x_j - x_i), so with its weight split as [W_a, W_b] it equals
 (W_a - W_b) x_i + W_b x_j. Both terms are computed once per particle and only W_b x_j is
-gathered to the edges, which removes about a third of the edge multiply-adds. Inside a block
-all particles of the batch are columns of one (C, B*P) matrix and all edges columns of one
-(C, B*P*N) matrix, so every 1x1 convolution is one plain matrix product, the mean over
-neighbours reduces contiguous memory, and BatchNorm sees a contiguous (1, C, rows) tensor: its
-statistics cover the same B*P*N edges (padded ones included) as weaver's and are summed as
-precisely (PyTorch's CPU BatchNorm sums a (rows, C) layout in plain float32, about 1e-4 off).
+gathered to the edges, which removes about a third of the edge multiply-adds. Only the edges
+of live particles are computed: a padded slot whose jet has more than N padded slots has only
+padded neighbours, so all such edges hold one identical column per layer, which the edge
+BatchNorm counts as many times as there are such edges (`_idle_edges.py`): the statistics
+and gradients are weaver's over all B*P*N edges, padded ones included. Inside a block the
+particles of the batch are columns of one (C, B*P) matrix and the live edges columns of one
+(C, L*N) matrix, so every 1x1 convolution is one plain matrix product and the mean over
+neighbours reduces contiguous memory; BatchNorm statistics are summed along contiguous
+memory, as precisely as weaver's (PyTorch's CPU BatchNorm sums a (rows, C) layout in plain
+float32, about 1e-4 off).
 
 Shape legend for tensor-name suffixes:
     B  batch (jets)
@@ -26,7 +30,8 @@ Shape legend for tensor-name suffixes:
     N  nearest neighbours per particle (the k of kNN)
     K  classes
     Q  particles of the whole batch, B*P (column b*P + p is particle p of jet b)
-    E  edges of the whole batch, B*P*N (column q*N + n is the n-th neighbour of particle q)
+    L  live particles of the batch (`_idle_edges.live_particles`), in the order of Q
+    E  edges of the live particles, L*N (column l*N + n is the n-th neighbour of live l)
 """
 
 from collections.abc import Sequence
@@ -37,6 +42,7 @@ from torch import nn
 
 from trainyard.errors import ModelError
 from trainyard.models._checks import channel_lists, dropout_rate, positive_int
+from trainyard.models._idle_edges import edge_batch_norm, live_particles
 from trainyard.models._masking import real_counts, real_particles
 
 # Padded particles are moved to this coordinate so no real particle picks them as a neighbour
@@ -72,7 +78,7 @@ def nearest_neighbours(coords_BCP: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def neighbour_columns(neighbours_BPN: torch.Tensor) -> torch.Tensor:
-    """Column numbers (E,) of the neighbours among the batch's (C, Q) particles, edge by edge."""
+    """Column numbers (Q*N,) of the neighbours among the batch's (C, Q) particles, edge by edge."""
     batch, points, _ = neighbours_BPN.shape
     first_B11 = torch.arange(batch, device=neighbours_BPN.device).view(batch, 1, 1) * points
     return (neighbours_BPN + first_B11).view(-1)
@@ -92,21 +98,14 @@ def _matrix(conv: nn.Conv1d | nn.Conv2d) -> torch.Tensor:
     return conv.weight.view(conv.out_channels, conv.in_channels)
 
 
-def _batch_norm(
-    bn: nn.BatchNorm1d | nn.BatchNorm2d, columns_CX: torch.Tensor, relu: bool = False
-) -> torch.Tensor:
-    """The BatchNorm module on particle columns (C, Q) or edges (C, Q, N), channel by channel.
+def _batch_norm(bn: nn.BatchNorm1d, columns_CQ: torch.Tensor) -> torch.Tensor:
+    """The BatchNorm module on particle columns (C, Q), channel by channel.
 
-    The module itself runs on a (1, C, ...) view, so its statistics cover the same elements as
-    in weaver's (B, C, P, N) layout, summed as precisely, and its running statistics and
-    num_batches_tracked update the same way. The ReLU after it runs in place (BatchNorm's
-    backward needs its input, not its output) on the module's own output: on a view of it,
-    autograd would have to undo the change with full copies.
+    The module itself runs on a (1, C, Q) view, so its statistics cover the same elements as
+    in weaver's (B, C, P) layout, summed as precisely, and its running statistics and
+    num_batches_tracked update the same way (the pack swaps the module for its own).
     """
-    normalised = bn(columns_CX.unsqueeze(0))
-    if relu:
-        normalised = torch.relu_(normalised)
-    return normalised.squeeze(0)
+    return bn(columns_CQ.unsqueeze(0)).squeeze(0)
 
 
 def _columns(tensor_BCP: torch.Tensor) -> torch.Tensor:
@@ -140,42 +139,57 @@ class EdgeConv(nn.Module):
             self.sc = nn.Conv1d(in_channels, out_channels[-1], kernel_size=1, bias=False)
             self.sc_bn = nn.BatchNorm1d(out_channels[-1])
 
-    def forward(self, coords_BCP: torch.Tensor, features_CQ: torch.Tensor) -> torch.Tensor:
-        """New particle columns (C_out, Q); neighbours are searched in coords_BCP."""
+    def forward(
+        self, coords_BCP: torch.Tensor, features_CQ: torch.Tensor, padded_BP: torch.Tensor
+    ) -> torch.Tensor:
+        """New particle columns (C_out, Q); neighbours are searched in coords_BCP.
+
+        Only the edges of live particles (`live_particles`) are computed; the identical edges
+        of the idle padded slots enter every edge BatchNorm as one constant column counted
+        that many times, so the statistics are weaver's over all B*P*N edges.
+        """
         points = coords_BCP.shape[-1]
         if points <= self.k:
             raise ModelError(
                 f"EdgeConv with k={self.k} needs more than {self.k} particle slots per jet, "
                 f"got {points}; pad the inputs to at least {self.k + 1} particles or lower k"
             )
+        live_L = live_particles(padded_BP, self.k)
         columns_E = neighbour_columns(nearest_neighbours(coords_BCP, self.k))
-        edges_CQN = self._first_convolution(features_CQ, columns_E)
+        columns_E = columns_E.view(-1, self.k).index_select(0, live_L).view(-1)
+        edges_CE = self._first_convolution(features_CQ, live_L, columns_E)
+        # An idle slot's edges join it to other idle slots, all with zero features: their
+        # first convolution is zero, and every later layer maps them to one common column.
+        idle_C = edges_CE.new_zeros(edges_CE.shape[0])
+        idle_edges = (features_CQ.shape[1] - live_L.numel()) * self.k
         for index, (conv, bn) in enumerate(zip(self.convs, self.bns, strict=True)):
             if index > 0:
-                edges_CE = torch.mm(_matrix(conv), edges_CQN.flatten(1))
-                edges_CQN = edges_CE.view(-1, *edges_CQN.shape[1:])
-            edges_CQN = _batch_norm(bn, edges_CQN, relu=True)
+                edges_CE = torch.mm(_matrix(conv), edges_CE)
+                idle_C = torch.mm(_matrix(conv), idle_C.unsqueeze(1)).squeeze(1)
+            edges_CE, idle_C = edge_batch_norm(bn, edges_CE, idle_C, idle_edges)
         # A sum, then the division on the small result: the backward of mean would write a
         # divided copy of the whole edge gradient, that of sum only broadcasts it.
-        messages_CQ = edges_CQN.sum(dim=-1) / self.k
+        messages_CL = edges_CE.view(edges_CE.shape[0], -1, self.k).sum(dim=-1) / self.k
+        messages_CQ = messages_CL.new_zeros(messages_CL.shape[0], features_CQ.shape[1])
+        messages_CQ = messages_CQ.index_copy(1, live_L, messages_CL)
         shortcut_CQ = features_CQ
         if self.sc is not None:
             shortcut_CQ = _batch_norm(self.sc_bn, torch.mm(_matrix(self.sc), features_CQ))
         return torch.relu(shortcut_CQ + messages_CQ)
 
     def _first_convolution(
-        self, features_CQ: torch.Tensor, columns_E: torch.Tensor
+        self, features_CQ: torch.Tensor, live_L: torch.Tensor, columns_E: torch.Tensor
     ) -> torch.Tensor:
-        """The first convolution of every edge (x_i, x_j - x_i), as (C, Q, N), before its BN.
+        """The first convolution of the live edges (x_i, x_j - x_i), as (C, L*N), before BN.
 
         W [x_i; x_j - x_i] = (W_a - W_b) x_i + W_b x_j: two products per particle, then one
         gather of the W_b x_j columns and one broadcast add of the centre columns.
         """
         centre_weight, neighbour_weight = _matrix(self.convs[0]).chunk(2, dim=1)
-        centre_CQ = torch.mm(centre_weight - neighbour_weight, features_CQ)
+        centre_CL = torch.mm(centre_weight - neighbour_weight, features_CQ.index_select(1, live_L))
         neighbour_CQ = torch.mm(neighbour_weight, features_CQ)
-        neighbours_CQN = neighbour_CQ.index_select(1, columns_E).view(*centre_CQ.shape, self.k)
-        return neighbours_CQN + centre_CQ.unsqueeze(-1)
+        neighbours_CLN = neighbour_CQ.index_select(1, columns_E).view(*centre_CL.shape, self.k)
+        return (neighbours_CLN + centre_CL.unsqueeze(-1)).flatten(1)
 
 
 class ParticleNet(nn.Module):
@@ -226,7 +240,8 @@ class ParticleNet(nn.Module):
         coords_BCP = points_BCP
         for block in self.edge_convs:
             coords_BCP = _moved_out_of_reach(coords_BCP, padded_B1P)
-            features_CQ = block(coords_BCP, features_CQ).masked_fill(padded_1Q, 0)
+            features_CQ = block(coords_BCP, features_CQ, padded_B1P.squeeze(1))
+            features_CQ = features_CQ.masked_fill(padded_1Q, 0)
             coords_BCP = _per_jet(features_CQ, batch)
         jet_BC = _per_jet(features_CQ, batch).sum(dim=-1) / counts_B1
         return self.fc(jet_BC)
