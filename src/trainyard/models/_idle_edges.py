@@ -11,71 +11,69 @@ BatchNorm statistics is the same computation as weaver-core's (the same statisti
 gradients through them) without the padded work, which is most of the work for real jets
 (about 50 real particles in 128 slots).
 
+The counted column enters the statistics here, by reading the BatchNorm module's weight and
+buffers instead of calling it, so `counts_idle_edges` allows it only where that is what the
+module's own forward would compute: exactly nn.BatchNorm1d/2d, training, in float32, outside
+torch.func transforms. Any other norm (torch's SyncBatchNorm or trainyard's CPU one, whose
+statistics are all-reduced over the ranks; the trial pack's MemberBatchNorm), eval, mixed
+precision and vmap take the other path: every edge computed and each norm called as a module.
+
 Shape legend as in particlenet.py, plus L: live particles of the batch (real ones, and padded
 slots of jets with N or fewer padded slots), and E: their edges, L*N.
 """
 
-import contextlib
+from collections.abc import Iterable
 from typing import Any
 
 import torch
 from torch import nn
 
+PLAIN_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
+"""The only norm classes whose statistics may take the counted idle column."""
+
+
+def counts_idle_edges(norms: Iterable[nn.Module], features_CQ: torch.Tensor) -> bool:
+    """Whether a block may skip its idle edges: every edge norm exactly a plain, affine,
+    training nn.BatchNorm1d/2d, the edges in float32 (no autocast), outside torch.func.
+
+    Under vmap the number of live particles could differ per member, and a subclass or
+    another norm class may compute anything from its input (an all-reduce, per-member
+    statistics): those must see every edge through their own forward.
+    """
+    if torch._C._functorch.maybe_current_level() is not None:
+        return False
+    if features_CQ.dtype != torch.float32 or torch.is_autocast_enabled(features_CQ.device.type):
+        return False
+    return all(
+        type(norm) in PLAIN_NORMS and norm.training and norm.weight is not None for norm in norms
+    )
+
 
 def live_particles(padded_BP: torch.Tensor, k: int) -> torch.Tensor:
-    """Flat indices (L,) into the batch's B*P particles of those whose edges are computed.
-
-    Under torch.func.vmap with a mask that differs per member (packing without a shared
-    batch) the count of live particles would differ per member, so there all are live.
-    """
-    if torch._C._functorch.is_batchedtensor(padded_BP):
-        return torch.arange(padded_BP.numel(), device=padded_BP.device)
+    """Flat indices (L,) into the batch's B*P particles of those whose edges are computed."""
     idle_BP = padded_BP & (padded_BP.sum(dim=-1, keepdim=True) > k)
     return torch.nonzero(~idle_BP.view(-1)).squeeze(1)
 
 
-def edge_batch_norm(
-    bn: nn.modules.batchnorm._BatchNorm,
+def edge_batch_norm_relu(
+    bn: nn.BatchNorm1d | nn.BatchNorm2d,
     edges_CE: torch.Tensor,
     idle_C: torch.Tensor,
     idle_edges: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The BatchNorm module `bn`, then ReLU, over the live edges (C, E) and the idle column
-    (C,) counted idle_edges times: what `bn` computes on weaver-core's (B, C, P, N) edges.
+    """The training BatchNorm module `bn`, then ReLU, over the live edges (C, E) and the idle
+    column (C,) counted idle_edges times: what `bn` computes on weaver-core's (B, C, P, N)
+    edges. Only where `counts_idle_edges` allows it.
 
     Reads and updates the module's own parameters and buffers (running statistics,
-    num_batches_tracked) as nn.BatchNorm does; the statistics are in float32 at least.
-    Training in float32 takes the fused `_NormReLU`; anything else plain tensor operations.
+    num_batches_tracked) as nn.BatchNorm's training forward does.
     """
-    batch_stats = bn.training or bn.running_mean is None
-    fused = batch_stats and bn.weight is not None and edges_CE.dtype == torch.float32
-    if batch_stats:
-        with torch.no_grad() if fused else contextlib.nullcontext():
-            mean_C, var_C = _statistics(edges_CE, idle_C, idle_edges)
-        if bn.training and bn.running_mean is not None:
-            _update_running_statistics(bn, mean_C, var_C, edges_CE.shape[1] + idle_edges)
-    else:
-        mean_C, var_C = bn.running_mean, bn.running_var
+    with torch.no_grad():
+        mean_C, var_C = _statistics(edges_CE, idle_C, idle_edges)
+    if bn.track_running_stats and bn.running_mean is not None:
+        _update_running_statistics(bn, mean_C, var_C, edges_CE.shape[1] + idle_edges)
     invstd_C = torch.rsqrt(var_C + bn.eps)
-    if fused:
-        return _NormReLU.apply(edges_CE, idle_C, bn.weight, bn.bias, mean_C, invstd_C, idle_edges)
-    scale_C, shift_C = _scale_and_shift(bn.weight, bn.bias, mean_C, invstd_C)
-    normalised_CE = torch.addcmul(shift_C.unsqueeze(1), edges_CE, scale_C.unsqueeze(1))
-    # In place: addcmul's backward needs its inputs, not its output.
-    normalised_CE = torch.relu_(normalised_CE.to(edges_CE.dtype))
-    return normalised_CE, torch.relu(idle_C * scale_C + shift_C)
-
-
-def _scale_and_shift(
-    weight_C: torch.Tensor | None,
-    bias_C: torch.Tensor | None,
-    mean_C: torch.Tensor,
-    invstd_C: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """BatchNorm as one multiply-add per element: y = x * scale + shift."""
-    scale_C = invstd_C if weight_C is None else invstd_C * weight_C
-    shift_C = -mean_C * scale_C
-    return scale_C, shift_C if bias_C is None else shift_C + bias_C
+    return _NormReLU.apply(edges_CE, idle_C, bn.weight, bn.bias, mean_C, invstd_C, idle_edges)
 
 
 class _NormReLU(torch.autograd.Function):
@@ -90,8 +88,6 @@ class _NormReLU(torch.autograd.Function):
     with the sums and N over live edges and idle_edges copies of the idle column.
     """
 
-    generate_vmap_rule = True
-
     @staticmethod
     def forward(  # type: ignore[override]
         edges_CE: torch.Tensor,
@@ -102,7 +98,9 @@ class _NormReLU(torch.autograd.Function):
         invstd_C: torch.Tensor,
         idle_edges: int,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        scale_C, shift_C = _scale_and_shift(weight_C, bias_C, mean_C, invstd_C)
+        # BatchNorm as one multiply-add per element: y = x * scale + shift.
+        scale_C = invstd_C * weight_C
+        shift_C = bias_C - mean_C * scale_C
         out_CE = torch.addcmul(shift_C.unsqueeze(1), edges_CE, scale_C.unsqueeze(1)).relu_()
         return out_CE, torch.relu(idle_C * scale_C + shift_C)
 
@@ -142,18 +140,14 @@ def _statistics(
     """Mean and biased variance per channel of the live edges and idle_edges copies of the
     idle column: the live edges' own (summed pairwise along contiguous memory, as precise as
     native batch_norm's), then combined with the idle column's as two groups (Chan et al.)."""
-    edges_CE = edges_CE.to(torch.promote_types(edges_CE.dtype, torch.float32))
-    if torch.is_grad_enabled() and edges_CE.requires_grad:
-        var_C, mean_C = torch.var_mean(edges_CE, dim=1, correction=0)
-    else:
-        # Without graph: two passes of pairwise sums, several times faster than var_mean.
-        mean_C = edges_CE.sum(dim=1) / edges_CE.shape[1]
-        var_C = (edges_CE - mean_C.unsqueeze(1)).square_().sum(dim=1) / edges_CE.shape[1]
+    # Two passes of pairwise sums (no graph), several times faster than var_mean.
+    mean_C = edges_CE.sum(dim=1) / edges_CE.shape[1]
+    var_C = (edges_CE - mean_C.unsqueeze(1)).square_().sum(dim=1) / edges_CE.shape[1]
     if idle_edges == 0:
         return mean_C, var_C
     live = edges_CE.shape[1]
     total = live + idle_edges
-    delta_C = idle_C.to(mean_C.dtype) - mean_C
+    delta_C = idle_C - mean_C
     mean_C = mean_C + delta_C * (idle_edges / total)
     var_C = var_C * (live / total) + delta_C.square() * (live * idle_edges / total**2)
     return mean_C, var_C
@@ -161,7 +155,7 @@ def _statistics(
 
 @torch.no_grad()
 def _update_running_statistics(
-    bn: nn.modules.batchnorm._BatchNorm, mean_C: torch.Tensor, var_C: torch.Tensor, count: int
+    bn: nn.BatchNorm1d | nn.BatchNorm2d, mean_C: torch.Tensor, var_C: torch.Tensor, count: int
 ) -> None:
     """As nn.BatchNorm: exponential average with `momentum` (cumulative when None), the
     variance unbiased over `count` elements per channel."""
