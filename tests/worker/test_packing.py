@@ -5,6 +5,13 @@ The reference is the solo loop as `worker.trainer.Trainer` runs it: the model bu
 forward, cross entropy, backward, clip, step, schedule step, zero_grad. Both see the same
 batches; the pack must end with the same weights, BatchNorm statistics and optimizer state,
 within float tolerance (vmap orders some sums differently).
+
+A pack's ParticleNet computes every edge (its MemberBatchNorm is not a plain BatchNorm, so the
+idle padded edges are not counted as one column), while a solo trial skips the idle ones: the
+same math, rounded differently. So the solo reference here computes every edge too
+(`set_idle_edge_skipping`), and these tests check the packing alone; that skipping trains as
+computing every edge is tests/models/test_particlenet.py's to check (docs/packing.md,
+"Exactness").
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from trainyard.config.trial import TrialConfig, resolve_trial
 from trainyard.data.batch import JetBatch
 from trainyard.errors import ModelError
 from trainyard.models import build_model
+from trainyard.models.particlenet import set_idle_edge_skipping
 from trainyard.worker.optim import build_lr_schedule, build_optimizer
 from trainyard.worker.packing import PackedModels, PackMember, build_member
 
@@ -93,9 +101,9 @@ def _member(key: str, config: TrialConfig) -> PackMember:
 def _solo(
     config: TrialConfig, batches: list[JetBatch], *, skip: frozenset[int] = frozenset()
 ) -> PackMember:
-    """The trial trained alone, as the Trainer builds and steps it; the updates of the
-    batches numbered in `skip` are dropped after their forward and backward, as its
-    non-finite-loss policy drops them."""
+    """The trial trained alone, as the Trainer builds and steps it, computing every edge as
+    the pack does (see the module docstring); the updates of the batches numbered in `skip`
+    are dropped after their forward and backward, as its non-finite-loss policy drops them."""
     training = config.training
     torch.manual_seed(training.seed)
     model = build_model(
@@ -104,6 +112,7 @@ def _solo(
         num_classes=NUM_CLASSES,
         options=config.model.options,
     )
+    set_idle_edge_skipping(model, enabled=False)
     optimizer = build_optimizer(model.parameters(), training.optimizer, lr=training.optimizer.lr)
     schedule = build_lr_schedule(optimizer, training.lr_schedule, total_batches=TOTAL_BATCHES)
     model.train()
@@ -210,8 +219,9 @@ def test_a_member_leaving_and_another_joining_leave_the_others_untouched() -> No
     _assert_same_training(left, _solo(configs["C"], streams["C"][:2]))
 
 
-def test_members_sharing_one_batch_train_as_alone() -> None:
-    configs = [_trial("mlp", "adamw", values) for values in TRIALS]
+@pytest.mark.parametrize(("model", "optimizer"), [("particlenet-lite", "sgd"), ("mlp", "adamw")])
+def test_members_sharing_one_batch_train_as_alone(model: str, optimizer: str) -> None:
+    configs = [_trial(model, optimizer, values) for values in TRIALS]
     shared = _batches(7, 3)
     pack = PackedModels(device=CPU)
     for index, config in enumerate(configs):

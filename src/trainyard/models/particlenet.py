@@ -12,12 +12,18 @@ outputs, gradients and BatchNorm statistics are the same up to float rounding.
 Why it is faster than the textbook form (docs/models.md, "Speed"): the first 1x1 convolution
 of a block acts on (x_i, x_j - x_i), so with its weight split as [W_a, W_b] it equals
 (W_a - W_b) x_i + W_b x_j. Both terms are computed once per particle and only W_b x_j is
-gathered to the edges, which removes about a third of the edge multiply-adds. Inside a block
-all particles of the batch are columns of one (C, B*P) matrix and all edges columns of one
-(C, B*P*N) matrix, so every 1x1 convolution is one plain matrix product, the mean over
-neighbours reduces contiguous memory, and BatchNorm sees a contiguous (1, C, rows) tensor: its
-statistics cover the same B*P*N edges (padded ones included) as weaver's and are summed as
-precisely (PyTorch's CPU BatchNorm sums a (rows, C) layout in plain float32, about 1e-4 off).
+gathered to the edges, which removes about a third of the edge multiply-adds. In float32
+training with plain BatchNorms, only the edges of live particles are computed: a padded slot
+whose jet has more than N padded slots has only padded neighbours, so all such edges hold one
+identical column per layer, which the edge BatchNorm counts as many times as there are such
+edges (`_idle_edges.py`): the statistics and gradients are weaver's over all B*P*N edges,
+padded ones included. Other norms (SyncBatchNorm, the trial pack's), eval, mixed precision and
+vmap compute every edge and call each norm as a module. Inside a block the
+particles of the batch are columns of one (C, B*P) matrix and the live edges columns of one
+(C, L*N) matrix, so every 1x1 convolution is one plain matrix product and the mean over
+neighbours reduces contiguous memory; BatchNorm statistics are summed along contiguous
+memory, as precisely as weaver's (PyTorch's CPU BatchNorm sums a (rows, C) layout in plain
+float32, about 1e-4 off).
 
 Shape legend for tensor-name suffixes:
     B  batch (jets)
@@ -26,7 +32,8 @@ Shape legend for tensor-name suffixes:
     N  nearest neighbours per particle (the k of kNN)
     K  classes
     Q  particles of the whole batch, B*P (column b*P + p is particle p of jet b)
-    E  edges of the whole batch, B*P*N (column q*N + n is the n-th neighbour of particle q)
+    L  live particles of the batch (`_idle_edges.live_particles`), in the order of Q
+    E  edges of the live particles, L*N (column l*N + n is the n-th neighbour of live l)
 """
 
 from collections.abc import Sequence
@@ -37,6 +44,11 @@ from torch import nn
 
 from trainyard.errors import ModelError
 from trainyard.models._checks import channel_lists, dropout_rate, positive_int
+from trainyard.models._idle_edges import (
+    counts_idle_edges,
+    edge_batch_norm_relu,
+    live_particles,
+)
 from trainyard.models._masking import real_counts, real_particles
 
 # Padded particles are moved to this coordinate so no real particle picks them as a neighbour
@@ -72,7 +84,7 @@ def nearest_neighbours(coords_BCP: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def neighbour_columns(neighbours_BPN: torch.Tensor) -> torch.Tensor:
-    """Column numbers (E,) of the neighbours among the batch's (C, Q) particles, edge by edge."""
+    """Column numbers (Q*N,) of the neighbours among the batch's (C, Q) particles, edge by edge."""
     batch, points, _ = neighbours_BPN.shape
     first_B11 = torch.arange(batch, device=neighbours_BPN.device).view(batch, 1, 1) * points
     return (neighbours_BPN + first_B11).view(-1)
@@ -92,21 +104,14 @@ def _matrix(conv: nn.Conv1d | nn.Conv2d) -> torch.Tensor:
     return conv.weight.view(conv.out_channels, conv.in_channels)
 
 
-def _batch_norm(
-    bn: nn.BatchNorm1d | nn.BatchNorm2d, columns_CX: torch.Tensor, relu: bool = False
-) -> torch.Tensor:
-    """The BatchNorm module on particle columns (C, Q) or edges (C, Q, N), channel by channel.
+def _batch_norm(bn: nn.BatchNorm1d, columns_CQ: torch.Tensor) -> torch.Tensor:
+    """The BatchNorm module on particle columns (C, Q), channel by channel.
 
-    The module itself runs on a (1, C, ...) view, so its statistics cover the same elements as
-    in weaver's (B, C, P, N) layout, summed as precisely, and its running statistics and
-    num_batches_tracked update the same way. The ReLU after it runs in place (BatchNorm's
-    backward needs its input, not its output) on the module's own output: on a view of it,
-    autograd would have to undo the change with full copies.
+    The module itself runs on a (1, C, Q) view, so its statistics cover the same elements as
+    in weaver's (B, C, P) layout, summed as precisely, and its running statistics and
+    num_batches_tracked update the same way (the pack swaps the module for its own).
     """
-    normalised = bn(columns_CX.unsqueeze(0))
-    if relu:
-        normalised = torch.relu_(normalised)
-    return normalised.squeeze(0)
+    return bn(columns_CQ.unsqueeze(0)).squeeze(0)
 
 
 def _columns(tensor_BCP: torch.Tensor) -> torch.Tensor:
@@ -126,6 +131,8 @@ class EdgeConv(nn.Module):
     def __init__(self, k: int, in_channels: int, out_channels: Sequence[int]) -> None:
         super().__init__()
         self.k = k
+        # Off: every edge computed, as under another norm class (`set_idle_edge_skipping`).
+        self.skips_idle_edges = True
         widths = [2 * in_channels, *out_channels]
         # Bias-free convolutions: the BatchNorm right after each one has its own shift.
         self.convs = nn.ModuleList(
@@ -140,8 +147,17 @@ class EdgeConv(nn.Module):
             self.sc = nn.Conv1d(in_channels, out_channels[-1], kernel_size=1, bias=False)
             self.sc_bn = nn.BatchNorm1d(out_channels[-1])
 
-    def forward(self, coords_BCP: torch.Tensor, features_CQ: torch.Tensor) -> torch.Tensor:
-        """New particle columns (C_out, Q); neighbours are searched in coords_BCP."""
+    def forward(
+        self, coords_BCP: torch.Tensor, features_CQ: torch.Tensor, padded_BP: torch.Tensor
+    ) -> torch.Tensor:
+        """New particle columns (C_out, Q); neighbours are searched in coords_BCP.
+
+        Where `counts_idle_edges` allows (plain BatchNorms training in float32), only the
+        edges of live particles are computed and the identical edges of the idle padded slots
+        enter every edge BatchNorm as one constant column counted that many times; otherwise
+        every edge is computed and each norm called as a module. Either way the statistics
+        are weaver's over all B*P*N edges.
+        """
         points = coords_BCP.shape[-1]
         if points <= self.k:
             raise ModelError(
@@ -149,33 +165,80 @@ class EdgeConv(nn.Module):
                 f"got {points}; pad the inputs to at least {self.k + 1} particles or lower k"
             )
         columns_E = neighbour_columns(nearest_neighbours(coords_BCP, self.k))
-        edges_CQN = self._first_convolution(features_CQ, columns_E)
-        for index, (conv, bn) in enumerate(zip(self.convs, self.bns, strict=True)):
-            if index > 0:
-                edges_CE = torch.mm(_matrix(conv), edges_CQN.flatten(1))
-                edges_CQN = edges_CE.view(-1, *edges_CQN.shape[1:])
-            edges_CQN = _batch_norm(bn, edges_CQN, relu=True)
-        # A sum, then the division on the small result: the backward of mean would write a
-        # divided copy of the whole edge gradient, that of sum only broadcasts it.
-        messages_CQ = edges_CQN.sum(dim=-1) / self.k
+        if self.skips_idle_edges and counts_idle_edges(self.bns, features_CQ):
+            messages_CQ = self._live_messages(features_CQ, padded_BP, columns_E)
+        else:
+            messages_CQ = self._all_messages(features_CQ, columns_E)
         shortcut_CQ = features_CQ
         if self.sc is not None:
             shortcut_CQ = _batch_norm(self.sc_bn, torch.mm(_matrix(self.sc), features_CQ))
         return torch.relu(shortcut_CQ + messages_CQ)
 
-    def _first_convolution(
-        self, features_CQ: torch.Tensor, columns_E: torch.Tensor
+    def _live_messages(
+        self, features_CQ: torch.Tensor, padded_BP: torch.Tensor, columns_E: torch.Tensor
     ) -> torch.Tensor:
-        """The first convolution of every edge (x_i, x_j - x_i), as (C, Q, N), before its BN.
+        """Mean edge-MLP output per particle (C, Q), computed for the live particles only
+        (zero for the idle ones, whose output is masked away)."""
+        live_L = live_particles(padded_BP, self.k)
+        columns_E = columns_E.view(-1, self.k).index_select(0, live_L).view(-1)
+        edges_CE = self._first_convolution(
+            features_CQ.index_select(1, live_L), features_CQ, columns_E
+        )
+        # An idle slot's edges join it to other idle slots, all with zero features: their
+        # first convolution is zero, and every later layer maps them to one common column.
+        idle_C = edges_CE.new_zeros(edges_CE.shape[0])
+        idle_edges = (features_CQ.shape[1] - live_L.numel()) * self.k
+        for index, (conv, bn) in enumerate(zip(self.convs, self.bns, strict=True)):
+            if index > 0:
+                edges_CE = torch.mm(_matrix(conv), edges_CE)
+                idle_C = torch.mm(_matrix(conv), idle_C.unsqueeze(1)).squeeze(1)
+            edges_CE, idle_C = edge_batch_norm_relu(bn, edges_CE, idle_C, idle_edges)
+        messages_CL = self._neighbour_mean(edges_CE)
+        messages_CQ = messages_CL.new_zeros(messages_CL.shape[0], features_CQ.shape[1])
+        return messages_CQ.index_copy(1, live_L, messages_CL)
+
+    def _all_messages(self, features_CQ: torch.Tensor, columns_E: torch.Tensor) -> torch.Tensor:
+        """Mean edge-MLP output per particle (C, Q) over every edge, each norm called as a
+        module on a (1, C, Q*N, 1) view: the same elements per channel as weaver's (B, C, P,
+        N), so a SyncBatchNorm all-reduces them and the pack's MemberBatchNorm sees them."""
+        edges_CE = self._first_convolution(features_CQ, features_CQ, columns_E)
+        for index, (conv, bn) in enumerate(zip(self.convs, self.bns, strict=True)):
+            if index > 0:
+                edges_CE = torch.mm(_matrix(conv), edges_CE)
+            edges_CE = torch.relu(bn(edges_CE.view(1, *edges_CE.shape, 1)).view(edges_CE.shape))
+        return self._neighbour_mean(edges_CE)
+
+    def _neighbour_mean(self, edges_CE: torch.Tensor) -> torch.Tensor:
+        """Mean over each particle's N edges: (C, E) -> (C, E/N)."""
+        # A sum, then the division on the small result: the backward of mean would write a
+        # divided copy of the whole edge gradient, that of sum only broadcasts it.
+        return edges_CE.view(edges_CE.shape[0], -1, self.k).sum(dim=-1) / self.k
+
+    def _first_convolution(
+        self, centres_CL: torch.Tensor, features_CQ: torch.Tensor, columns_E: torch.Tensor
+    ) -> torch.Tensor:
+        """The first convolution of the edges (x_i, x_j - x_i) of the centre particles
+        `centres_CL` (L of them, N edges each), as (C, L*N), before BN; the neighbours are
+        the columns `columns_E` of all particles `features_CQ`.
 
         W [x_i; x_j - x_i] = (W_a - W_b) x_i + W_b x_j: two products per particle, then one
         gather of the W_b x_j columns and one broadcast add of the centre columns.
         """
         centre_weight, neighbour_weight = _matrix(self.convs[0]).chunk(2, dim=1)
-        centre_CQ = torch.mm(centre_weight - neighbour_weight, features_CQ)
+        centre_CL = torch.mm(centre_weight - neighbour_weight, centres_CL)
         neighbour_CQ = torch.mm(neighbour_weight, features_CQ)
-        neighbours_CQN = neighbour_CQ.index_select(1, columns_E).view(*centre_CQ.shape, self.k)
-        return neighbours_CQN + centre_CQ.unsqueeze(-1)
+        neighbours_CLN = neighbour_CQ.index_select(1, columns_E).view(*centre_CL.shape, self.k)
+        return (neighbours_CLN + centre_CL.unsqueeze(-1)).flatten(1)
+
+
+def set_idle_edge_skipping(model: nn.Module, enabled: bool) -> None:
+    """Let the model's EdgeConv blocks skip idle edges where `counts_idle_edges` allows (the
+    default), or make them compute every edge and call each norm as a module, as a trial
+    pack's members do: the packing tests compare a pack with solo trials computing the same
+    way (docs/packing.md, "Exactness")."""
+    for module in model.modules():
+        if isinstance(module, EdgeConv):
+            module.skips_idle_edges = enabled
 
 
 class ParticleNet(nn.Module):
@@ -226,7 +289,8 @@ class ParticleNet(nn.Module):
         coords_BCP = points_BCP
         for block in self.edge_convs:
             coords_BCP = _moved_out_of_reach(coords_BCP, padded_B1P)
-            features_CQ = block(coords_BCP, features_CQ).masked_fill(padded_1Q, 0)
+            features_CQ = block(coords_BCP, features_CQ, padded_B1P.squeeze(1))
+            features_CQ = features_CQ.masked_fill(padded_1Q, 0)
             coords_BCP = _per_jet(features_CQ, batch)
         jet_BC = _per_jet(features_CQ, batch).sum(dim=-1) / counts_B1
         return self.fc(jet_BC)

@@ -23,7 +23,9 @@ its own loss's gradient. Without dropout (rate 0, or in eval), K packed members 
 weights, BatchNorm statistics and optimizer state of the K trials trained one by one on the
 same batches, within float tolerance (vmap runs each layer as a batched kernel, so sums are
 ordered differently; Adam can magnify that noise, docs/packing.md says how far;
-tests/worker/test_packing.py checks all this). With dropout, each member
+tests/worker/test_packing.py checks all this). A packed ParticleNet computes every edge,
+where a solo one in float32 skips the idle padded ones: the same math, rounded differently
+(docs/packing.md, "Exactness"). With dropout, each member
 draws its own masks at its own rate (`MemberDropout`), statistically as a solo trial does but
 not the same masks: a packed trial with dropout is a valid training of its hyperparameters,
 not a bitwise copy of the solo one, and its resume is exact only for the same pack
