@@ -75,6 +75,7 @@ def run_experiment(
             state = _run_with_progress(runner, service, experiment_id, config, console)
         finally:
             server.stop()
+            service.tracking.close()
             store.close()
     finally:
         executor.close()

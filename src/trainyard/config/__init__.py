@@ -1,6 +1,6 @@
 """The experiment file: schema, loading and error messages. Parsed once, here only."""
 
-from trainyard.config.loader import load_experiment, parse_experiment, resolve_data_paths
+from trainyard.config.loader import load_experiment, parse_experiment, resolve_paths
 from trainyard.config.schema import (
     CheckpointSpec,
     DataSpec,
@@ -21,5 +21,5 @@ __all__ = [
     "TrainingSpec",
     "load_experiment",
     "parse_experiment",
-    "resolve_data_paths",
+    "resolve_paths",
 ]

@@ -1,4 +1,4 @@
-"""Read an experiment file once, report every problem at once, and resolve data paths.
+"""Read an experiment file once, report every problem at once, and resolve relative paths.
 
 Messages follow one shape: "`key.path`: what is wrong; what is allowed or how to fix".
 """
@@ -14,7 +14,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from trainyard.config._strict import SECRET_VALUE_ERROR
 from trainyard.config.schema import SEARCH_SPACE_TYPES, DataSpec, ExperimentConfig
+from trainyard.config.tracking import MlflowSpec, TensorBoardSpec, TrackingSpec
 from trainyard.errors import ConfigError
 from trainyard.suggest import did_you_mean
 
@@ -38,7 +40,7 @@ def load_experiment(path: Path | str, *, base_dir: Path | None = None) -> Experi
         problem = getattr(err, "problem", None) or str(err)
         raise ConfigError([f"not valid YAML at {where}: {problem}"], source=str(path)) from err
     config = parse_experiment(raw, source=str(path))
-    return resolve_data_paths(config, base_dir or Path.cwd())
+    return resolve_paths(config, base_dir or Path.cwd())
 
 
 def parse_experiment(raw: Any, *, source: str = "experiment") -> ExperimentConfig:
@@ -55,9 +57,9 @@ def parse_experiment(raw: Any, *, source: str = "experiment") -> ExperimentConfi
         raise ConfigError(format_validation_error(err, raw), source=source) from None
 
 
-def resolve_data_paths(config: ExperimentConfig, base_dir: Path) -> ExperimentConfig:
-    """Make data globs and the data config absolute, so workers started elsewhere (SLURM,
-    containers) find them."""
+def resolve_paths(config: ExperimentConfig, base_dir: Path) -> ExperimentConfig:
+    """Make data globs, the data config and tracking folders absolute, so workers started
+    elsewhere (SLURM, containers) and a Master resumed from another folder find them."""
 
     def absolute(pattern: str | list[str]) -> str | list[str]:
         if isinstance(pattern, list):
@@ -68,7 +70,23 @@ def resolve_data_paths(config: ExperimentConfig, base_dir: Path) -> ExperimentCo
     if config.data.config is not None:
         update["config"] = str(_absolute(config.data.config, base_dir))
     data = config.data.model_copy(update=update)
-    return config.model_copy(update={"data": DataSpec.model_validate(data.model_dump())})
+    return config.model_copy(
+        update={
+            "data": DataSpec.model_validate(data.model_dump()),
+            "tracking": _resolve_tracking(config.tracking, base_dir),
+        }
+    )
+
+
+def _resolve_tracking(tracking: TrackingSpec, base_dir: Path) -> TrackingSpec:
+    update: dict[str, MlflowSpec | TensorBoardSpec] = {}
+    if tracking.mlflow is not None and tracking.mlflow.is_local_path():
+        uri = str(_absolute(tracking.mlflow.uri, base_dir))
+        update["mlflow"] = tracking.mlflow.model_copy(update={"uri": uri})
+    if tracking.tensorboard is not None:
+        folder = str(_absolute(tracking.tensorboard.dir, base_dir))
+        update["tensorboard"] = tracking.tensorboard.model_copy(update={"dir": folder})
+    return tracking.model_copy(update=update)
 
 
 def _absolute(pattern: str, base_dir: Path) -> Path:
@@ -114,6 +132,8 @@ def _describe(detail: Any, loc: tuple[Any, ...], root: type[BaseModel]) -> str:
         hint = did_you_mean(detail["input"], re.findall(r"'([^']*)'", allowed))
         return f"{detail['input']!r} is not allowed; {hint}use one of {allowed}"
     message = str(detail["msg"]).removeprefix("Value error, ")
+    if kind == SECRET_VALUE_ERROR:
+        return message
     if "input" in detail and kind not in ("hyperparameter_type",) and not kind.endswith("_type"):
         return f"{message} (got {detail['input']!r})"
     if kind.endswith("_type"):

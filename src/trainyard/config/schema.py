@@ -10,9 +10,7 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Discriminator,
     Field,
     StrictBool,
@@ -21,13 +19,9 @@ from pydantic import (
     model_validator,
 )
 
+from trainyard.config._strict import Strict as _Strict
 from trainyard.config.packing import pack_problems, pack_setting
-
-
-class _Strict(BaseModel):
-    """Base of every section: unknown keys are errors (with a did-you-mean), values immutable."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from trainyard.config.tracking import TrackingSpec
 
 
 class Length(_Strict):
@@ -314,6 +308,7 @@ class ExperimentConfig(_Strict):
     resources: ResourcesSpec = ResourcesSpec()
     training: TrainingSpec
     checkpoint: CheckpointSpec = CheckpointSpec()
+    tracking: TrackingSpec = TrackingSpec()
     max_restarts: int = Field(default=2, ge=0)
     """Times a failed trial is retried from its last checkpoint before it counts as errored."""
 

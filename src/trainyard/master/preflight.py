@@ -17,6 +17,7 @@ from trainyard.data.reader import resolve_files
 from trainyard.errors import ConfigError, DataError, ModelError
 from trainyard.models import accepted_options, build_model, check_model_interface
 from trainyard.search import validate_searcher
+from trainyard.tracking import setup_problems
 
 VALIDATION_METRICS = ("val_loss", "val_accuracy", "val_auc", "val_rej30", "val_rej50")
 
@@ -54,6 +55,7 @@ def preflight(config: ExperimentConfig, *, pool_capacity: int | None = None) -> 
             f"`searcher.metric`: no trial reports {config.searcher.metric!r}; "
             f"use one of {', '.join(VALIDATION_METRICS)}"
         )
+    problems += setup_problems(config.tracking)
     try:
         validate_searcher(config)
     except ConfigError as err:

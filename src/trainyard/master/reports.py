@@ -25,6 +25,7 @@ from trainyard.protocol import (
     TrialSpec,
 )
 from trainyard.store import WorkerCredential, repository
+from trainyard.tracking import MetricsLogged
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +94,18 @@ class TrialReports:
                 values=dict(report.values),
             )
             repository.update_trial(session, trial_id=trial_id, batches_trained=report.batches)
+            trial = repository.get_trial(session, trial_id)
+            experiment_id, number = trial.experiment_id, trial.number
+        self._service.track(
+            MetricsLogged(
+                experiment_id=experiment_id,
+                trial_id=trial_id,
+                trial_number=number,
+                kind=report.kind,
+                batches=report.batches,
+                values=dict(report.values),
+            )
+        )
 
     def sync_checkpoints(self, trial_id: int, inventory: CheckpointInventory) -> None:
         """Make the store's active checkpoints exactly the worker's folders on disk."""

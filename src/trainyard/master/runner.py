@@ -286,6 +286,8 @@ class ExperimentRunner:
                 final == TrialState.CANCELED and trial.state == TrialState.PAUSED
             ):
                 self._service.update_trial(trial.id, state=final)
+                if final == TrialState.CANCELED:
+                    self._service.track_trial_end(trial.id)
 
     def _resumed_after_pause(self, experiment_id: int) -> bool:
         """After `trainyard activate`, paused trials go back to the queue."""

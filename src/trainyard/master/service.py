@@ -31,6 +31,7 @@ from trainyard.protocol import (
 from trainyard.search import Searcher, TrialResult, make_searcher, validate_searcher
 from trainyard.settings import Settings
 from trainyard.store import Metric, Store, Trial, repository
+from trainyard.tracking import Tracking, TrackingEvent, TrialEnded, TrialStarted
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +62,8 @@ class MasterService:
         self.settings = settings
         self._searchers: dict[int, Searcher] = {}
         self._lock = threading.Lock()
+        self.tracking = Tracking()
+        """Copies of trial records for the experiments' trackers (MLflow, TensorBoard)."""
 
     # -- experiments -------------------------------------------------------------------------
 
@@ -145,8 +148,10 @@ class MasterService:
                 )
                 trial.searcher_trial_id = proposal.searcher_trial_id
                 trial.log_path = str(self.trial_dir(session, trial) / "worker.log")
-                created.append(trial.id)
-        return created
+                created.append(_trial_out(trial))
+        for trial in created:
+            self.track(TrialStarted(experiment_id, trial.id, trial.number, trial.hyperparameters))
+        return [trial.id for trial in created]
 
     def get_experiment(self, ref: int | str) -> ExperimentOut:
         with self.store.session() as session:
@@ -262,6 +267,39 @@ class MasterService:
             searcher_trial_id=searcher_trial_id,
             result=result,
             best_value=best.values[config.searcher.metric] if best else None,
+        )
+        self.track_trial_end(trial_id, best)
+
+    # -- tracking ----------------------------------------------------------------------------
+
+    def track(self, event: TrackingEvent) -> None:
+        """Hand a record to its experiment's trackers, setting them up on first use."""
+        if not self.tracking.is_configured(event.experiment_id):
+            config = self.experiment_config(event.experiment_id)
+            self.tracking.configure(event.experiment_id, config.name, config.tracking)
+        self.tracking.emit(event)
+
+    def track_trial_end(self, trial_id: int, best: MetricOut | None = None) -> None:
+        """Tell the trackers how a trial ended, with its best validation and checkpoint."""
+        trial = self.get_trial(trial_id)
+        if best is None:
+            config = self.experiment_config(trial.experiment_id)
+            best = self.best_validation(
+                trial_id, metric=config.searcher.metric, mode=config.searcher.mode
+            )
+        checkpoints = self.trial_checkpoints(trial_id)
+        at_best = [c for c in checkpoints if best is not None and c.batches == best.batches]
+        chosen = (at_best or checkpoints or [None])[0]
+        self.track(
+            TrialEnded(
+                experiment_id=trial.experiment_id,
+                trial_id=trial.id,
+                trial_number=trial.number,
+                state=trial.state,
+                hyperparameters=trial.hyperparameters,
+                best_metrics=best.values if best else {},
+                checkpoint=Path(chosen.path) if chosen else None,
+            )
         )
 
     def trial_dir(self, session: Session, trial: Trial) -> Path:
