@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import yaml
+
 from trainyard.settings import Settings
 from trainyard.store import open_store, repository
 
@@ -38,6 +40,25 @@ def experiment(toy_data: Path, **overrides: Any) -> dict[str, Any]:
         "checkpoint": {"period": {"batches": 5}, "keep": 3},
     }
     return {**base, **overrides}
+
+
+EXAMPLES = Path(__file__).parents[2] / "examples"
+
+
+def weaver_example(toy_data: Path, example: str) -> dict[str, Any]:
+    """An example experiment with a weaver data config, on the toy set with a small
+    ParticleNet-Lite; the example's data config keeps its place under examples/."""
+    config = yaml.safe_load((EXAMPLES / example).read_text())
+    config["data"].update(
+        train=str(toy_data / "train" / "*.parquet"),
+        val=str(toy_data / "val" / "*.parquet"),
+        config=str(EXAMPLES.parent / config["data"]["config"]),
+    )
+    config["model"] = {
+        "name": "particlenet-lite",
+        "options": {"k": 4, "conv_channels": [[16, 16, 16], [32, 32, 32]], "fc_dim": 64},
+    }
+    return config
 
 
 def cli_env(home: Path, **extra: str) -> dict[str, str]:

@@ -5,31 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
 
-from tests.integration.helpers import cli_env, last_validation, run_cli
+from tests.integration.helpers import cli_env, last_validation, run_cli, weaver_example
 from trainyard.settings import Settings
 from trainyard.store import TrialState, open_store, repository
 
 pytestmark = pytest.mark.integration
 
-EXAMPLES = Path(__file__).parents[2] / "examples"
-
 
 def test_weaver_config_trial_trains_and_the_next_trial_reuses_the_staged_data(
     toy_data, write_experiment, tmp_path
 ) -> None:
-    config = yaml.safe_load((EXAMPLES / "particlenet-weaver-config.yaml").read_text())
-    config["data"].update(
-        train=str(toy_data / "train" / "*.parquet"),
-        val=str(toy_data / "val" / "*.parquet"),
-        config=str(EXAMPLES / "configs" / "particlenet-inputs.yaml"),
-    )
+    config = weaver_example(toy_data, "particlenet-weaver-config.yaml")
     # Two small trials, one after the other: the first stages, the second reuses.
-    config["model"] = {
-        "name": "particlenet-lite",
-        "options": {"k": 4, "conv_channels": [[16, 16, 16], [32, 32, 32]], "fc_dim": 64},
-    }
     config["hyperparameters"] = {
         "lr": {"type": "categorical", "vals": [0.005, 0.01]},
         "batch_size": 64,

@@ -10,6 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from trainyard.config import ExperimentConfig, parse_experiment
+from trainyard.datasets.toy import write_toy_dataset
 from trainyard.master.api.app import create_app
 from trainyard.master.service import MasterService
 from trainyard.protocol import ExperimentState, TrialState
@@ -17,6 +18,15 @@ from trainyard.settings import Settings
 from trainyard.store import open_store
 
 ADMIN_TOKEN = "admin-s3cret"
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny toy set for preflight: 64 training and 64 validation jets."""
+    root = tmp_path_factory.mktemp("preflight")
+    write_toy_dataset(root / "train", num_jets=64, seed=1)
+    write_toy_dataset(root / "val", num_jets=64, seed=2)
+    return root
 
 
 @pytest.fixture

@@ -9,17 +9,8 @@ from typing import Any
 import pytest
 
 from trainyard.config import parse_experiment
-from trainyard.datasets.toy import write_toy_dataset
 from trainyard.errors import ConfigError
 from trainyard.master.preflight import preflight
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("preflight")
-    write_toy_dataset(root / "train", num_jets=64, seed=1)
-    write_toy_dataset(root / "val", num_jets=64, seed=2)
-    return root
 
 
 def _config(root: Path, **overrides: Any) -> Any:

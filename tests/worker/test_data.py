@@ -13,6 +13,7 @@ import torch
 from trainyard.config import parse_experiment
 from trainyard.config.schema import DataSpec
 from trainyard.datasets.toy import write_toy_dataset
+from trainyard.metrics import ClassLabels
 from trainyard.worker.data import TrialData, load_trial_data
 from trainyard.worker.distributed import World
 
@@ -95,6 +96,29 @@ def test_weaver_config_inputs_are_mapped_from_its_groups(toy: Path, tmp_path: Pa
     assert trial.val.extra["training"] is True  # weaver's val loader: training selection
     is_top = np.load(trial.val.shard_path("_label_", 0)) == 0
     assert 0.3 < is_top.mean() < 0.7
+
+
+THREE_CLASSES = Path(__file__).parents[2] / "examples" / "configs" / "toy-three-classes.yaml"
+
+
+def test_three_classes_reach_the_validation_shard(toy: Path, tmp_path: Path, caplog) -> None:
+    trial = _load(_data(toy, config=str(THREE_CLASSES)), tmp_path)
+    assert trial.inputs.num_classes == 3
+    assert trial.val_shard.classes == ClassLabels(
+        labels=("is_qcd", "is_top", "is_massive"), background=0
+    )
+    labels = np.load(trial.val.shard_path("_label_", 0))
+    assert set(np.unique(labels)) == {0, 1, 2}
+    assert "no background class" not in caplog.text
+
+    renamed = tmp_path / "renamed.yaml"
+    renamed.write_text(THREE_CLASSES.read_text().replace("is_qcd", "is_light"))
+    trial = _load(_data(toy, config=str(renamed)), tmp_path)
+    assert trial.val_shard.classes is not None and trial.val_shard.classes.background is None
+    assert (
+        "no background class: the per-class rejections (val_rej50_<class>, ...) are not "
+        "reported; set data.background_class to the class they are measured against"
+    ) in caplog.text
 
 
 def test_validation_is_standardised_with_what_the_training_files_gave(

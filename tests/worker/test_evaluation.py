@@ -1,4 +1,5 @@
-"""Validation figures from a real staged set: argmax accuracy, signal-vs-rest AUC."""
+"""Validation figures from a real staged set: argmax accuracy, signal-vs-rest AUC, and the
+multi-class figures, on one rank and gathered from two."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.multiprocessing as mp
 from torch import nn
 
 from tests.metrics.test_classification import (
@@ -16,7 +18,9 @@ from tests.metrics.test_classification import (
     THREE_CLASS_SIGNAL_VS_REST_ACCURACY,
 )
 from tests.worker.staged import staged_jets
-from trainyard.worker.distributed import World
+from tests.worker.test_distributed import _free_port, _join_two_ranks
+from trainyard.metrics import ClassLabels, multiclass_metrics, validation_metric_names
+from trainyard.worker.distributed import World, close_distributed
 from trainyard.worker.evaluation import ValidationShard, evaluate
 from trainyard.worker.precision import Precision
 
@@ -33,17 +37,24 @@ class FixedScores(nn.Module):
 
 
 def _evaluate(
-    tmp_path: Path, jets: list[tuple[int, tuple[float, ...]]], signal_class: int
+    tmp_path: Path,
+    jets: list[tuple[int, tuple[float, ...]]],
+    signal_class: int,
+    classes: ClassLabels | None = None,
+    world: World | None = None,
 ) -> dict[str, float]:
+    world = world or World()
     dataset = staged_jets(tmp_path, [label for label, _ in jets])
-    shard = ValidationShard(dataset, batch_size=4, world=World(), signal_class=signal_class)
+    shard = ValidationShard(
+        dataset, batch_size=4, world=world, signal_class=signal_class, classes=classes
+    )
     try:
         return evaluate(
             FixedScores([probabilities for _, probabilities in jets]),
             shard,
             device=torch.device("cpu"),
             precision=Precision.choose("off", torch.device("cpu")),
-            world=World(),
+            world=world,
             on_progress=lambda: None,
         )
     finally:
@@ -67,3 +78,53 @@ def test_two_class_accuracy_is_unchanged(tmp_path: Path) -> None:
     metrics = _evaluate(tmp_path, jets, signal_class=1)
     cut = np.mean([(p[1] > 0.5) == (label == 1) for label, p in jets])
     assert metrics["val_accuracy"] == pytest.approx(cut) == pytest.approx(3 / 5)
+
+
+def test_two_classes_report_exactly_the_binary_metrics(tmp_path: Path) -> None:
+    jets = [(1, (0.3, 0.7)), (0, (0.8, 0.2)), (1, (0.6, 0.4)), (0, (0.45, 0.55))]
+    assert tuple(_evaluate(tmp_path, jets, signal_class=1)) == validation_metric_names(None)
+
+
+THREE_CLASSES = ClassLabels(labels=("is_qcd", "is_top", "is_massive"), background=0)
+
+
+def _random_jets(num_jets: int) -> list[tuple[int, tuple[float, ...]]]:
+    """Jets of three classes with probabilities that favour the true class."""
+    rng = np.random.default_rng(4)
+    labels = np.arange(num_jets) % 3
+    probabilities = rng.dirichlet(np.ones(3), size=num_jets) + np.eye(3)[labels]
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    return [(int(label), tuple(p)) for label, p in zip(labels, probabilities, strict=True)]
+
+
+def test_three_classes_report_the_multiclass_metrics(tmp_path: Path) -> None:
+    jets = _random_jets(30)
+    metrics = _evaluate(tmp_path, jets, signal_class=1, classes=THREE_CLASSES)
+    assert tuple(metrics) == validation_metric_names(THREE_CLASSES)
+    probabilities = np.array([p for _, p in jets], dtype=np.float32)
+    expected = multiclass_metrics(
+        np.log(probabilities.astype(np.float64)), np.array([c for c, _ in jets]), THREE_CLASSES
+    )
+    for name, value in expected.items():
+        assert metrics[f"val_{name}"] == pytest.approx(value, rel=1e-6), name
+    assert metrics["val_auc"] == metrics["val_auc_is_top"], "signal class 1 against the rest"
+
+
+def _gathered_rank(rank: int, port: int, folder: str) -> None:
+    world = _join_two_ranks(rank, port)
+    try:
+        metrics = _evaluate(
+            Path(folder) / f"rank{rank}", _random_jets(31), 1, THREE_CLASSES, world
+        )
+        torch.save(metrics, Path(folder) / f"rank{rank}.pt")
+    finally:
+        close_distributed()
+
+
+def test_two_ranks_gather_the_multiclass_metrics_of_one(tmp_path: Path) -> None:
+    """Each rank scores half the jets (one rank one jet more); the gathered (N, classes)
+    log-probabilities give what one rank computes over all of them."""
+    mp.spawn(_gathered_rank, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    one_rank = _evaluate(tmp_path / "one", _random_jets(31), 1, THREE_CLASSES)
+    for rank in (0, 1):
+        assert torch.load(tmp_path / f"rank{rank}.pt") == pytest.approx(one_rank, rel=1e-12)

@@ -175,6 +175,10 @@ class DataSpec(_Strict):
     """Class index scored as signal for val_auc and the rejections; default: 1 for the built-in
     inputs (label 1 = top), 0 with `config` (weaver's `labels.value` lists top first in
     top_kin: [jet_isTop, jet_isQCD])."""
+    background_class: Annotated[StrictInt, Field(ge=0)] | str | None = None
+    """With more than two classes: the class (its `labels.value` name or its index) that every
+    other class's val_rej50_<class>, val_rej99_<class> and val_rej995_<class> are measured
+    against; default: the one class named like QCD (JetClass's label_QCD), if there is one."""
 
     @model_validator(mode="after")
     def _config_keys_go_together(self) -> DataSpec:
@@ -209,7 +213,9 @@ class SearcherSpec(_Strict):
 
     name: SearcherName = SearcherName.SINGLE
     metric: str = "val_auc"
-    """A validation metric: val_loss, val_accuracy, val_auc, val_rej30 or val_rej50."""
+    """A validation metric: val_loss, val_accuracy, val_auc, val_rej30 or val_rej50; with more
+    than two classes also val_auc_macro, val_auc_<class> and the per-class rejections
+    (docs/models.md)."""
     mode: Literal["max", "min"] = "max"
     max_trials: int | None = Field(default=None, gt=0)
     """Trials to run in all. single: 1; grid: default and at most the grid size; random, tpe

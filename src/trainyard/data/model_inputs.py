@@ -14,17 +14,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from trainyard.data.classes import metric_classes
 from trainyard.data.features import FEATURE_NAMES
 from trainyard.data.staged.loader import PARTICLENET_FIELDS
 from trainyard.data.weaver.parser import load_weaver_config
 from trainyard.data.weaver.types import SimpleLabels, WeaverDataConfig
 from trainyard.errors import ConfigError
+from trainyard.metrics.multiclass import ClassLabels
 
 MODEL_INPUTS = ("points", "features", "mask")
 """The model's inputs that come from input groups, in the order models take them."""
-BUILTIN_NUM_CLASSES = 2
-BUILTIN_SIGNAL_CLASS = 1
+BUILTIN_CLASSES = ("QCD", "top")
 """The built-in labels: 0 = QCD, 1 = top."""
+BUILTIN_NUM_CLASSES = len(BUILTIN_CLASSES)
+BUILTIN_SIGNAL_CLASS = 1
 WEAVER_SIGNAL_CLASS = 0
 """weaver configs list the signal first: [is_top, is_qcd] in ours, [jet_isTop, jet_isQCD] in the
 TopLandscape ones."""
@@ -43,31 +46,38 @@ class ModelInputs:
     """The class whose probability is the score of val_auc and the rejections."""
     weaver_config: WeaverDataConfig | None = None
     """The parsed data config; None for the built-in inputs."""
+    classes: ClassLabels | None = None
+    """With more than two classes: their metric names and the rejections' background."""
 
 
 def model_inputs(
     config_path: str | Path | None,
     inputs: Mapping[str, str],
     signal_class: int | None,
+    background_class: int | str | None = None,
 ) -> ModelInputs:
     """The inputs an experiment's data section describes (``data.config``, ``data.inputs``,
-    ``data.signal_class``); every problem is reported at once in a ConfigError whose lines
-    start with the experiment key they concern."""
+    ``data.signal_class``, ``data.background_class``); every problem is reported at once in
+    a ConfigError whose lines start with the experiment key they concern."""
     if config_path is None:
-        return _builtin(signal_class)
-    return _from_weaver_config(Path(config_path), inputs, signal_class)
+        return _builtin(signal_class, background_class)
+    return _from_weaver_config(Path(config_path), inputs, signal_class, background_class)
 
 
-def _builtin(signal_class: int | None) -> ModelInputs:
+def _builtin(signal_class: int | None, background_class: int | str | None) -> ModelInputs:
     chosen = BUILTIN_SIGNAL_CLASS if signal_class is None else signal_class
+    problems = []
     if chosen >= BUILTIN_NUM_CLASSES:
-        raise ConfigError(
-            [
-                f"`data.signal_class`: the built-in inputs have classes 0 (QCD) and 1 (top), "
-                f"got {chosen}; use 1 (the default) or 0"
-            ],
-            source="data",
+        problems.append(
+            f"`data.signal_class`: the built-in inputs have classes 0 (QCD) and 1 (top), "
+            f"got {chosen}; use 1 (the default) or 0"
         )
+    try:
+        metric_classes(BUILTIN_CLASSES, background_class, where="the built-in inputs")
+    except ConfigError as error:
+        problems += error.problems
+    if problems:
+        raise ConfigError(problems, source="data")
     return ModelInputs(
         fields=PARTICLENET_FIELDS,
         num_features=len(FEATURE_NAMES),
@@ -77,7 +87,10 @@ def _builtin(signal_class: int | None) -> ModelInputs:
 
 
 def _from_weaver_config(
-    path: Path, inputs: Mapping[str, str], signal_class: int | None
+    path: Path,
+    inputs: Mapping[str, str],
+    signal_class: int | None,
+    background_class: int | str | None,
 ) -> ModelInputs:
     try:
         config = load_weaver_config(path)
@@ -137,6 +150,13 @@ def _from_weaver_config(
             f"`data.signal_class`: {chosen_signal} is not a class of {path}, whose "
             f"`labels.value` {list(config.labels.classes)} has classes 0 to {num_classes - 1}"
         )
+    classes = None
+    if num_classes >= 2:
+        assert isinstance(config.labels, SimpleLabels)
+        try:
+            classes = metric_classes(config.labels.classes, background_class, where=str(path))
+        except ConfigError as error:
+            problems += error.problems
     if problems:
         raise ConfigError(problems, source="data")
     return ModelInputs(
@@ -145,4 +165,5 @@ def _from_weaver_config(
         num_classes=num_classes,
         signal_class=chosen_signal,
         weaver_config=config,
+        classes=classes,
     )

@@ -15,11 +15,10 @@ from trainyard.data.features import POINT_NAMES
 from trainyard.data.model_inputs import ModelInputs, model_inputs
 from trainyard.data.reader import resolve_files
 from trainyard.errors import ConfigError, DataError, ModelError
+from trainyard.master.searcher_metric import metric_problems
 from trainyard.models import accepted_options, build_model, check_model_interface
 from trainyard.search import validate_searcher
 from trainyard.tracking import setup_problems
-
-VALIDATION_METRICS = ("val_loss", "val_accuracy", "val_auc", "val_rej30", "val_rej50")
 
 
 def preflight(config: ExperimentConfig, *, pool_capacity: int | None = None) -> None:
@@ -44,17 +43,16 @@ def preflight(config: ExperimentConfig, *, pool_capacity: int | None = None) -> 
     inputs = None
     try:
         data = config.data
-        inputs = model_inputs(data.config, data.inputs.model_dump(), data.signal_class)
+        inputs = model_inputs(
+            data.config, data.inputs.model_dump(), data.signal_class, data.background_class
+        )
     except ConfigError as err:
         problems += err.problems
     problems += _batch_size_problems(config)
     problems += _trial_value_problems(config)
     problems += _model_problems(config, inputs)
-    if config.searcher.metric not in VALIDATION_METRICS:
-        problems.append(
-            f"`searcher.metric`: no trial reports {config.searcher.metric!r}; "
-            f"use one of {', '.join(VALIDATION_METRICS)}"
-        )
+    if inputs is not None:  # else the data section is wrong: already reported
+        problems += metric_problems(config.searcher.metric, inputs)
     problems += setup_problems(config.tracking)
     try:
         validate_searcher(config)

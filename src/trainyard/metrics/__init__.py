@@ -2,16 +2,32 @@
 
 from trainyard.metrics.classification import (
     argmax_accuracy,
+    background_rejection,
     predicted_classes,
+    roc_auc,
     roc_curve,
     signal_metrics,
     softmax_signal_scores,
 )
+from trainyard.metrics.multiclass import (
+    ClassLabels,
+    class_metric_names,
+    multiclass_metric_names,
+    multiclass_metrics,
+)
+from trainyard.metrics.names import validation_metric_names
 
 __all__ = [
+    "ClassLabels",
     "argmax_accuracy",
+    "background_rejection",
+    "class_metric_names",
+    "multiclass_metric_names",
+    "multiclass_metrics",
     "predicted_classes",
+    "roc_auc",
     "roc_curve",
     "signal_metrics",
     "softmax_signal_scores",
+    "validation_metric_names",
 ]

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 
 _REJECTION_WORKING_POINTS = {"rej30": 0.3, "rej50": 0.5}
+SIGNAL_METRICS = ("auc", *_REJECTION_WORKING_POINTS)
+"""The keys of ``signal_metrics``, in its order."""
 
 
 def argmax_accuracy(predicted: np.ndarray, labels: np.ndarray) -> float:
@@ -64,9 +66,23 @@ def signal_metrics(scores: np.ndarray, is_signal: np.ndarray) -> dict[str, float
     background_eff, signal_eff = roc_curve(scores, is_signal)
     metrics = {"auc": float(np.trapezoid(signal_eff, background_eff))}
     for key, target in _REJECTION_WORKING_POINTS.items():
-        background = _background_efficiency_at(signal_eff, background_eff, target)
-        metrics[key] = float("inf") if background == 0 else 1.0 / background
+        metrics[key] = background_rejection(signal_eff, background_eff, target)
     return metrics
+
+
+def roc_auc(scores: np.ndarray, is_signal: np.ndarray) -> float:
+    """Area under the ROC curve of ``roc_curve``; both classes must have jets."""
+    background_eff, signal_eff = roc_curve(scores, is_signal)
+    return float(np.trapezoid(signal_eff, background_eff))
+
+
+def background_rejection(
+    signal_eff: np.ndarray, background_eff: np.ndarray, target: float
+) -> float:
+    """1/eps_B where the ROC curve of ``roc_curve`` reaches eps_S = target; inf when no
+    background passes there."""
+    background = _background_efficiency_at(signal_eff, background_eff, target)
+    return float("inf") if background == 0 else 1.0 / background
 
 
 def roc_curve(scores: np.ndarray, is_signal: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -75,7 +75,14 @@ def load_trial_data(
     ``batch_size`` is this rank's share of the global batch; ``on_progress`` (rank 0's
     heartbeat) is called while staging and while waiting for another stager.
     """
-    inputs = model_inputs(data.config, data.inputs.model_dump(), data.signal_class)
+    inputs = model_inputs(
+        data.config, data.inputs.model_dump(), data.signal_class, data.background_class
+    )
+    if inputs.classes is not None and inputs.classes.background is None:
+        logger.warning(
+            "no background class: the per-class rejections (val_rej50_<class>, ...) are not "
+            "reported; set data.background_class to the class they are measured against"
+        )
     train_files, val_files = resolve_files(data.train), resolve_files(data.val)
     train_source: ChunkSource
     if inputs.weaver_config is None:
@@ -110,6 +117,7 @@ def load_trial_data(
         fields=inputs.fields,
         device=device,
         signal_class=inputs.signal_class,
+        classes=inputs.classes,
     )
     return TrialData(train_loader, val_shard, inputs, train, val)
 

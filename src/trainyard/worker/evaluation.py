@@ -1,4 +1,5 @@
-"""Validation over the whole validation set, with the top-tagging benchmark's figures.
+"""Validation over the whole validation set, with the top-tagging benchmark's figures and,
+with more than two classes, the JetClass ones (``trainyard.metrics.multiclass``).
 
 With several ranks each one scores a disjoint, contiguous share of the staged validation set
 and the scores and labels are gathered, so the AUC is computed over every jet exactly once, as
@@ -17,7 +18,9 @@ from trainyard.data.batch import JetBatch
 from trainyard.data.staged.dataset import StagedDataset
 from trainyard.data.staged.loader import PARTICLENET_FIELDS, StagedLoader
 from trainyard.metrics import (
+    ClassLabels,
     argmax_accuracy,
+    multiclass_metrics,
     predicted_classes,
     signal_metrics,
     softmax_signal_scores,
@@ -44,6 +47,7 @@ class ValidationShard:
         fields: Mapping[str, str] = PARTICLENET_FIELDS,
         device: torch.device | str = "cpu",
         signal_class: int = 1,
+        classes: ClassLabels | None = None,
     ) -> None:
         self._loader = StagedLoader(
             dataset,
@@ -60,6 +64,8 @@ class ValidationShard:
         self._num_batches = -(-largest_share // batch_size)
         self.signal_class = signal_class
         """The class whose probability is the score of val_auc and the rejections."""
+        self.classes = classes
+        """With more than two classes: the names and background of the multi-class figures."""
 
     def __len__(self) -> int:
         """Batches per validation, the same on every rank."""
@@ -90,16 +96,18 @@ def evaluate(
     world: World,
     on_progress: Callable[[], None],
 ) -> dict[str, float]:
-    """val_loss, val_accuracy, val_auc and background rejection at 30% / 50% signal efficiency.
+    """val_loss, val_accuracy, val_auc and background rejection at 30% / 50% signal efficiency;
+    with ``shard.classes`` also the multi-class figures, each prefixed val_.
 
-    Every rank returns the same figures, computed over the whole validation set.
+    Every rank returns the same figures, computed over the whole validation set, named as
+    ``trainyard.metrics.validation_metric_names`` lists them.
     val_accuracy is argmax accuracy over all classes; val_auc, val_rej30 and val_rej50 take
     ``shard.signal_class`` as the signal and every other class together as the background,
     scored by the signal class's softmax probability (see ``trainyard.metrics``).
     """
     model.eval()
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-    scores, predicted, labels = [], [], []
+    scores, predicted, labels, log_probabilities = [], [], [], []
     for batch, num_real in shard:
         batch = batch.to(device, non_blocking=True)
         with precision.autocast():
@@ -109,6 +117,8 @@ def evaluate(
         scores.append(softmax_signal_scores(logits, signal_class=shard.signal_class))
         predicted.append(predicted_classes(logits))
         labels.append(batch_labels.cpu().numpy())
+        if shard.classes is not None:
+            log_probabilities.append(_log_softmax(logits))
         on_progress()
     all_scores = world.all_gather_array(np.concatenate(scores))
     all_predicted = world.all_gather_array(np.concatenate(predicted))
@@ -121,4 +131,15 @@ def evaluate(
     values.update(
         {f"val_{name}": value for name, value in signal_metrics(all_scores, is_signal).items()}
     )
+    if shard.classes is not None:
+        # Gathered flat: each rank's rows are whole, so the concatenation keeps them whole.
+        num_classes = len(shard.classes.names)
+        flat = world.all_gather_array(np.concatenate(log_probabilities).reshape(-1))
+        figures = multiclass_metrics(flat.reshape(-1, num_classes), all_labels, shard.classes)
+        values.update({f"val_{name}": value for name, value in figures.items()})
     return values
+
+
+def _log_softmax(logits: torch.Tensor) -> np.ndarray:
+    """(N, classes) float64 log-probabilities: the tail of a rejection needs their resolution."""
+    return torch.log_softmax(logits.detach().to(torch.float64), dim=1).cpu().numpy()
