@@ -8,6 +8,7 @@ import pytest
 
 from trainyard.data.features import (
     FEATURE_NAMES,
+    VECTOR_NAMES,
     JetArrays,
     build_particlenet_inputs,
     load_jet_arrays,
@@ -118,3 +119,15 @@ def test_inconsistent_particle_counts_are_reported(table: pa.Table) -> None:
 def test_max_particles_must_be_positive(table: pa.Table) -> None:
     with pytest.raises(ConfigError, match="max_particles must be at least 1, got 0"):
         build_particlenet_inputs(table, max_particles=0)
+
+
+def test_vectors_are_the_particles_four_momenta_zero_padded(table: pa.Table) -> None:
+    arrays = build_particlenet_inputs(table, max_particles=16, vectors=True)
+    assert arrays.vectors_N4P is not None and arrays.vectors_N4P.shape == (len(arrays), 4, 16)
+    assert build_particlenet_inputs(table, max_particles=16).vectors_N4P is None
+    for jet in (0, 7):
+        count = min(len(table.column(schema.PART_PX)[jet]), 16)
+        for channel, name in enumerate(VECTOR_NAMES):
+            values = np.asarray(table.column(name)[jet].as_py()[:count], dtype=np.float32)
+            np.testing.assert_array_equal(arrays.vectors_N4P[jet, channel, :count], values)
+            assert not arrays.vectors_N4P[jet, channel, count:].any()

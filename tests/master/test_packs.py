@@ -67,6 +67,14 @@ def test_off_and_explicit_sizes_are_taken_as_given() -> None:
         ("particlenet-lite", 1, 8, "particlenet-lite on cuda gains from packing"),
         ("particlenet-lite", 0, 1, "no measured gain for particlenet-lite on cpu"),
         ("particlenet", 1, 1, "no measured gain for particlenet on cuda"),
+        (
+            "particle-transformer",
+            1,
+            1,
+            "particle-transformer is called as forward(features, vectors, mask), which packs "
+            "do not feed",
+        ),
+        ("pfn", 1, 1, "pfn is called as forward(features, mask), which packs do not feed"),
     ],
 )
 def test_auto_packs_only_where_the_benchmark_measured_a_gain(

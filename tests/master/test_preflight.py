@@ -265,3 +265,53 @@ def test_a_model_with_the_wrong_output_shape_fails_before_queueing(data: Path) -
     name = "tests.models.user_models:wrong_feature_count"
     message = _problems(_config(data, model=name, data={**builtin, "max_particles": 16}))
     assert "points (3, 2, 16), features (3, 7, 16) and mask (3, 1, 16)" in message
+
+
+TINY_PART = {"embed_dims": [8], "pair_embed_dims": [4], "num_heads": 2, "num_layers": 1}
+PART_CONFIG = Path(__file__).parents[2] / "examples" / "configs" / "part-inputs.yaml"
+
+
+def _part(root: Path, **overrides: Any) -> Any:
+    return _config(root, model={"name": "particle-transformer", "options": TINY_PART}, **overrides)
+
+
+def test_part_and_pfn_pass_with_the_builtin_inputs_and_a_vectors_group(data: Path) -> None:
+    builtin = {"train": str(data / "train/*.parquet"), "val": str(data / "val/*.parquet")}
+    preflight(_part(data, data={**builtin, "max_particles": 16}))
+    preflight(_config(data, model="pfn", data={**builtin, "max_particles": 16}))
+    mapping = {"features": "pf_features", "vectors": "pf_vectors", "mask": "pf_mask"}
+    preflight(_part(data, data=_weaver_data(data, PART_CONFIG, inputs=mapping)))
+
+
+def test_a_model_taking_vectors_needs_a_vectors_group(data: Path) -> None:
+    message = _problems(_part(data, data=_weaver_data(data)))
+    assert (
+        "`data.inputs.vectors`: model 'particle-transformer' is called as forward(features, "
+        "vectors, mask) and needs per-particle Lorentz vectors, but `data.inputs.vectors` is "
+        f"not set; set it to the input group of {WEAVER_CONFIG} with the 4 variables px, py, "
+        "pz, energy (its groups are pf_points, pf_features, pf_momenta, pf_mask, jet)"
+    ) in message
+
+
+def test_a_vectors_group_needs_four_variables(data: Path) -> None:
+    mapping = {"vectors": "pf_momenta"}
+    message = _problems(_part(data, data=_weaver_data(data, inputs=mapping)))
+    assert (
+        f"`data.inputs.vectors`: input group 'pf_momenta' of {WEAVER_CONFIG} has 3 variables "
+        "(part_px, part_py, part_energy); Lorentz vectors need exactly 4, in the order px, "
+        "py, pz, energy"
+    ) in message
+
+
+def test_a_model_packs_do_not_feed_cannot_be_packed(data: Path) -> None:
+    builtin = {"train": str(data / "train/*.parquet"), "val": str(data / "val/*.parquet")}
+    config = _part(data, data={**builtin, "max_particles": 16}, resources={"pack": 2})
+    with pytest.raises(ConfigError) as caught:
+        preflight(config)
+    assert caught.value.problems == [
+        "`resources.pack`: model 'particle-transformer' is called as forward(features, "
+        "vectors, mask), but packed trials are fed forward(points, features, mask) only, so "
+        "`resources.pack: 2` cannot pack it; set `resources.pack` to off or auto (auto trains "
+        "it one trial per worker)"
+    ]
+    preflight(_part(data, data={**builtin, "max_particles": 16}, resources={"pack": "auto"}))

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from trainyard.errors import ModelError
-from trainyard.models import build_model, check_model_interface, known_models
+from trainyard.models import build_model, check_model_interface, input_roles, known_models
 
 USER_MODELS = "tests.models.user_models"
 SIZES = {"num_point_channels": 2, "num_features": 7, "num_particles": 16}
@@ -17,7 +17,8 @@ SIZES = {"num_point_channels": 2, "num_features": 7, "num_particles": 16}
 
 def _check(name: str, num_classes: int = 2, **options: object) -> torch.nn.Module:
     model = build_model(name, num_features=7, num_classes=num_classes, options=options)
-    check_model_interface(model, name=name, num_classes=num_classes, **SIZES)
+    roles = input_roles(name)
+    check_model_interface(model, name=name, num_classes=num_classes, roles=roles, **SIZES)
     return model
 
 
@@ -30,7 +31,11 @@ def _message(name: str, num_classes: int = 2) -> str:
 @pytest.mark.parametrize("name", known_models())
 @pytest.mark.parametrize("num_classes", [2, 5])
 def test_zoo_models_pass(name: str, num_classes: int) -> None:
-    options = {"k": 4} if name.startswith("particlenet") else {}
+    options = {
+        "particlenet": {"k": 4},
+        "particlenet-lite": {"k": 4},
+        "particle-transformer": {"embed_dims": [8], "pair_embed_dims": [4], "num_heads": 2},
+    }.get(name, {})
     _check(name, num_classes, **options)
 
 
@@ -105,3 +110,25 @@ def test_integer_class_indices_are_refused() -> None:
 
     with pytest.raises(ModelError, match=r"model 'argmax' returned a torch.int64 tensor; logits"):
         check_model_interface(Argmax(), name="argmax", num_classes=2, **SIZES)
+
+
+def test_a_model_is_fed_the_roles_it_declares_and_the_message_lists_them() -> None:
+    model = build_model("particle-transformer", num_features=5, num_classes=2)
+    with pytest.raises(ModelError) as caught:
+        check_model_interface(
+            model, name="part", num_classes=2, roles=input_roles("particle-transformer"), **SIZES
+        )
+    message = str(caught.value)
+    assert (
+        "model 'part' failed on a test batch of 3 jets with features (3, 7, 16), vectors "
+        "(3, 4, 16) and mask (3, 1, 16) (B, C, P); its forward(features, vectors, mask) must "
+        "accept these shapes"
+    ) in message
+    with pytest.raises(ModelError, match=r"cannot be called as forward\(features, mask\)"):
+        check_model_interface(
+            build_model(f"{USER_MODELS}:good", num_features=7, num_classes=2),
+            name="good",
+            num_classes=2,
+            roles=input_roles("pfn"),
+            **SIZES,
+        )

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from weaver.nn.model.ParticleNet import ParticleNet as WeaverParticleNet
 
+from tests.models.batchnorms import randomise_batchnorms
 from trainyard.errors import ModelError
 from trainyard.models import ParticleNet, build_particlenet, build_particlenet_lite
 from trainyard.models._idle_edges import live_particles
@@ -51,19 +52,6 @@ def weaver_model(config: str) -> WeaverParticleNet:
 def our_model(config: str) -> ParticleNet:
     conv_params, fc_dim = CONFIGS[config]
     return ParticleNet(NUM_FEATURES, NUM_CLASSES, conv_params, fc_params=[(fc_dim, 0.1)])
-
-
-def randomise_batchnorms(model: nn.Module, seed: int) -> None:
-    """Give every BatchNorm non-trivial statistics so eval-mode parity tests them too."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm1d | nn.BatchNorm2d):
-                size = module.num_features
-                module.running_mean.copy_(torch.randn(size, generator=generator) * 0.5)
-                module.running_var.copy_(torch.rand(size, generator=generator) + 0.5)
-                module.weight.copy_(torch.rand(size, generator=generator) + 0.5)
-                module.bias.copy_(torch.randn(size, generator=generator) * 0.2)
 
 
 def paired_models(config: str) -> tuple[WeaverParticleNet, ParticleNet]:

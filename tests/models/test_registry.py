@@ -10,12 +10,16 @@ from pathlib import Path
 import pytest
 from torch import nn
 
+from trainyard.data.batch import DEFAULT_INPUT_ROLES
 from trainyard.errors import ModelError
 from trainyard.models import (
     MLPBaseline,
+    ParticleFlowNetwork,
     ParticleNet,
+    ParticleTransformer,
     accepted_options,
     build_model,
+    input_roles,
     known_models,
 )
 
@@ -40,12 +44,31 @@ def user_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Use
 
 
 def test_known_models_lists_the_zoo() -> None:
-    assert known_models() == ["mlp", "particlenet", "particlenet-lite"]
+    assert known_models() == [
+        "mlp",
+        "particle-transformer",
+        "particlenet",
+        "particlenet-lite",
+        "pfn",
+    ]
+
+
+def test_models_declare_their_input_roles() -> None:
+    assert input_roles("particlenet").call == "forward(points, features, mask)"
+    assert input_roles("particle-transformer").call == "forward(features, vectors, mask)"
+    assert input_roles("pfn").call == "forward(features, mask)"
+    assert input_roles("mypkg.models:build") == DEFAULT_INPUT_ROLES
 
 
 @pytest.mark.parametrize(
     ("name", "model_type"),
-    [("particlenet", ParticleNet), ("particlenet-lite", ParticleNet), ("mlp", MLPBaseline)],
+    [
+        ("particlenet", ParticleNet),
+        ("particlenet-lite", ParticleNet),
+        ("mlp", MLPBaseline),
+        ("particle-transformer", ParticleTransformer),
+        ("pfn", ParticleFlowNetwork),
+    ],
 )
 def test_zoo_models_build(name: str, model_type: type[nn.Module]) -> None:
     model = build_model(name, num_features=7, num_classes=2)
@@ -74,14 +97,16 @@ def test_unknown_zoo_name_lists_models_and_suggests() -> None:
         build_model("particlenet_lite", num_features=7, num_classes=2)
     message = str(caught.value)
     assert "unknown model 'particlenet_lite'" in message
-    assert "known models: mlp, particlenet, particlenet-lite" in message
+    assert "known models: mlp, particle-transformer, particlenet, particlenet-lite, pfn" in message
     assert "Did you mean 'particlenet-lite'?" in message
 
 
 def test_unknown_zoo_name_without_close_match_has_no_suggestion() -> None:
-    with pytest.raises(ModelError, match="unknown model 'transformer'") as caught:
-        accepted_options("transformer")
+    with pytest.raises(ModelError, match="unknown model 'xgboost'") as caught:
+        accepted_options("xgboost")
     assert "Did you mean" not in str(caught.value)
+    with pytest.raises(ModelError, match="Did you mean 'particle-transformer'"):
+        accepted_options("transformer")
 
 
 def test_unknown_option_is_named_with_accepted_ones() -> None:

@@ -14,10 +14,12 @@ from trainyard.config import parse_experiment
 from trainyard.config.schema import DataSpec
 from trainyard.datasets.toy import write_toy_dataset
 from trainyard.metrics import ClassLabels
+from trainyard.models import input_roles
 from trainyard.worker.data import TrialData, load_trial_data
 from trainyard.worker.distributed import World
 
 WEAVER_CONFIG = Path(__file__).parents[1] / "data" / "configs" / "jets-wrap.yaml"
+PART_CONFIG = Path(__file__).parents[2] / "examples" / "configs" / "part-inputs.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -150,3 +152,26 @@ def test_other_ranks_wait_for_rank_0_and_read_their_share(toy: Path, tmp_path: P
     assert results[0].train.root == results[1].train.root
     assert len(results[0].train_loader) == len(results[1].train_loader) == 10  # 300 / 32
     assert len(results[0].val_shard) == len(results[1].val_shard) == 4  # 51 and 50 jets
+
+
+def test_a_model_taking_vectors_gets_them_from_either_kind_of_inputs(
+    toy: Path, tmp_path: Path
+) -> None:
+    roles = input_roles("particle-transformer")
+    builtin = _load(_data(toy, max_particles=24), tmp_path, roles=roles)
+    batch = next(iter(builtin.train_loader))
+    assert batch.points is None
+    assert batch.vectors is not None and batch.vectors.shape == (16, 4, 24)
+    assert torch.equal(batch.vectors * batch.mask, batch.vectors), "zero in padded slots"
+    mapping = {"features": "pf_features", "vectors": "pf_vectors", "mask": "pf_mask"}
+    weaver = _load(_data(toy, config=str(PART_CONFIG), inputs=mapping), tmp_path, roles=roles)
+    assert dict(weaver.inputs.fields) == {
+        "features": "_pf_features",
+        "vectors": "_pf_vectors",
+        "mask": "_pf_mask",
+        "labels": "_label_",
+    }
+    batch = next(iter(weaver.train_loader))
+    assert batch.points is None and batch.vectors is not None
+    assert batch.vectors.shape == (16, 4, 128)
+    assert len(batch.model_args(roles)) == 3

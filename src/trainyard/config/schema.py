@@ -145,7 +145,9 @@ DEFAULT_MAX_PARTICLES = 128
 
 
 class DataInputs(_Strict):
-    """Which input groups of a weaver data config feed the model's three inputs."""
+    """Which input groups of a weaver data config feed the model's inputs; only those the
+    model takes are read (ParticleNet: points, features, mask; Particle Transformer:
+    features, vectors, mask; PFN: features, mask)."""
 
     points: str = "pf_points"
     """Coordinates for the k-nearest-neighbour graph, (C, P)."""
@@ -153,6 +155,9 @@ class DataInputs(_Strict):
     """Per-particle features, (C, P); C is the model's num_features."""
     mask: str = "pf_mask"
     """1 for real particles, 0 for padding, (1, P)."""
+    vectors: str | None = None
+    """Lorentz vectors (px, py, pz, energy), (4, P), for models with pair features such as
+    Particle Transformer; e.g. pf_vectors."""
 
 
 class DataSpec(_Strict):
@@ -170,7 +175,8 @@ class DataSpec(_Strict):
     """Built-in inputs only: constituents per jet (padded or truncated); with `config` the
     config's input lengths decide."""
     inputs: DataInputs = DataInputs()
-    """With `config` only: the config's input groups that feed points, features and mask."""
+    """With `config` only: the config's input groups that feed points, features, mask and
+    vectors."""
     signal_class: int | None = Field(default=None, ge=0)
     """Class index scored as signal for val_auc and the rejections; default: 1 for the built-in
     inputs (label 1 = top), 0 with `config` (weaver's `labels.value` lists top first in

@@ -6,7 +6,7 @@ jets are padded with zeros, and the mask marks the real particles.
 
 Array legend (suffixes give the shape):
     N  jets
-    C  channels (2 point coordinates, or 7 features, or 1 mask)
+    C  channels (2 point coordinates, 7 features, 4 vector components or 1 mask)
     P  particle slots per jet (``max_particles``)
     M  particles of all jets, flattened in jet order (ragged)
 """
@@ -54,7 +54,20 @@ REQUIRED_COLUMNS: tuple[str, ...] = (
     schema.JET_ENERGY,
     schema.LABEL,
 )
+VECTOR_NAMES: tuple[str, ...] = (
+    schema.PART_PX,
+    schema.PART_PY,
+    schema.PART_PZ,
+    schema.PART_ENERGY,
+)
+"""The Lorentz vector of each particle, for models with pair features (Particle Transformer)."""
 DEFAULT_MAX_PARTICLES = 128
+
+
+def required_columns(vectors: bool) -> tuple[str, ...]:
+    """The jet-table columns the built-in inputs read, with or without the vectors."""
+    extra = tuple(name for name in VECTOR_NAMES if name not in REQUIRED_COLUMNS)
+    return REQUIRED_COLUMNS + extra if vectors else REQUIRED_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -69,11 +82,13 @@ class JetArrays:
     """float32 (N, 1, P): 1 for a real particle, 0 for padding."""
     labels_N: np.ndarray
     """int64 (N,): 1 = top, 0 = QCD."""
+    vectors_N4P: np.ndarray | None = None
+    """float32 (N, 4, P): VECTOR_NAMES in GeV, zero in padded slots; only when asked for."""
 
     def __post_init__(self) -> None:
         num_jets = len(self.labels_N)
-        for name in ("points_NCP", "features_NCP", "mask_N1P"):
-            if len(getattr(self, name)) != num_jets:
+        for name in ("points_NCP", "features_NCP", "mask_N1P", "vectors_N4P"):
+            if getattr(self, name) is not None and len(getattr(self, name)) != num_jets:
                 raise ValueError(f"{name} has {len(getattr(self, name))} jets, labels {num_jets}")
 
     def __len__(self) -> int:
@@ -98,27 +113,30 @@ def load_jet_arrays(
 
 
 def build_particlenet_inputs(
-    table: pa.Table, *, max_particles: int = DEFAULT_MAX_PARTICLES
+    table: pa.Table, *, max_particles: int = DEFAULT_MAX_PARTICLES, vectors: bool = False
 ) -> JetArrays:
     """Compute the top_kin.yaml features per particle and pad/truncate jets to ``max_particles``.
 
     Particles are kept in stored order (hardest first), so truncation drops the softest.
+    With ``vectors`` the particles' (px, py, pz, energy) are padded alike (``vectors_N4P``);
+    the table then needs ``part_pz`` too.
     """
     if max_particles < 1:
         raise ConfigError(
             [f"max_particles must be at least 1, got {max_particles}; 128 matches top_kin.yaml"],
             source="ParticleNet input settings",
         )
-    missing = [name for name in REQUIRED_COLUMNS if name not in table.column_names]
+    missing = [name for name in required_columns(vectors) if name not in table.column_names]
     if missing:
         raise DataError(
-            f"the jet table lacks column(s) {missing} needed for ParticleNet inputs; "
+            f"the jet table lacks column(s) {missing} needed for the built-in inputs; "
             f"available columns: {table.column_names}. Use files in the trainyard jet schema"
         )
     num_jets = table.num_rows
     counts_N, px_M = _flatten(table, schema.PART_PX)
     particle_M = {schema.PART_PX: px_M}
-    for name in (schema.PART_PY, schema.PART_ENERGY, schema.PART_DETA, schema.PART_DPHI):
+    per_particle = [schema.PART_PY, schema.PART_ENERGY, schema.PART_DETA, schema.PART_DPHI]
+    for name in per_particle + ([schema.PART_PZ] if vectors else []):
         name_counts_N, particle_M[name] = _flatten(table, name)
         if not np.array_equal(name_counts_N, counts_N):
             jet = int(np.flatnonzero(name_counts_N != counts_N)[0])
@@ -145,7 +163,8 @@ def build_particlenet_inputs(
     features_NCP = place([_standardise(name, raw_features_M[name]) for name in FEATURE_NAMES])
     mask_N1P = place([np.ones(jet_M.size, dtype=np.float32)])
     labels_N = _column_numpy(table, schema.LABEL).astype(np.int64)
-    return JetArrays(points_NCP, features_NCP, mask_N1P, labels_N)
+    vectors_N4P = place([kept_M[name] for name in VECTOR_NAMES]) if vectors else None
+    return JetArrays(points_NCP, features_NCP, mask_N1P, labels_N, vectors_N4P)
 
 
 def _scatter(

@@ -1,11 +1,13 @@
 """What the model is fed: which staged arrays fill each batch field, and the sizes they imply.
 
 Two kinds of inputs exist. The built-in ParticleNet inputs (``ParticleNetSource``: points,
-features, mask and labels with 1 = top) need no settings. A weaver data config names its own
-input groups; the experiment maps three of them onto the model's points, features and mask,
-and weaver's ``_label_`` (the index in ``labels.value``) gives the class. The Master's
-preflight and the worker both read the experiment's data section through ``model_inputs``,
-so an experiment that passes preflight builds the same inputs in its worker.
+features, mask, labels with 1 = top, and vectors for a model that takes them) need no
+settings. A weaver data config names its own input groups; the experiment maps them onto the
+model's input roles (``data.inputs``: points, features, mask, and vectors), and weaver's
+``_label_`` (the index in ``labels.value``) gives the class. Only the roles the model takes
+(``InputRoles``) are checked and loaded. The Master's preflight and the worker both read the
+experiment's data section through ``model_inputs``, so an experiment that passes preflight
+builds the same inputs in its worker.
 """
 
 from __future__ import annotations
@@ -14,16 +16,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from trainyard.data.batch import (
+    DEFAULT_INPUT_ROLES,
+    NUM_VECTOR_COMPONENTS,
+    InputRole,
+    InputRoles,
+)
 from trainyard.data.classes import metric_classes
 from trainyard.data.features import FEATURE_NAMES
-from trainyard.data.staged.loader import PARTICLENET_FIELDS
 from trainyard.data.weaver.parser import load_weaver_config
-from trainyard.data.weaver.types import SimpleLabels, WeaverDataConfig
+from trainyard.data.weaver.types import InputGroup, SimpleLabels, WeaverDataConfig
 from trainyard.errors import ConfigError
 from trainyard.metrics.multiclass import ClassLabels
 
-MODEL_INPUTS = ("points", "features", "mask")
-"""The model's inputs that come from input groups, in the order models take them."""
 BUILTIN_CLASSES = ("QCD", "top")
 """The built-in labels: 0 = QCD, 1 = top."""
 BUILTIN_NUM_CLASSES = len(BUILTIN_CLASSES)
@@ -38,7 +43,8 @@ class ModelInputs:
     """How staged arrays become JetBatches, and what that means for the model and metrics."""
 
     fields: Mapping[str, str]
-    """JetBatch field -> staged array name (StagedLoader's ``fields``)."""
+    """JetBatch field -> staged array name (StagedLoader's ``fields``): the model's roles
+    and the labels."""
     num_features: int
     """Channels of the features input: the model's ``num_features``."""
     num_classes: int
@@ -48,23 +54,38 @@ class ModelInputs:
     """The parsed data config; None for the built-in inputs."""
     classes: ClassLabels | None = None
     """With more than two classes: their metric names and the rejections' background."""
+    roles: InputRoles = DEFAULT_INPUT_ROLES
+    """The inputs the model takes, in the order it takes them."""
+
+    @property
+    def vectors(self) -> bool:
+        """Whether the model takes Lorentz vectors (the built-in inputs then stage them)."""
+        return InputRole.VECTORS in self.roles
 
 
 def model_inputs(
     config_path: str | Path | None,
-    inputs: Mapping[str, str],
+    inputs: Mapping[str, str | None],
     signal_class: int | None,
     background_class: int | str | None = None,
+    *,
+    roles: InputRoles = DEFAULT_INPUT_ROLES,
+    model: str = "the model",
 ) -> ModelInputs:
     """The inputs an experiment's data section describes (``data.config``, ``data.inputs``,
-    ``data.signal_class``, ``data.background_class``); every problem is reported at once in
-    a ConfigError whose lines start with the experiment key they concern."""
+    ``data.signal_class``, ``data.background_class``) for a model taking ``roles`` (named
+    ``model`` in messages); every problem is reported at once in a ConfigError whose lines
+    start with the experiment key they concern."""
     if config_path is None:
-        return _builtin(signal_class, background_class)
-    return _from_weaver_config(Path(config_path), inputs, signal_class, background_class)
+        return _builtin(signal_class, background_class, roles)
+    return _from_weaver_config(
+        Path(config_path), inputs, signal_class, background_class, roles, model
+    )
 
 
-def _builtin(signal_class: int | None, background_class: int | str | None) -> ModelInputs:
+def _builtin(
+    signal_class: int | None, background_class: int | str | None, roles: InputRoles
+) -> ModelInputs:
     chosen = BUILTIN_SIGNAL_CLASS if signal_class is None else signal_class
     problems = []
     if chosen >= BUILTIN_NUM_CLASSES:
@@ -79,18 +100,21 @@ def _builtin(signal_class: int | None, background_class: int | str | None) -> Mo
     if problems:
         raise ConfigError(problems, source="data")
     return ModelInputs(
-        fields=PARTICLENET_FIELDS,
+        fields={**{role.value: role.value for role in roles.roles}, "labels": "labels"},
         num_features=len(FEATURE_NAMES),
         num_classes=BUILTIN_NUM_CLASSES,
         signal_class=chosen,
+        roles=roles,
     )
 
 
 def _from_weaver_config(
     path: Path,
-    inputs: Mapping[str, str],
+    inputs: Mapping[str, str | None],
     signal_class: int | None,
     background_class: int | str | None,
+    roles: InputRoles,
+    model: str,
 ) -> ModelInputs:
     try:
         config = load_weaver_config(path)
@@ -98,38 +122,8 @@ def _from_weaver_config(
         raise ConfigError(
             [f"`data.config` ({path}): {problem}" for problem in error.problems], source="data"
         ) from error
-    problems = []
     groups = {group.name: group for group in config.inputs}
-    available = ", ".join(groups)
-    for name in MODEL_INPUTS:
-        group_name = inputs[name]
-        group = groups.get(group_name)
-        if group is None:
-            problems.append(
-                f"`data.inputs.{name}`: the data config {path} has no input group "
-                f"{group_name!r}; its groups are {available}"
-            )
-        elif group.length is None:
-            problems.append(
-                f"`data.inputs.{name}`: input group {group_name!r} of {path} has `length: null` "
-                "(one value per jet); the model needs a per-particle group with a length"
-            )
-    chosen = [groups[inputs[name]] for name in MODEL_INPUTS if inputs[name] in groups]
-    if len(chosen) == len(MODEL_INPUTS) and not problems:
-        mask = groups[inputs["mask"]]
-        if len(mask.variables) != 1:
-            problems.append(
-                f"`data.inputs.mask`: input group {mask.name!r} of {path} has "
-                f"{len(mask.variables)} variables; a mask has exactly one (1 for a particle, "
-                "0 for padding)"
-            )
-        lengths = {group.name: group.length for group in chosen}
-        if len(set(lengths.values())) > 1:
-            listed = ", ".join(f"{name}: {length}" for name, length in lengths.items())
-            problems.append(
-                f"`data.inputs`: the input groups have different lengths ({listed}) in {path}; "
-                "points, features and mask need the same number of particle slots"
-            )
+    problems = _group_problems(path, groups, inputs, roles, model)
     num_classes = 0
     if isinstance(config.labels, SimpleLabels):
         num_classes = len(config.labels.classes)
@@ -160,10 +154,75 @@ def _from_weaver_config(
     if problems:
         raise ConfigError(problems, source="data")
     return ModelInputs(
-        fields={**{name: f"_{inputs[name]}" for name in MODEL_INPUTS}, "labels": "_label_"},
-        num_features=len(groups[inputs["features"]].variables),
+        fields={
+            **{role.value: f"_{inputs[role.value]}" for role in roles.roles},
+            "labels": "_label_",
+        },
+        num_features=len(groups[str(inputs["features"])].variables),
         num_classes=num_classes,
         signal_class=chosen_signal,
         weaver_config=config,
         classes=classes,
+        roles=roles,
     )
+
+
+def _group_problems(
+    path: Path,
+    groups: Mapping[str, InputGroup],
+    inputs: Mapping[str, str | None],
+    roles: InputRoles,
+    model: str,
+) -> list[str]:
+    """What is wrong with the input groups mapped to the model's roles, one line each."""
+    problems = []
+    available = ", ".join(groups)
+    chosen: dict[InputRole, InputGroup] = {}
+    for role in roles.roles:
+        group_name = inputs.get(role.value)
+        group = groups.get(group_name) if group_name is not None else None
+        if group_name is None:
+            problems.append(
+                f"`data.inputs.{role.value}`: {model} is called as {roles.call} and needs "
+                f"per-particle Lorentz vectors, but `data.inputs.{role.value}` is not set; set "
+                f"it to the input group of {path} with the {NUM_VECTOR_COMPONENTS} variables "
+                f"px, py, pz, energy (its groups are {available})"
+            )
+        elif group is None:
+            problems.append(
+                f"`data.inputs.{role.value}`: the data config {path} has no input group "
+                f"{group_name!r}; its groups are {available}"
+            )
+        elif group.length is None:
+            problems.append(
+                f"`data.inputs.{role.value}`: input group {group_name!r} of {path} has "
+                "`length: null` (one value per jet); the model needs a per-particle group with "
+                "a length"
+            )
+        else:
+            chosen[role] = group
+    if problems:
+        return problems
+    mask = chosen[InputRole.MASK]
+    if len(mask.variables) != 1:
+        problems.append(
+            f"`data.inputs.mask`: input group {mask.name!r} of {path} has "
+            f"{len(mask.variables)} variables; a mask has exactly one (1 for a particle, "
+            "0 for padding)"
+        )
+    vectors = chosen.get(InputRole.VECTORS)
+    if vectors is not None and len(vectors.variables) != NUM_VECTOR_COMPONENTS:
+        problems.append(
+            f"`data.inputs.vectors`: input group {vectors.name!r} of {path} has "
+            f"{len(vectors.variables)} variables ({', '.join(vectors.variable_names)}); Lorentz "
+            f"vectors need exactly {NUM_VECTOR_COMPONENTS}, in the order px, py, pz, energy"
+        )
+    lengths = {group.name: group.length for group in chosen.values()}
+    if len(set(lengths.values())) > 1:
+        listed = ", ".join(f"{name}: {length}" for name, length in lengths.items())
+        names = ", ".join(role.value for role in roles.roles)
+        problems.append(
+            f"`data.inputs`: the input groups have different lengths ({listed}) in {path}; "
+            f"{names} need the same number of particle slots"
+        )
+    return problems

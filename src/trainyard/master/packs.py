@@ -11,8 +11,10 @@ import logging
 
 from trainyard.config import ExperimentConfig
 from trainyard.config.packing import auto_pack_size
+from trainyard.data.batch import DEFAULT_INPUT_ROLES
 from trainyard.errors import ConfigError
 from trainyard.executors import Executor
+from trainyard.models import input_roles
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +42,11 @@ def pack_size(config: ExperimentConfig, executor: Executor) -> int:
             )
         return pack
     device_kind = executor.device_kind()
+    roles = input_roles(config.model.name)
     if not executor.runs_packs or device_kind is None:
         size, why = 1, f"the {executor.name} executor starts one trial per worker"
+    elif roles != DEFAULT_INPUT_ROLES:
+        size, why = 1, f"{config.model.name} is called as {roles.call}, which packs do not feed"
     else:
         size, why = auto_pack_size(
             device_kind=device_kind,

@@ -11,12 +11,13 @@ from typing import Any
 from trainyard.config import ExperimentConfig
 from trainyard.config.schema import Categorical, DoubleRange, IntRange, LogRange
 from trainyard.config.trial import TRAINING_HYPERPARAMETERS, resolve_trial
+from trainyard.data.batch import DEFAULT_INPUT_ROLES, InputRoles
 from trainyard.data.features import POINT_NAMES
 from trainyard.data.model_inputs import ModelInputs, model_inputs
 from trainyard.data.reader import resolve_files
 from trainyard.errors import ConfigError, DataError, ModelError
 from trainyard.master.searcher_metric import metric_problems
-from trainyard.models import accepted_options, build_model, check_model_interface
+from trainyard.models import accepted_options, build_model, check_model_interface, input_roles
 from trainyard.search import validate_searcher
 from trainyard.tracking import setup_problems
 
@@ -41,13 +42,21 @@ def preflight(config: ExperimentConfig, *, pool_capacity: int | None = None) -> 
         except DataError as err:
             problems.append(f"`data.{split}`: {err}")
     inputs = None
+    roles = _roles(config)
     try:
         data = config.data
         inputs = model_inputs(
-            data.config, data.inputs.model_dump(), data.signal_class, data.background_class
+            data.config,
+            data.inputs.model_dump(),
+            data.signal_class,
+            data.background_class,
+            roles=roles or DEFAULT_INPUT_ROLES,
+            model=f"model {config.model.name!r}",
         )
     except ConfigError as err:
         problems += err.problems
+    if roles is not None:
+        problems += _pack_problems(config, roles)
     problems += _batch_size_problems(config)
     problems += _trial_value_problems(config)
     problems += _model_problems(config, inputs)
@@ -121,6 +130,28 @@ def _extremes(space: Any) -> list[Any]:
     return [space]
 
 
+def _roles(config: ExperimentConfig) -> InputRoles | None:
+    """The inputs the model takes; None for an unknown model (`_model_problems` says so)."""
+    try:
+        return input_roles(config.model.name)
+    except ModelError:
+        return None
+
+
+def _pack_problems(config: ExperimentConfig, roles: InputRoles) -> list[str]:
+    """A pack feeds its members (points, features, mask) through one fused step
+    (worker/packing); a model taking other inputs trains one trial per worker."""
+    pack = config.resources.pack
+    if not isinstance(pack, int) or pack == 1 or roles == DEFAULT_INPUT_ROLES:
+        return []
+    return [
+        f"`resources.pack`: model {config.model.name!r} is called as {roles.call}, but packed "
+        f"trials are fed forward(points, features, mask) only, so `resources.pack: {pack}` "
+        "cannot pack it; set `resources.pack` to off or auto (auto trains it one trial per "
+        "worker)"
+    ]
+
+
 def _model_problems(config: ExperimentConfig, inputs: ModelInputs | None) -> list[str]:
     try:
         accepted = accepted_options(config.model.name)
@@ -156,6 +187,7 @@ def _model_problems(config: ExperimentConfig, inputs: ModelInputs | None) -> lis
             num_features=inputs.num_features,
             num_particles=num_particles,
             num_classes=inputs.num_classes,
+            roles=inputs.roles,
         )
     except ModelError as err:
         return [f"`model`: {err}"]
@@ -163,10 +195,13 @@ def _model_problems(config: ExperimentConfig, inputs: ModelInputs | None) -> lis
 
 
 def _point_shape(config: ExperimentConfig, inputs: ModelInputs) -> tuple[int, int]:
-    """Coordinates per particle and particle slots per jet of the model's points input."""
+    """Coordinates per particle (of the points input, when the model takes one) and particle
+    slots per jet."""
     if inputs.weaver_config is None:
         return len(POINT_NAMES), config.data.max_particles
     groups = {group.name: group for group in inputs.weaver_config.inputs}
-    points = groups[config.data.inputs.points]
-    assert points.length is not None, "model_inputs refuses per-jet groups"
-    return len(points.variables), points.length
+    features = groups[config.data.inputs.features]
+    assert features.length is not None, "model_inputs refuses per-jet groups"
+    points = groups.get(config.data.inputs.points)
+    num_point_channels = len(points.variables) if points is not None else len(POINT_NAMES)
+    return num_point_channels, features.length

@@ -40,3 +40,21 @@ def channel_lists(model: str, option: str, value: object) -> tuple[tuple[int, ..
             raise ModelError(problem)
         blocks.append(tuple(int(c) for c in block))
     return tuple(blocks)
+
+
+def int_list(
+    model: str, option: str, value: object, *, allow_empty: bool = False
+) -> tuple[int, ...]:
+    """Return a list of positive ints (non-empty unless ``allow_empty``) as a tuple."""
+    example = "[64, 64, 64]"
+    problem = (
+        f"{model}: option '{option}' must be a {'' if allow_empty else 'non-empty '}list of "
+        f"positive integers, e.g. {example}, got {value!r}"
+    )
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+        raise ModelError(problem)
+    if not value and not allow_empty:
+        raise ModelError(problem)
+    if any(isinstance(c, bool) or not isinstance(c, Integral) or c < 1 for c in value):
+        raise ModelError(problem)
+    return tuple(int(c) for c in value)

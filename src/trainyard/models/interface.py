@@ -1,17 +1,21 @@
 """The interface every model trainyard trains implements, and a check that runs it once.
 
-The training loop and validation call each model, zoo or user code, as
+The training loop and validation call each model, zoo or user code, with the tensors of the
+input roles it declares (``InputRoles``), in their order; by default (ParticleNet, the MLP,
+every user entry point)
 
     logits_BK = model(points_BCP, features_BCP, mask_B1P)
 
-with float32 tensors on the training device:
+Particle Transformer takes (features, vectors, mask), a PFN (features, mask). The tensors are
+float32 on the training device:
     points_BCP    (B, C_points, P): coordinates of the k-nearest-neighbour graph
                   (C_points = 2, deta and dphi, for the built-in inputs)
     features_BCP  (B, C_features, P): per-particle features (C_features = num_features)
+    vectors_B4P   (B, 4, P): Lorentz vectors (px, py, pz, energy), zero in padded slots
     mask_B1P      (B, 1, P): 1 for a real particle, 0 for a padded slot
-and expects logits_BK, a floating-point (B, num_classes) tensor of unnormalised class scores:
-the loss is cross-entropy over the classes and validation takes their softmax, so the model
-ends without a softmax. B is the rank's batch, P the particle slots per jet.
+and the model returns logits_BK, a floating-point (B, num_classes) tensor of unnormalised
+class scores: the loss is cross-entropy over the classes and validation takes their softmax,
+so the model ends without a softmax. B is the rank's batch, P the particle slots per jet.
 
 A model that breaks this contract would otherwise fail deep inside torch's loss (a (B,) output
 gives an error about class probabilities); ``check_model_interface`` runs the built model on a
@@ -33,10 +37,10 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from trainyard.data.batch import DEFAULT_INPUT_ROLES, InputRole, InputRoles
 from trainyard.errors import ModelError
 from trainyard.models._tracebacks import user_traceback
 
-_CALL = "forward(points, features, mask)"
 # Frames of this module and of nn.Module.__call__, hidden from the user's traceback.
 _CALLER_FILES = frozenset({__file__, inspect.getfile(nn.Module)})
 
@@ -49,6 +53,7 @@ def check_model_interface(
     num_features: int,
     num_particles: int,
     num_classes: int,
+    roles: InputRoles = DEFAULT_INPUT_ROLES,
 ) -> None:
     """Run ``model`` once on a tiny random batch and check it returns (B, num_classes) logits.
 
@@ -64,43 +69,47 @@ def check_model_interface(
         num_features: C_features, the features per particle.
         num_particles: P, the particle slots per jet.
         num_classes: K, the classes of the data.
+        roles: the inputs the model takes, in order (``input_roles`` of the registry).
 
     Raises:
-        ModelError: the forward cannot take three tensors, raises, or returns anything but
-            a floating-point (B, num_classes) tensor; the message says what to change.
+        ModelError: the forward cannot take the roles' tensors, raises, or returns anything
+            but a floating-point (B, num_classes) tensor; the message says what to change.
     """
-    _check_signature(model, name)
+    _check_signature(model, name, roles)
     # One jet more than classes, so a (K, B) output cannot pass for (B, K).
     batch = num_classes + 1
     with _side_effect_free(model):
-        points_BCP, features_BCP, mask_B1P = _tiny_batch(
+        tensors = _tiny_batch(
             batch, num_point_channels, num_features, num_particles, _device_of(model)
         )
+        args = [tensors[role] for role in roles.roles]
         try:
-            logits = model(points_BCP, features_BCP, mask_B1P)
+            logits = model(*args)
         except Exception as error:
+            *first, last = [f"{role.value} {_shape(tensors[role])}" for role in roles.roles]
+            shapes = f"{', '.join(first)} and {last}"
             raise ModelError(
-                f"model '{name}' failed on a test batch of {batch} jets with points "
-                f"{_shape(points_BCP)}, features {_shape(features_BCP)} and mask "
-                f"{_shape(mask_B1P)} (B, C, P); its {_CALL} must accept these shapes "
+                f"model '{name}' failed on a test batch of {batch} jets with {shapes} "
+                f"(B, C, P); its {roles.call} must accept these shapes "
                 f"(see docs/models.md):\n{user_traceback(error, hidden_files=_CALLER_FILES)}"
             ) from error
     _check_logits(logits, name, batch, num_classes)
 
 
-def _check_signature(model: nn.Module, name: str) -> None:
-    """Refuse a forward that cannot be called with three positional tensors."""
+def _check_signature(model: nn.Module, name: str, roles: InputRoles) -> None:
+    """Refuse a forward that cannot be called with the roles' positional tensors."""
     try:
         signature = inspect.signature(model.forward)
     except (TypeError, ValueError):  # no introspectable signature: the call will tell
         return
     try:
-        signature.bind(None, None, None)
+        signature.bind(*(None for _ in roles.roles))
     except TypeError as error:
+        names = ", ".join(role.value for role in roles.roles)
         raise ModelError(
-            f"model '{name}': its forward{signature} cannot be called as {_CALL} ({error}); "
-            "trainyard calls every model with three tensors, so define "
-            "`def forward(self, points, features, mask)` (see docs/models.md)"
+            f"model '{name}': its forward{signature} cannot be called as {roles.call} "
+            f"({error}); trainyard calls this model with {len(roles.roles)} tensors, so "
+            f"define `def forward(self, {names})` (see docs/models.md)"
         ) from error
 
 
@@ -147,15 +156,25 @@ def _tiny_batch(
     num_features: int,
     num_particles: int,
     device: torch.device,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Random points and features; jet b has num_particles - b real particles (at least 1),
-    so padded slots are present as in real data."""
+) -> dict[InputRole, torch.Tensor]:
+    """Random inputs of every role; jet b has num_particles - b real particles (at least 1),
+    so padded slots are present as in real data. Vectors are physical: energy above |p|,
+    zero in padded slots, as staged."""
     generator = torch.Generator().manual_seed(0)
     points_BCP = torch.randn(batch, num_point_channels, num_particles, generator=generator)
     features_BCP = torch.randn(batch, num_features, num_particles, generator=generator)
     num_real_B11 = (num_particles - torch.arange(batch)).clamp(min=1).view(batch, 1, 1)
     mask_B1P = (torch.arange(num_particles).view(1, 1, -1) < num_real_B11).float()
-    return points_BCP.to(device), features_BCP.to(device), mask_B1P.to(device)
+    momenta_B3P = 10 * torch.randn(batch, 3, num_particles, generator=generator)
+    energy_B1P = 1.1 * momenta_B3P.norm(dim=1, keepdim=True)
+    vectors_B4P = torch.cat((momenta_B3P, energy_B1P), dim=1) * mask_B1P
+    tensors = {
+        InputRole.POINTS: points_BCP,
+        InputRole.FEATURES: features_BCP,
+        InputRole.VECTORS: vectors_B4P,
+        InputRole.MASK: mask_B1P,
+    }
+    return {role: tensor.to(device) for role, tensor in tensors.items()}
 
 
 @contextmanager

@@ -8,22 +8,39 @@ import importlib
 import inspect
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
 from torch import nn
 
+from trainyard.data.batch import DEFAULT_INPUT_ROLES, InputRoles
 from trainyard.errors import ModelError, TrainyardError
 from trainyard.models._checks import positive_int
 from trainyard.models._tracebacks import user_traceback
 from trainyard.models.mlp import build_mlp
+from trainyard.models.part import PARTICLE_TRANSFORMER_ROLES, build_particle_transformer
 from trainyard.models.particlenet import build_particlenet, build_particlenet_lite
+from trainyard.models.pfn import PFN_ROLES, build_pfn
 from trainyard.suggest import did_you_mean
 
-_ZOO: dict[str, Callable[..., nn.Module]] = {
-    "particlenet": build_particlenet,
-    "particlenet-lite": build_particlenet_lite,
-    "mlp": build_mlp,
+
+@dataclass(frozen=True)
+class ZooModel:
+    """A zoo model: how to build it, and which inputs its forward takes."""
+
+    builder: Callable[..., nn.Module]
+    """builder(num_features, num_classes, *, options): the keyword-only parameters are the
+    model's options."""
+    roles: InputRoles = DEFAULT_INPUT_ROLES
+
+
+_ZOO: dict[str, ZooModel] = {
+    "particlenet": ZooModel(build_particlenet),
+    "particlenet-lite": ZooModel(build_particlenet_lite),
+    "mlp": ZooModel(build_mlp),
+    "particle-transformer": ZooModel(build_particle_transformer, PARTICLE_TRANSFORMER_ROLES),
+    "pfn": ZooModel(build_pfn, PFN_ROLES),
 }
 
 _DOTTED_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
@@ -42,7 +59,15 @@ def accepted_options(name: str) -> frozenset[str] | None:
     if _is_entry_point(name):
         _split_entry_point(name)
         return None
-    return _zoo_options(_zoo_builder(name))
+    return _zoo_options(_zoo_model(name).builder)
+
+
+def input_roles(name: str) -> InputRoles:
+    """The inputs model ``name`` takes, in order; a user entry point takes the default
+    (points, features, mask). Known before the model is built, so the data can be staged."""
+    if _is_entry_point(name):
+        return DEFAULT_INPUT_ROLES
+    return _zoo_model(name).roles
 
 
 def build_model(
@@ -58,7 +83,7 @@ def build_model(
     options = dict(options or {})
     if _is_entry_point(name):
         return _build_from_entry_point(name, num_features, num_classes, options)
-    builder = _zoo_builder(name)
+    builder = _zoo_model(name).builder
     allowed = _zoo_options(builder)
     unknown = sorted(set(options) - allowed)
     if unknown:
@@ -73,10 +98,10 @@ def _is_entry_point(name: str) -> bool:
     return ":" in name
 
 
-def _zoo_builder(name: str) -> Callable[..., nn.Module]:
-    builder = _ZOO.get(name)
-    if builder is not None:
-        return builder
+def _zoo_model(name: str) -> ZooModel:
+    found = _ZOO.get(name)
+    if found is not None:
+        return found
     message = f"unknown model '{name}'; known models: {', '.join(known_models())}"
     message += did_you_mean(name, known_models(), before=". ", after="", sentence=True)
     message += " (for your own model give 'package.module:callable')"

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from trainyard.config.schema import DataSpec
+from trainyard.data.batch import DEFAULT_INPUT_ROLES, InputRoles
 from trainyard.data.model_inputs import ModelInputs, model_inputs
 from trainyard.data.reader import resolve_files
 from trainyard.data.staged.dataset import StagedDataset
@@ -63,6 +64,8 @@ class TrialData:
 def load_trial_data(
     data: DataSpec,
     *,
+    roles: InputRoles = DEFAULT_INPUT_ROLES,
+    model: str = "the model",
     staging_dir: Path,
     batch_size: int,
     seed: int,
@@ -72,11 +75,18 @@ def load_trial_data(
 ) -> TrialData:
     """Stage (or reuse) the training and validation sets and open their loaders.
 
+    ``roles`` are the inputs the model (named ``model`` in messages) takes: only those are
+    loaded, and the built-in inputs stage Lorentz vectors when it takes them.
     ``batch_size`` is this rank's share of the global batch; ``on_progress`` (rank 0's
     heartbeat) is called while staging and while waiting for another stager.
     """
     inputs = model_inputs(
-        data.config, data.inputs.model_dump(), data.signal_class, data.background_class
+        data.config,
+        data.inputs.model_dump(),
+        data.signal_class,
+        data.background_class,
+        roles=roles,
+        model=model,
     )
     if inputs.classes is not None and inputs.classes.background is None:
         logger.warning(
@@ -86,7 +96,9 @@ def load_trial_data(
     train_files, val_files = resolve_files(data.train), resolve_files(data.val)
     train_source: ChunkSource
     if inputs.weaver_config is None:
-        train_source = ParticleNetSource(train_files, max_particles=data.max_particles)
+        train_source = ParticleNetSource(
+            train_files, max_particles=data.max_particles, vectors=inputs.vectors
+        )
     else:
         assert data.config is not None
         train_source = WeaverConfigSource(train_files, Path(data.config), training=True)
@@ -127,7 +139,7 @@ def _val_source(
 ) -> ChunkSource:
     """The validation files, made as weaver's val loader makes them (see the module doc)."""
     if inputs.weaver_config is None:
-        return ParticleNetSource(files, max_particles=data.max_particles)
+        return ParticleNetSource(files, max_particles=data.max_particles, vectors=inputs.vectors)
     assert data.config is not None
     completed = parse_weaver_config(
         train.extra["data_config"], source=f"the completed data config in {train.root}"

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from trainyard.config import Length
 from trainyard.data.batch import JetBatch
 from trainyard.errors import ConfigError
-from trainyard.models import build_model, check_model_interface
+from trainyard.models import build_model, check_model_interface, input_roles
 from trainyard.protocol import CheckpointEntry, DecisionAction, MetricKind, OutcomeState, TrialSpec
 from trainyard.worker import checkpoint as ckpt
 from trainyard.worker import parallel
@@ -111,8 +111,12 @@ class Trainer:
         batch_size = parallel.rank_batch_size(
             self.global_batch_size, world.size, key=batch_size_key
         )
+        # The inputs the model takes decide what is staged and fed (points, vectors, ...).
+        self.roles = input_roles(config.model.name)
         data = load_trial_data(
             config.data,
+            roles=self.roles,
+            model=f"model {config.model.name!r}",
             staging_dir=Path(spec.staging_dir),
             batch_size=batch_size,
             seed=training.seed,
@@ -299,7 +303,7 @@ class Trainer:
     def _train_step(self, batch: JetBatch) -> torch.Tensor:
         batch = batch.to(self.device, non_blocking=True)
         with self.precision.autocast():
-            logits = self.model(batch.points, batch.features, batch.mask)
+            logits = self.model(*batch.model_args(self.roles))
             loss = F.cross_entropy(logits.float(), batch.labels)
         self.precision.backward(loss)
         if not self.nonfinite.keep_update(loss.detach(), self.state.batches + 1):
@@ -334,6 +338,7 @@ class Trainer:
             device=self.device,
             precision=self.precision,
             world=self.world,
+            roles=self.roles,
             on_progress=lambda: self.reporter.heartbeat(
                 batches=self.state.batches, total_batches=self.total_batches
             ),
@@ -483,14 +488,17 @@ def _fmt(metrics: dict[str, float]) -> str:
 
 
 def _check_interface(model: torch.nn.Module, name: str, data: TrialData) -> None:
-    """Run the model once on a batch shaped like the staged points and features, so a model
+    """Run the model once on a batch shaped like the staged inputs it takes, so a model
     that breaks the interface fails with a message naming it, not deep inside the loss."""
-    points_CP = data.train.specs[data.inputs.fields["points"]].shape
+    specs, fields = data.train.specs, data.inputs.fields
+    num_particles = specs[fields["features"]].shape[1]
+    points = fields.get("points")
     check_model_interface(
         model,
         name=name,
-        num_point_channels=points_CP[0],
+        num_point_channels=specs[points].shape[0] if points is not None else 2,
         num_features=data.inputs.num_features,
-        num_particles=points_CP[1],
+        num_particles=num_particles,
         num_classes=data.inputs.num_classes,
+        roles=data.inputs.roles,
     )

@@ -280,6 +280,32 @@ def test_particlenet_source_stages_the_particlenet_inputs(toy_dir: Path, tmp_pat
     assert stage_source(ParticleNetSource(files, max_particles=32), tmp_path) == dataset
 
 
+def test_particlenet_source_stages_vectors_only_when_asked(toy_dir: Path, tmp_path: Path) -> None:
+    files = resolve_files(toy_dir)
+    plain = ParticleNetSource(files, max_particles=32)
+    source = ParticleNetSource(files, max_particles=32, vectors=True)
+    assert source.config_text() != plain.config_text()
+    dataset = stage_source(source, tmp_path)
+    expected = load_jet_arrays(toy_dir, max_particles=32)
+    vectors_N4P = np.concatenate(dataset.open_arrays("vectors"))
+    assert vectors_N4P.shape == (500, 4, 32)
+    np.testing.assert_array_equal(vectors_N4P * expected.mask_N1P, vectors_N4P)
+    np.testing.assert_array_equal(np.concatenate(dataset.open_arrays("mask")), expected.mask_N1P)
+    assert dataset.extra["vector_names"] == ["part_px", "part_py", "part_pz", "part_energy"]
+    assert "vectors" not in stage_source(plain, tmp_path).specs
+    loader = StagedLoader(
+        dataset,
+        batch_size=50,
+        shuffle=False,
+        seed=0,
+        fields={"features": "features", "vectors": "vectors", "mask": "mask", "labels": "labels"},
+    )
+    batch = next(iter(loader))
+    assert batch.points is None and batch.vectors is not None
+    assert batch.vectors.shape == (50, 4, 32)
+    loader.close()
+
+
 def test_weaver_config_source_stages_the_pipeline_arrays(toy_dir: Path, tmp_path: Path) -> None:
     files = resolve_files(toy_dir)
     dataset = stage_source(WeaverConfigSource(files, WRAP), tmp_path)

@@ -65,7 +65,8 @@ top is 0, so the signal class is 0 (``data.signal_class``), not the built-in inp
 DEFAULT_BLOCK_SIZE = 1024
 DEFAULT_WINDOW_BLOCKS = 32
 IO_MODES = ("auto", "mmap", "kvikio")
-_PER_JET_NDIM = {"points": 2, "features": 2, "mask": 2, "labels": 0}
+_PER_JET_NDIM = {"points": 2, "features": 2, "mask": 2, "labels": 0, "vectors": 2}
+_REQUIRED_FIELDS = frozenset({"features", "mask", "labels"})
 
 
 class StagedLoader:
@@ -327,10 +328,11 @@ def _check_settings(
         )
     if gather_threads < 1:
         problems.append(f"gather_threads must be at least 1, got {gather_threads}")
-    if set(fields) != set(BATCH_DTYPES):
+    if not _REQUIRED_FIELDS <= set(fields) <= set(BATCH_DTYPES):
         problems.append(
-            f"fields must map each JetBatch field {sorted(BATCH_DTYPES)} to a staged array "
-            f"name, got keys {sorted(fields)}"
+            f"fields must map JetBatch fields {sorted(_REQUIRED_FIELDS)}, and any of "
+            f"{sorted(set(BATCH_DTYPES) - _REQUIRED_FIELDS)} the model takes, to staged array "
+            f"names, got keys {sorted(fields)}"
         )
     if problems:
         raise ConfigError(problems, source="staged loader settings")

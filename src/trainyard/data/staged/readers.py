@@ -323,5 +323,6 @@ BATCH_DTYPES: dict[str, torch.dtype] = {
     "features": torch.float32,
     "mask": torch.float32,
     "labels": torch.int64,
+    "vectors": torch.float32,
 }
 """The dtype of each JetBatch field; the loader checks that staged arrays match."""

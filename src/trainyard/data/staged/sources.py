@@ -5,7 +5,8 @@ costs nothing), says in ``config_text`` what decides its output (part of the sta
 reports in ``manifest_extra`` how the arrays were made. Two exist:
 
     ParticleNetSource    the built-in ParticleNet inputs (features.build_particlenet_inputs,
-                         TopLandscape top_kin features): arrays points/features/mask/labels
+                         TopLandscape top_kin features): arrays points/features/mask/labels,
+                         and vectors (px, py, pz, energy) when the model takes them
     WeaverConfigSource   weaver's arrays for a weaver YAML data config (weaver.pipeline):
                          _<group> per input group, _label_, observers
 """
@@ -84,37 +85,49 @@ def stage_source(
 
 
 class ParticleNetSource:
-    """The built-in ParticleNet inputs, one file at a time so memory holds one file's jets."""
+    """The built-in ParticleNet inputs, one file at a time so memory holds one file's jets.
 
-    def __init__(self, files: Sequence[Path], *, max_particles: int) -> None:
+    With ``vectors`` (a model that takes Lorentz vectors) the array ``vectors`` is staged too;
+    without it the staging key is what it was before vectors existed.
+    """
+
+    def __init__(
+        self, files: Sequence[Path], *, max_particles: int, vectors: bool = False
+    ) -> None:
         self.files = list(files)
         self._max_particles = max_particles
+        self._vectors = vectors
 
     def config_text(self) -> str:
         """The settings and the feature code itself: editing features.py stages again."""
         source = Path(features.__file__).read_bytes()
-        return json.dumps(
-            {
-                "producer": "particlenet",
-                "max_particles": self._max_particles,
-                "features_py_sha256": hashlib.sha256(source).hexdigest(),
-            },
-            sort_keys=True,
-        )
+        described: dict[str, Any] = {
+            "producer": "particlenet",
+            "max_particles": self._max_particles,
+            "features_py_sha256": hashlib.sha256(source).hexdigest(),
+        }
+        if self._vectors:
+            described["vectors"] = list(features.VECTOR_NAMES)
+        return json.dumps(described, sort_keys=True)
 
     def chunks(self) -> Iterator[dict[str, np.ndarray]]:
         for file in self.files:
-            table = read_jet_table([file], features.REQUIRED_COLUMNS)
-            arrays = features.build_particlenet_inputs(table, max_particles=self._max_particles)
-            yield {
+            table = read_jet_table([file], features.required_columns(self._vectors))
+            arrays = features.build_particlenet_inputs(
+                table, max_particles=self._max_particles, vectors=self._vectors
+            )
+            chunk = {
                 "points": arrays.points_NCP,
                 "features": arrays.features_NCP,
                 "mask": arrays.mask_N1P,
                 "labels": arrays.labels_N,
             }
+            if arrays.vectors_N4P is not None:
+                chunk["vectors"] = arrays.vectors_N4P
+            yield chunk
 
     def manifest_extra(self) -> dict[str, Any]:
-        return {
+        extra: dict[str, Any] = {
             "producer": "particlenet",
             "max_particles": self._max_particles,
             "point_names": list(features.POINT_NAMES),
@@ -123,6 +136,9 @@ class ParticleNetSource:
             "labels": "1 = top, 0 = QCD",
             "files": [str(Path(file).resolve()) for file in self.files],
         }
+        if self._vectors:
+            extra["vector_names"] = list(features.VECTOR_NAMES)
+        return extra
 
     def num_jets(self) -> int:
         """Rows in all files, from the Parquet footers (every row becomes one jet)."""

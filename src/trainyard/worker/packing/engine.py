@@ -305,12 +305,8 @@ def _write_back_buffers(slots: list[_Slot], stacked: dict[str, torch.Tensor]) ->
 
 
 def _stacked_batch(batches: list[JetBatch]) -> JetBatch:
-    return JetBatch(
-        points=torch.stack([b.points for b in batches]),
-        features=torch.stack([b.features for b in batches]),
-        mask=torch.stack([b.mask for b in batches]),
-        labels=torch.stack([b.labels for b in batches]),
-    )
+    tensors = [b.tensors() for b in batches]
+    return JetBatch(**{name: torch.stack([t[name] for t in tensors]) for name in tensors[0]})
 
 
 def _groups_by_shape(batches: Mapping[str, JetBatch]) -> list[list[str]]:
@@ -318,8 +314,6 @@ def _groups_by_shape(batches: Mapping[str, JetBatch]) -> list[list[str]]:
     cannot be stacked with full ones), in order of first appearance."""
     groups: dict[tuple[Any, ...], list[str]] = {}
     for key, batch in batches.items():
-        shape = tuple(
-            (t.shape, t.dtype) for t in (batch.points, batch.features, batch.mask, batch.labels)
-        )
+        shape = tuple((t.shape, t.dtype) for t in batch.tensors().values())
         groups.setdefault(shape, []).append(key)
     return list(groups.values())
