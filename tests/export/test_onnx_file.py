@@ -49,7 +49,7 @@ def jets(batch: int, particles: int, *, seed: int) -> tuple[torch.Tensor, ...]:
     return points_BCP, features_BCP, mask_B1P
 
 
-@pytest.mark.parametrize("name", ["particlenet", "particlenet-lite"])
+@pytest.mark.parametrize("name", ["particlenet", "particlenet-lite", "mlp"])
 def test_onnxruntime_gives_torchs_softmax_for_other_batch_and_particle_counts(
     name: str, tmp_path: Path
 ) -> None:
@@ -57,6 +57,8 @@ def test_onnxruntime_gives_torchs_softmax_for_other_batch_and_particle_counts(
     inputs = onnx_inputs(builtin_weaver_config(max_particles=32), BUILTIN_ROLES)
     path = export_onnx(model, inputs, list(BUILTIN_ROLES), tmp_path / "model.onnx")
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    # The MLP never reads the points; the file takes them all the same, as CMSSW feeds them.
+    assert [i.name for i in session.get_inputs()] == [i.name for i in inputs]
     for seed, (batch, particles) in enumerate(SIZES):
         tensors = jets(batch, particles, seed=seed + 10)
         feed = {item.name: t.numpy() for item, t in zip(inputs, tensors, strict=True)}

@@ -96,9 +96,10 @@ class WithSoftmax(nn.Module):
 
     The groups the model reads are picked by position and passed in the order of ``roles``;
     softmax over the classes turns its logits (B, K) into what CMSSW reads. The exporter
-    drops inputs the graph never reads, but CMSSW feeds every group preprocess.json lists
-    and refuses a name the file lacks, so each ignored group's batch size is read once (a
-    slice of the output to its own length, which changes nothing) to keep it an input.
+    drops inputs the graph never reads (a group no role takes, the points of a model that
+    ignores them), but CMSSW feeds every group preprocess.json lists and refuses a name the
+    file lacks, so each group's batch size is read once (a slice of the output to its own
+    length, which changes nothing) to keep every group an input.
     """
 
     def __init__(self, model: nn.Module, inputs: Sequence[OnnxInput], roles: Sequence[str]):
@@ -106,13 +107,12 @@ class WithSoftmax(nn.Module):
         self.model = model
         position = {item.role: index for index, item in enumerate(inputs) if item.role}
         self.positions = tuple(position[role] for role in roles)
-        self.ignored = tuple(index for index, item in enumerate(inputs) if item.role is None)
 
     def forward(self, *groups: torch.Tensor) -> torch.Tensor:
         logits_BK = self.model(*(groups[index] for index in self.positions))
         probabilities_BK = torch.softmax(logits_BK, dim=1)
-        for index in self.ignored:
-            probabilities_BK = probabilities_BK[: groups[index].shape[0]]
+        for group in groups:
+            probabilities_BK = probabilities_BK[: group.shape[0]]
         return probabilities_BK
 
 
@@ -134,12 +134,14 @@ def export_onnx(
     _require_onnx()
     wrapped = WithSoftmax(model, inputs, roles).eval()
     names = [item.name for item in inputs]
-    # The TorchScript-based exporter (dynamo=False), as weaver-core's --export-onnx uses: it
-    # traces the eval forward once, recording each shape it reads as a graph operation, so
-    # ParticleNet's views over batch*particles and its top-k over the particle axis stay
-    # dynamic. The dynamo exporter needs torch.export to prove its shape checks (more
-    # particles than k, the mask lining up with the features) for every symbolic size, and
-    # needs onnxscript besides; the ops our models use all have TorchScript symbolics.
+    # The TorchScript-based exporter (dynamo=False), the one weaver-core's --export-onnx uses:
+    # it traces the eval forward once and records each shape the model reads as a graph
+    # operation, so ParticleNet's views over batch*particles and its top-k over the particles
+    # stay dynamic, and it takes weaver's dynamic_axes as they are. The dynamo exporter also
+    # exports ParticleNet on torch 2.13 (tried, with onnxscript 0.7), but cannot turn these
+    # dynamic_axes of a forward(*groups) into torch.export's dynamic_shapes by itself, and it
+    # needs onnxscript besides onnx. The TorchScript exporter is deprecated in torch 2.13; when
+    # it goes, pass torch.export.Dim per group and axis instead.
     buffer = io.BytesIO()
     try:
         with warnings.catch_warnings(), torch.no_grad():
