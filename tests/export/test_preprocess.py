@@ -19,7 +19,7 @@ from trainyard.data.weaver.parser import load_weaver_config
 from trainyard.data.weaver.pipeline import prepare_config
 from trainyard.data.weaver.writer import write_weaver_config
 from trainyard.errors import ConfigError
-from trainyard.export.preprocess import PREPROCESS_FILE, write_preprocess_json
+from trainyard.export.preprocess import PREPROCESS_FILE, preprocess_json, write_preprocess_json
 
 
 def weavers_json(config_path: Path, folder: Path) -> dict:
@@ -32,7 +32,7 @@ def weavers_json(config_path: Path, folder: Path) -> dict:
 
 
 def ours(config_path: Path, folder: Path) -> dict:
-    written = write_preprocess_json(load_weaver_config(config_path), folder / "ours")
+    written = write_preprocess_json(preprocess_json(load_weaver_config(config_path)), folder)
     return json.loads(written.read_text())
 
 
@@ -61,7 +61,7 @@ def test_json_of_a_completed_auto_config_equals_weavers(toy_dir: Path, tmp_path:
 def test_json_of_the_builtin_inputs_equals_weavers_for_their_config(tmp_path: Path) -> None:
     config_path = write_weaver_config(builtin_weaver_config(max_particles=64), tmp_path / "b.yaml")
     expected = weavers_json(config_path, tmp_path)
-    written = write_preprocess_json(builtin_weaver_config(max_particles=64), tmp_path / "ours")
+    written = write_preprocess_json(preprocess_json(builtin_weaver_config(64)), tmp_path)
     assert json.loads(written.read_text()) == expected
     assert expected["output_names"] == ["is_qcd", "is_top"]
     assert expected["pf_points"]["var_length"] == 64
@@ -69,9 +69,8 @@ def test_json_of_the_builtin_inputs_equals_weavers_for_their_config(tmp_path: Pa
 
 def test_a_config_with_auto_centers_left_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
-        write_preprocess_json(load_weaver_config(config_files.AUTO_WEIGHTED), tmp_path)
+        preprocess_json(load_weaver_config(config_files.AUTO_WEIGHTED))
     assert (
         "the centers of ['log_pt', 'log_energy', 'log_energy_fraction'] are still 'auto'; the "
         "preprocessing JSON needs the values computed from the training files"
     ) in str(caught.value)
-    assert not (tmp_path / PREPROCESS_FILE).exists()

@@ -4,6 +4,7 @@ fit the model the trial's config builds), and a trial whose inputs come from a w
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,8 @@ from tests.data import config_files
 from trainyard.config import parse_experiment
 from trainyard.config.trial import resolve_trial
 from trainyard.data.weaver.parser import load_weaver_config
-from trainyard.errors import CheckpointError
+from trainyard.data.weaver.pipeline import prepare_config
+from trainyard.errors import CheckpointError, ConfigError
 from trainyard.export.preprocess import preprocess_json
 from trainyard.export.trial import export_trial, load_model_weights
 from trainyard.models import build_model
@@ -103,3 +105,40 @@ def test_a_trial_with_a_weaver_config_exports_its_groups_and_json(tmp_path: Path
     with torch.no_grad():
         expected = torch.softmax(trained.eval()(*tensors), dim=1).numpy()
     np.testing.assert_allclose(probabilities, expected, rtol=0, atol=1e-5)
+
+
+def test_auto_standardisation_comes_from_the_auto_yaml_training_wrote(
+    toy_dir: Path, tmp_path: Path
+) -> None:
+    config_path = tmp_path / "auto.yaml"
+    shutil.copy(config_files.AUTO_WEIGHTED, config_path)
+    config = resolve_trial(
+        parse_experiment(
+            {
+                "name": "auto",
+                "model": "particlenet-lite",
+                "data": {
+                    "train": str(toy_dir / "*.parquet"),
+                    "val": str(toy_dir / "*.parquet"),
+                    "config": str(config_path),
+                },
+                "training": {"max_length": {"batches": 10}},
+            }
+        ),
+        {},
+    )
+    trained = lite(seed=5)
+    optimizer = torch.optim.AdamW(trained.parameters())
+    folder = CheckpointManager(tmp_path / "c", keep=1).save(
+        10, trained_state(trained, optimizer, sharded=False), config={}
+    )
+    out = tmp_path / "out"
+    with pytest.raises(ConfigError, match="are still 'auto'; the preprocessing JSON needs"):
+        export_trial(config, folder, out)
+    assert not out.exists()  # refused before anything was written
+
+    completed = prepare_config(sorted(toy_dir.glob("*.parquet")), config_path)  # as staging
+    exported = export_trial(config, folder, out)
+    written = json.loads(exported.preprocess.read_text())
+    assert written == preprocess_json(load_weaver_config(completed.source))
+    assert written["pf_features"]["var_infos"]["log_pt"]["median"] != 0

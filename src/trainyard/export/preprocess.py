@@ -55,11 +55,12 @@ def preprocess_json(config: WeaverDataConfig) -> dict[str, Any]:
     return document
 
 
-def write_preprocess_json(config: WeaverDataConfig, folder: Path) -> Path:
-    """Write ``preprocess.json`` into ``folder`` (made if missing); return its path."""
+def write_preprocess_json(document: dict[str, Any], folder: Path) -> Path:
+    """Write a ``preprocess_json`` document as ``preprocess.json`` into ``folder`` (made if
+    missing); return its path."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / PREPROCESS_FILE
-    path.write_text(json.dumps(preprocess_json(config), indent=2) + "\n", encoding="utf-8")
+    path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     return path
 
 

@@ -28,7 +28,7 @@ from trainyard.export.onnx_file import (
     export_onnx,
     onnx_inputs,
 )
-from trainyard.export.preprocess import write_preprocess_json
+from trainyard.export.preprocess import preprocess_json, write_preprocess_json
 from trainyard.models import build_model
 from trainyard.worker.checkpoint import MODEL, CheckpointManager, LoadedCheckpoint
 
@@ -76,6 +76,7 @@ def export_trial(
     data = config.data
     inputs = model_inputs(data.config, data.inputs.model_dump(), data.signal_class)
     weaver = _completed(inputs.weaver_config or builtin_weaver_config(data.max_particles))
+    preprocess = preprocess_json(weaver)  # before anything is written: it may refuse
     model = build_model(
         config.model.name,
         num_features=inputs.num_features,
@@ -88,7 +89,7 @@ def export_trial(
     onnx_path = export_onnx(
         model.eval(), exported_inputs, list(roles), folder / ONNX_FILE, opset=opset, name=name
     )
-    preprocess_path = write_preprocess_json(weaver, folder)
+    preprocess_path = write_preprocess_json(preprocess, folder)
     return ExportedModel(
         onnx=onnx_path,
         preprocess=preprocess_path,
