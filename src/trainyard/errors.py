@@ -44,3 +44,7 @@ class AuthenticationError(TrainyardError):
 
 class PermissionDeniedError(TrainyardError):
     """A valid credential asks for something it may not reach (HTTP 403)."""
+
+
+class ExportError(TrainyardError):
+    """A trained model cannot be written in another format (ONNX for CMSSW)."""

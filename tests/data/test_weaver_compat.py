@@ -1,18 +1,27 @@
 """weaver-core's own data loader, on our files with the example data config, yields the
-built-in inputs: a weaver user and a trainyard user train on the same arrays.
+built-in inputs: a weaver user and a trainyard user train on the same arrays. So does the
+config ``builtin_weaver_config`` gives, which describes the built-in inputs in exported
+models' preprocess.json, and the ParT example config yields the built-in Lorentz vectors.
 
-The example config pads with zeros (``constant``), as the built-in inputs do, so padded slots
+The configs pad with zeros (``constant``), as the built-in inputs do, so padded slots
 compare too. weaver-core is a test dependency, imported directly: without it this fails.
 """
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
+import pytest
 from weaver.utils.dataset import SimpleIterDataset
 
 from tests.data import config_files
-from trainyard.data.features import build_particlenet_inputs, load_jet_arrays
+from trainyard.data.features import (
+    build_particlenet_inputs,
+    builtin_weaver_config,
+    load_jet_arrays,
+)
+from trainyard.data.weaver.writer import write_weaver_config
 from trainyard.datasets import schema
 
 MAX_PARTICLES = 128
@@ -31,9 +40,18 @@ def _weaver_samples(shard: Path, config: Path) -> list:
     return list(dataset)
 
 
-def test_weaver_reads_our_files_into_the_builtin_inputs(toy_dir: Path) -> None:
+@pytest.mark.parametrize("config", ["example", "builtin"])
+def test_weaver_reads_our_files_into_the_builtin_inputs(
+    config: str, toy_dir: Path, tmp_path: Path
+) -> None:
     shard = toy_dir / "toy-s21-0002.parquet"
-    samples = _weaver_samples(shard, config_files.EXAMPLE)
+    if config == "example":
+        config_path, top_class = config_files.EXAMPLE, 0  # labels [is_top, is_qcd]
+    else:
+        # jet_mass observed, to find each jet again below.
+        builtin = replace(builtin_weaver_config(MAX_PARTICLES), observers=("jet_mass",))
+        config_path, top_class = write_weaver_config(builtin, tmp_path / "builtin.yaml"), 1
+    samples = _weaver_samples(shard, config_path)
     ours = load_jet_arrays(str(shard), max_particles=MAX_PARTICLES)
     assert len(samples) == len(ours)
 
@@ -44,8 +62,7 @@ def test_weaver_reads_our_files_into_the_builtin_inputs(toy_dir: Path) -> None:
         np.testing.assert_array_equal(inputs["pf_features"], ours.features_NCP[jet])
         np.testing.assert_array_equal(inputs["pf_points"], ours.points_NCP[jet])
         np.testing.assert_array_equal(inputs["pf_mask"], ours.mask_N1P[jet])
-        # weaver's class index 0 is is_top.
-        assert labels["_label_"] == 1 - ours.labels_N[jet]
+        assert (labels["_label_"] == top_class) == (ours.labels_N[jet] == 1)
 
 
 def test_weaver_reads_the_part_example_into_the_builtin_vectors(toy_dir: Path) -> None:

@@ -1,4 +1,4 @@
-"""The `trainyard` command: run, validate, list, show, logs, data."""
+"""The `trainyard` command: run, validate, list, show, logs, export, data."""
 
 from __future__ import annotations
 
@@ -171,6 +171,36 @@ def logs(
                 sys.stdout.flush()
             else:
                 time.sleep(0.5)
+
+
+@app.command()
+def export(
+    trial: Annotated[int, typer.Argument(help="Trial id (see `trainyard show`).")],
+    onnx: Annotated[
+        Path,
+        typer.Option(
+            "--onnx",
+            help="Folder to write model.onnx and preprocess.json into, as weaver-core's "
+            "--export-onnx does, for CMSSW.",
+        ),
+    ],
+    checkpoint: Annotated[
+        str,
+        typer.Option(
+            help="latest (the newest), best (of the kept checkpoints validated at their "
+            "step, the best by the searcher's metric) or a step number.",
+        ),
+    ] = "latest",
+    # 15 is export.onnx_file.DEFAULT_OPSET, not imported here: it imports torch.
+    # 15 is export.onnx_file.DEFAULT_OPSET, not imported here: that module imports torch.
+    opset: Annotated[int, typer.Option(help="ONNX opset (weaver-core's default).")] = 15,
+) -> None:
+    """Export a trial's trained model as ONNX with weaver's input names, for CMSSW."""
+    from trainyard.cli.export import export_onnx_files
+
+    export_onnx_files(
+        _service(), trial_id=trial, folder=onnx, which=checkpoint, opset=opset, console=console
+    )
 
 
 def _service():

@@ -19,6 +19,13 @@ import numpy as np
 import pyarrow as pa
 
 from trainyard.data.reader import read_jet_table, resolve_files
+from trainyard.data.weaver.types import (
+    InputGroup,
+    InputVariable,
+    NewVariable,
+    SimpleLabels,
+    WeaverDataConfig,
+)
 from trainyard.datasets import schema
 from trainyard.errors import ConfigError, DataError
 
@@ -62,6 +69,22 @@ VECTOR_NAMES: tuple[str, ...] = (
 )
 """The Lorentz vector of each particle, for models with pair features (Particle Transformer)."""
 DEFAULT_MAX_PARTICLES = 128
+BUILTIN_GROUPS = ("pf_points", "pf_features", "pf_mask")
+"""The built-in inputs named as TopLandscape's top_kin.yaml names ParticleNet's input groups."""
+_NEW_VARIABLES = {
+    "part_mask": "ak.ones_like(part_energy)",
+    "part_pt": "np.hypot(part_px, part_py)",
+    "part_pt_log": "np.log(part_pt)",
+    "part_e_log": "np.log(part_energy)",
+    "part_logptrel": "np.log(part_pt / jet_pt)",
+    "part_logerel": "np.log(part_energy / jet_energy)",
+    "part_deltaR": "np.hypot(part_deta, part_dphi)",
+    "is_qcd": "label == 0",
+    "is_top": "label == 1",
+}
+"""top_kin.yaml's new_variables over the trainyard jet schema (``_raw_features``), and labels."""
+_UNSTANDARDISED = frozenset(POINT_NAMES)
+"""Features top_kin.yaml leaves as they are (center null: no shift, no clip)."""
 
 
 def required_columns(vectors: bool) -> tuple[str, ...]:
@@ -165,6 +188,39 @@ def build_particlenet_inputs(
     labels_N = _column_numpy(table, schema.LABEL).astype(np.int64)
     vectors_N4P = place([kept_M[name] for name in VECTOR_NAMES]) if vectors else None
     return JetArrays(points_NCP, features_NCP, mask_N1P, labels_N, vectors_N4P)
+
+
+def builtin_weaver_config(max_particles: int = DEFAULT_MAX_PARTICLES) -> WeaverDataConfig:
+    """The weaver data config that builds the built-in inputs from files in the trainyard jet
+    schema, for tools that speak weaver's format (the preprocessing JSON that CMSSW reads next
+    to an exported model).
+
+    It is TopLandscape's top_kin.yaml without pf_vectors, zero-padded to ``max_particles``,
+    its new_variables computed from our columns, and labels [is_qcd, is_top] in the built-in
+    class order (0 = QCD, 1 = top). part_deta and part_dphi are unstandardised in pf_features
+    as in top_kin.yaml, while ``_standardise`` clips them at +-FEATURE_CLIP: the two agree for
+    every particle of a jet, whose distance from the jet axis is far below 5.
+    """
+
+    def group(name: str, variables: list[InputVariable]) -> InputGroup:
+        return InputGroup(name, max_particles, "constant", tuple(variables))
+
+    def feature(name: str) -> InputVariable:
+        if name in _UNSTANDARDISED:
+            return InputVariable(name, None)
+        subtract, multiply = _STANDARDISATION[name]
+        return InputVariable(name, subtract, multiply, -FEATURE_CLIP, FEATURE_CLIP)
+
+    points, features, mask = BUILTIN_GROUPS
+    return WeaverDataConfig(
+        inputs=(
+            group(points, [InputVariable(name, None) for name in POINT_NAMES]),
+            group(features, [feature(name) for name in FEATURE_NAMES]),
+            group(mask, [InputVariable("part_mask", None)]),
+        ),
+        labels=SimpleLabels(("is_qcd", "is_top")),
+        new_variables=tuple(NewVariable(name, expr) for name, expr in _NEW_VARIABLES.items()),
+    )
 
 
 def _scatter(
