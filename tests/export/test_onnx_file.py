@@ -15,14 +15,20 @@ import torch
 from torch import nn
 
 from tests.data import config_files
-from trainyard.data.features import builtin_weaver_config
-from trainyard.data.model_inputs import MODEL_INPUTS
+from trainyard.data.batch import DEFAULT_INPUT_ROLES, InputRole, InputRoles
+from trainyard.data.features import BUILTIN_GROUPS, builtin_weaver_config
 from trainyard.data.weaver.parser import load_weaver_config
 from trainyard.errors import ExportError
 from trainyard.export.onnx_file import OUTPUT_NAME, export_onnx, onnx_inputs
-from trainyard.models import build_model
+from trainyard.models import build_model, input_roles
 
-BUILTIN_ROLES = dict(zip(MODEL_INPUTS, ("pf_points", "pf_features", "pf_mask"), strict=True))
+
+def groups_of(roles: InputRoles) -> dict[str, str]:
+    """Role -> the built-in input group that feeds it, in the model's order."""
+    return {role.value: BUILTIN_GROUPS[role] for role in roles.roles}
+
+
+BUILTIN_ROLES = groups_of(DEFAULT_INPUT_ROLES)
 SIZES = ((3, 24), (7, 48))
 """(jets, particle slots) of the two batches run; the file is traced with (2, 32)."""
 
@@ -32,39 +38,57 @@ def trained_like(name: str) -> nn.Module:
     torch.manual_seed(0)
     model = build_model(name, num_features=7, num_classes=2)
     model.train()
+    roles = input_roles(name)
     with torch.no_grad():
         for _ in range(3):
-            model(*jets(16, 32, seed=1))
+            every = all_inputs(16, 32, seed=1)
+            model(*(every[role] for role in roles.roles))
     return model.eval()
 
 
-def jets(batch: int, particles: int, *, seed: int) -> tuple[torch.Tensor, ...]:
-    """Random points, features and mask; each jet has its own number of real particles, and
-    padded slots hold zeros, as the staged inputs do."""
+def all_inputs(batch: int, particles: int, *, seed: int) -> dict[InputRole, torch.Tensor]:
+    """Random points, features, Lorentz vectors (massive: E > |p|) and mask; each jet has its
+    own number of real particles, and padded slots hold zeros, as the staged inputs do."""
     generator = torch.Generator().manual_seed(seed)
     real_B = torch.randint(particles // 3, particles + 1, (batch,), generator=generator)
     mask_B1P = (torch.arange(particles).view(1, 1, -1) < real_B.view(-1, 1, 1)).float()
-    points_BCP = torch.randn(batch, 2, particles, generator=generator) * mask_B1P
-    features_BCP = torch.randn(batch, 7, particles, generator=generator) * mask_B1P
-    return points_BCP, features_BCP, mask_B1P
+    momentum_B3P = torch.randn(batch, 3, particles, generator=generator)
+    energy_B1P = (momentum_B3P.square().sum(1, keepdim=True) + 0.1).sqrt()
+    return {
+        InputRole.POINTS: torch.randn(batch, 2, particles, generator=generator) * mask_B1P,
+        InputRole.FEATURES: torch.randn(batch, 7, particles, generator=generator) * mask_B1P,
+        InputRole.VECTORS: torch.cat((momentum_B3P, energy_B1P), dim=1) * mask_B1P,
+        InputRole.MASK: mask_B1P,
+    }
 
 
-@pytest.mark.parametrize("name", ["particlenet", "particlenet-lite", "mlp"])
+def jets(batch: int, particles: int, *, seed: int) -> tuple[torch.Tensor, ...]:
+    """Points, features and mask: the inputs of models with the default roles."""
+    every = all_inputs(batch, particles, seed=seed)
+    return tuple(every[role] for role in DEFAULT_INPUT_ROLES.roles)
+
+
+@pytest.mark.parametrize(
+    "name", ["particlenet", "particlenet-lite", "mlp", "particle-transformer"]
+)
 def test_onnxruntime_gives_torchs_softmax_for_other_batch_and_particle_counts(
     name: str, tmp_path: Path
 ) -> None:
-    model = trained_like(name)
-    inputs = onnx_inputs(builtin_weaver_config(max_particles=32), BUILTIN_ROLES)
-    path = export_onnx(model, inputs, list(BUILTIN_ROLES), tmp_path / "model.onnx")
+    model, roles = trained_like(name), input_roles(name)
+    config = builtin_weaver_config(max_particles=32, vectors=InputRole.VECTORS in roles)
+    inputs = onnx_inputs(config, groups_of(roles))
+    path = export_onnx(model, inputs, [role.value for role in roles.roles], tmp_path / "m.onnx")
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    # The MLP never reads the points; the file takes them all the same, as CMSSW feeds them.
+    # The MLP never reads the points, nor ParT; the file takes them all the same, as CMSSW
+    # feeds every group.
     assert [i.name for i in session.get_inputs()] == [i.name for i in inputs]
+    group_role = {group: role for role, group in BUILTIN_GROUPS.items()}
     for seed, (batch, particles) in enumerate(SIZES):
-        tensors = jets(batch, particles, seed=seed + 10)
-        feed = {item.name: t.numpy() for item, t in zip(inputs, tensors, strict=True)}
+        every = all_inputs(batch, particles, seed=seed + 10)
+        feed = {item.name: every[group_role[item.name]].numpy() for item in inputs}
         (probabilities,) = session.run([OUTPUT_NAME], feed)
         with torch.no_grad():
-            expected = torch.softmax(model(*tensors), dim=1).numpy()
+            expected = torch.softmax(model(*(every[r] for r in roles.roles)), dim=1).numpy()
         assert probabilities.shape == (batch, 2)
         np.testing.assert_allclose(probabilities, expected, rtol=0, atol=1e-5)
         assert not np.allclose(expected[:, 0], expected[0, 0])  # jets are told apart

@@ -58,13 +58,18 @@ def test_json_of_a_completed_auto_config_equals_weavers(toy_dir: Path, tmp_path:
     assert log_pt["median"] != 0 and log_pt["norm_factor"] != 1  # computed from the jets
 
 
-def test_json_of_the_builtin_inputs_equals_weavers_for_their_config(tmp_path: Path) -> None:
-    config_path = write_weaver_config(builtin_weaver_config(max_particles=64), tmp_path / "b.yaml")
+@pytest.mark.parametrize("vectors", [False, True], ids=["particlenet", "with-vectors"])
+def test_json_of_the_builtin_inputs_equals_weavers_for_their_config(
+    vectors: bool, tmp_path: Path
+) -> None:
+    builtin = builtin_weaver_config(max_particles=64, vectors=vectors)
+    config_path = write_weaver_config(builtin, tmp_path / "b.yaml")
     expected = weavers_json(config_path, tmp_path)
-    written = write_preprocess_json(preprocess_json(builtin_weaver_config(64)), tmp_path)
+    written = write_preprocess_json(preprocess_json(builtin), tmp_path)
     assert json.loads(written.read_text()) == expected
     assert expected["output_names"] == ["is_qcd", "is_top"]
     assert expected["pf_points"]["var_length"] == 64
+    assert ("pf_vectors" in expected["input_names"]) == vectors
 
 
 def test_a_config_with_auto_centers_left_is_refused(tmp_path: Path) -> None:

@@ -11,13 +11,14 @@ Array legend (suffixes give the shape):
     M  particles of all jets, flattened in jet order (ragged)
 """
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
+from trainyard.data.batch import InputRole
 from trainyard.data.reader import read_jet_table, resolve_files
 from trainyard.data.weaver.types import (
     InputGroup,
@@ -69,8 +70,14 @@ VECTOR_NAMES: tuple[str, ...] = (
 )
 """The Lorentz vector of each particle, for models with pair features (Particle Transformer)."""
 DEFAULT_MAX_PARTICLES = 128
-BUILTIN_GROUPS = ("pf_points", "pf_features", "pf_mask")
-"""The built-in inputs named as TopLandscape's top_kin.yaml names ParticleNet's input groups."""
+BUILTIN_GROUPS: Mapping[InputRole, str] = {
+    InputRole.POINTS: "pf_points",
+    InputRole.FEATURES: "pf_features",
+    InputRole.VECTORS: "pf_vectors",
+    InputRole.MASK: "pf_mask",
+}
+"""The built-in inputs named as TopLandscape's top_kin.yaml names its input groups, in its
+order."""
 _NEW_VARIABLES = {
     "part_mask": "ak.ones_like(part_energy)",
     "part_pt": "np.hypot(part_px, part_py)",
@@ -190,12 +197,15 @@ def build_particlenet_inputs(
     return JetArrays(points_NCP, features_NCP, mask_N1P, labels_N, vectors_N4P)
 
 
-def builtin_weaver_config(max_particles: int = DEFAULT_MAX_PARTICLES) -> WeaverDataConfig:
+def builtin_weaver_config(
+    max_particles: int = DEFAULT_MAX_PARTICLES, *, vectors: bool = False
+) -> WeaverDataConfig:
     """The weaver data config that builds the built-in inputs from files in the trainyard jet
     schema, for tools that speak weaver's format (the preprocessing JSON that CMSSW reads next
     to an exported model).
 
-    It is TopLandscape's top_kin.yaml without pf_vectors, zero-padded to ``max_particles``,
+    It is TopLandscape's top_kin.yaml, without pf_vectors unless ``vectors`` (for models that
+    take Lorentz vectors, as ParT does), zero-padded to ``max_particles``,
     its new_variables computed from our columns, and labels [is_qcd, is_top] in the built-in
     class order (0 = QCD, 1 = top). part_deta and part_dphi are unstandardised in pf_features
     as in top_kin.yaml, while ``_standardise`` clips them at +-FEATURE_CLIP: the two agree for
@@ -211,13 +221,16 @@ def builtin_weaver_config(max_particles: int = DEFAULT_MAX_PARTICLES) -> WeaverD
         subtract, multiply = _STANDARDISATION[name]
         return InputVariable(name, subtract, multiply, -FEATURE_CLIP, FEATURE_CLIP)
 
-    points, features, mask = BUILTIN_GROUPS
+    groups = {
+        InputRole.POINTS: [InputVariable(name, None) for name in POINT_NAMES],
+        InputRole.FEATURES: [feature(name) for name in FEATURE_NAMES],
+        InputRole.VECTORS: [InputVariable(name, None) for name in VECTOR_NAMES],
+        InputRole.MASK: [InputVariable("part_mask", None)],
+    }
+    if not vectors:
+        del groups[InputRole.VECTORS]
     return WeaverDataConfig(
-        inputs=(
-            group(points, [InputVariable(name, None) for name in POINT_NAMES]),
-            group(features, [feature(name) for name in FEATURE_NAMES]),
-            group(mask, [InputVariable("part_mask", None)]),
-        ),
+        inputs=tuple(group(BUILTIN_GROUPS[role], variables) for role, variables in groups.items()),
         labels=SimpleLabels(("is_qcd", "is_top")),
         new_variables=tuple(NewVariable(name, expr) for name, expr in _NEW_VARIABLES.items()),
     )

@@ -15,8 +15,9 @@ from torch import nn
 
 from trainyard.config.schema import DataSpec
 from trainyard.config.trial import TrialConfig
+from trainyard.data.batch import InputRole, InputRoles
 from trainyard.data.features import BUILTIN_GROUPS, builtin_weaver_config
-from trainyard.data.model_inputs import MODEL_INPUTS, model_inputs
+from trainyard.data.model_inputs import model_inputs
 from trainyard.data.weaver.parser import load_weaver_config
 from trainyard.data.weaver.types import SimpleLabels, WeaverDataConfig
 from trainyard.data.weaver.writer import auto_config_path
@@ -29,7 +30,7 @@ from trainyard.export.onnx_file import (
     onnx_inputs,
 )
 from trainyard.export.preprocess import preprocess_json, write_preprocess_json
-from trainyard.models import build_model
+from trainyard.models import build_model, input_roles
 from trainyard.worker.checkpoint import MODEL, CheckpointManager, LoadedCheckpoint
 
 
@@ -45,13 +46,13 @@ class ExportedModel:
     """The step of the checkpoint exported."""
 
 
-def model_input_groups(data: DataSpec) -> dict[str, str]:
+def model_input_groups(data: DataSpec, roles: InputRoles) -> dict[str, str]:
     """The model's input roles, in the order it takes them, each with the input group (as
     weaver names it) that feeds it: the experiment's ``data.inputs`` with a data config,
-    top_kin.yaml's pf_points, pf_features and pf_mask for the built-in inputs."""
+    top_kin.yaml's pf_points, pf_features, pf_vectors and pf_mask for the built-in inputs."""
     if data.config is None:
-        return dict(zip(MODEL_INPUTS, BUILTIN_GROUPS, strict=True))
-    return {role: getattr(data.inputs, role) for role in MODEL_INPUTS}
+        return {role.value: BUILTIN_GROUPS[role] for role in roles.roles}
+    return {role.value: str(getattr(data.inputs, role.value)) for role in roles.roles}
 
 
 def export_trial(
@@ -74,8 +75,17 @@ def export_trial(
     manager = CheckpointManager(checkpoint.parent, keep=1)
     loaded = manager.load(checkpoint)  # verified first: a missing checkpoint is named at once
     data = config.data
-    inputs = model_inputs(data.config, data.inputs.model_dump(), data.signal_class)
-    weaver = _completed(inputs.weaver_config or builtin_weaver_config(data.max_particles))
+    model_roles = input_roles(config.model.name)
+    inputs = model_inputs(
+        data.config,
+        data.inputs.model_dump(),
+        data.signal_class,
+        data.background_class,
+        roles=model_roles,
+        model=name,
+    )
+    builtin = builtin_weaver_config(data.max_particles, vectors=InputRole.VECTORS in model_roles)
+    weaver = _completed(inputs.weaver_config or builtin)
     preprocess = preprocess_json(weaver)  # before anything is written: it may refuse
     model = build_model(
         config.model.name,
@@ -84,7 +94,7 @@ def export_trial(
         options=config.model.options,
     )
     load_model_weights(model, loaded, manager, name=name)
-    roles = model_input_groups(data)
+    roles = model_input_groups(data, model_roles)
     exported_inputs = onnx_inputs(weaver, roles)
     onnx_path = export_onnx(
         model.eval(), exported_inputs, list(roles), folder / ONNX_FILE, opset=opset, name=name

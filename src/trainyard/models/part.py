@@ -106,9 +106,7 @@ class ParticleTransformer(nn.Module):
                 f"{real_B1P.shape[-1]}): px, py, pz, energy per particle; got "
                 f"{tuple(vectors_B4P.shape)}"
             )
-        # Slots after the batch's last real particle change nothing; cut them off.
-        live_slots = real_B1P.any(dim=0).flatten().nonzero()
-        used = int(live_slots.max()) + 1 if len(live_slots) else 1
+        used = _used_slots(real_B1P)
         real_BP = real_B1P[:, 0, :used]
         x_BPE = self.embed(features_BCP[..., :used]).masked_fill(~real_BP.unsqueeze(-1), 0)
         key_bias_B11P = torch.zeros_like(x_BPE[:, None, None, :, 0]).masked_fill(
@@ -119,7 +117,8 @@ class ParticleTransformer(nn.Module):
         for block in self.blocks:
             x_BPE = block(x_BPE, bias_BHPP)
         cls_bias_B11P = nn.functional.pad(key_bias_B11P, (1, 0))
-        cls_B1E = self.cls_token.expand(len(x_BPE), -1, -1)
+        # size(0), not len(): an ONNX export traces it as the batch axis, not a number.
+        cls_B1E = self.cls_token.expand(x_BPE.size(0), -1, -1)
         for block in self.cls_blocks:
             cls_B1E = block(x_BPE, cls_bias_B11P, x_cls_B1E=cls_B1E)
         return self.fc(self.norm(cls_B1E.squeeze(1)))
@@ -143,6 +142,16 @@ class ParticleTransformer(nn.Module):
             for depth, block in enumerate(self.blocks, start=1):
                 block.attn.out_proj.weight.div_(math.sqrt(2.0 * depth))
                 block.fc2.weight.div_(math.sqrt(2.0 * depth))
+
+
+def _used_slots(real_B1P: torch.Tensor) -> int | torch.Tensor:
+    """Slots up to the batch's last real particle: those after it change nothing, so training
+    and evaluation cut them off. An ONNX export keeps every slot, since the cut would be traced
+    as a constant of the example batch."""
+    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+        return real_B1P.size(-1)
+    live_slots = real_B1P.any(dim=0).flatten().nonzero()
+    return int(live_slots.max()) + 1 if len(live_slots) else 1
 
 
 def build_particle_transformer(
