@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from mlflow import MlflowClient
 
 from trainyard.config.tracking import MlflowSpec
@@ -25,9 +26,13 @@ def _validation(batches: int, auc: float) -> MetricsLogged:
 
 
 def test_a_restarted_master_logs_into_the_same_run_and_uploads_the_best_checkpoint(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    master_folder = tmp_path / "master"
+    master_folder.mkdir()
+    monkeypatch.chdir(master_folder)
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    (tmp_path / "store").mkdir()
     spec = MlflowSpec(uri=uri, experiment="tagger-search")
     first = MlflowSink(spec, "ignored-because-named")
     first.handle(TrialStarted(4, 9, 2, {"lr": 0.01, "optimizer": "adamw"}))
@@ -62,3 +67,6 @@ def test_a_restarted_master_logs_into_the_same_run_and_uploads_the_best_checkpoi
     assert [a.path for a in client.list_artifacts(run.info.run_id, "checkpoint")] == [
         "checkpoint/state.pt"
     ]
+    # Beside the database, not in whatever folder the Master ran in.
+    assert list((tmp_path / "store" / "mlartifacts").rglob("state.pt"))
+    assert not any(master_folder.iterdir())

@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping
+from pathlib import Path
+from urllib.parse import urlsplit
 
 from trainyard.config.tracking import MlflowSpec
 from trainyard.protocol import TrialState
@@ -43,6 +45,17 @@ def _quick_failure_defaults() -> None:
     os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
 
 
+def _artifacts_beside(spec: MlflowSpec) -> str | None:
+    """For a SQLite store, artifacts go to mlartifacts/ beside its file: MLflow's default is
+    ./mlruns under whatever folder the Master happens to run in. A folder store keeps them
+    inside itself, and a tracking server decides for itself (None)."""
+    parts = urlsplit(spec.uri)
+    if parts.scheme != "sqlite":
+        return None
+    database = Path(spec.uri.removeprefix("sqlite:///"))
+    return (database.parent.resolve() / "mlartifacts").as_uri()
+
+
 class MlflowSink:
     """The MLflow side of one trainyard experiment."""
 
@@ -56,7 +69,9 @@ class MlflowSink:
         name = spec.experiment or experiment_name
         found = self._client.get_experiment_by_name(name)
         self._mlflow_experiment = (
-            found.experiment_id if found else self._client.create_experiment(name)
+            found.experiment_id
+            if found
+            else self._client.create_experiment(name, artifact_location=_artifacts_beside(spec))
         )
         self._runs: dict[int, str] = {}
 
