@@ -109,7 +109,10 @@ def _child(args: argparse.Namespace) -> dict[str, Any]:
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
 
     def step(batch: Any) -> None:
-        loss = F.cross_entropy(model(batch.points, batch.features, batch.mask), batch.labels)
+        loss = F.cross_entropy(
+            model(batch.inputs["points"], batch.inputs["features"], batch.inputs["mask"]),
+            batch.labels,
+        )
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

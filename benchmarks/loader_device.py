@@ -213,7 +213,12 @@ def _bytes_per_jet(dataset: StagedDataset, batch_size: int) -> int:
     )
     batch = next(iter(loader))
     loader.close()
-    tensors = (batch.points, batch.features, batch.mask, batch.labels)
+    tensors = (
+        batch.inputs["points"],
+        batch.inputs["features"],
+        batch.inputs["mask"],
+        batch.labels,
+    )
     return sum(tensor.nbytes for tensor in tensors) // len(batch)
 
 

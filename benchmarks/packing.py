@@ -163,7 +163,7 @@ def _solo_step(
     def step(i: int) -> None:
         batch = batches[i % DISTINCT_BATCHES]
         with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
-            logits = model(batch.points, batch.features, batch.mask)
+            logits = model(batch.inputs["points"], batch.inputs["features"], batch.inputs["mask"])
             loss = F.cross_entropy(logits.float(), batch.labels)
         loss.backward()
         optimizer.step()
@@ -189,9 +189,11 @@ def _batches(settings: Settings, device: torch.device, *, seed: int) -> list[Jet
         num_real = torch.randint(min(20, slots), slots + 1, (size, 1, 1), generator=generator)
         mask = (torch.arange(slots).view(1, 1, -1) < num_real).float()
         batch = JetBatch(
-            points=torch.randn(size, NUM_POINT_CHANNELS, slots, generator=generator) * mask,
-            features=torch.randn(size, NUM_FEATURES, slots, generator=generator) * mask,
-            mask=mask,
+            inputs={
+                "points": torch.randn(size, NUM_POINT_CHANNELS, slots, generator=generator) * mask,
+                "features": torch.randn(size, NUM_FEATURES, slots, generator=generator) * mask,
+                "mask": mask,
+            },
             labels=torch.randint(0, NUM_CLASSES, (size,), generator=generator),
         )
         found.append(batch.to(device))

@@ -52,6 +52,15 @@ def test_relative_data_paths_become_absolute(tmp_path: Path) -> None:
     assert config.data.train == str(tmp_path / "runs" / "train/*.parquet")
 
 
+def test_a_relative_network_file_becomes_absolute_and_zoo_names_stay(tmp_path: Path) -> None:
+    file = tmp_path / "exp.yaml"
+    file.write_text(yaml.safe_dump({**MINIMAL, "model": "networks/tagger.py"}))
+    config = load_experiment(file, base_dir=tmp_path / "runs")
+    assert config.model.name == str(tmp_path / "runs" / "networks/tagger.py")
+    file.write_text(yaml.safe_dump({**MINIMAL, "model": "mypkg.tagger:build"}))
+    assert load_experiment(file, base_dir=tmp_path).model.name == "mypkg.tagger:build"
+
+
 def test_relative_data_config_becomes_absolute(tmp_path: Path) -> None:
     file = tmp_path / "exp.yaml"
     data = {**MINIMAL["data"], "config": "configs/jets.yaml"}

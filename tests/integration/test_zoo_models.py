@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.integration.helpers import cli_env, last_validation, run_cli
+from tests.integration.helpers import cli_env, last_validation, run_cli, short_training
 
 pytestmark = pytest.mark.integration
 
@@ -37,14 +37,7 @@ def test_a_tiny_model_trains_from_the_part_example(
         val=str(toy_data / "val" / "*.parquet"),
         max_particles=32,
     )
-    config["hyperparameters"] = {"lr": 0.003, "batch_size": 64}
-    config["training"].update(
-        max_length={"batches": 24},
-        validation_period={"batches": 24},
-        lr_schedule={"name": "constant"},
-        log_period_batches=8,
-    )
-    config["checkpoint"] = {"period": {"batches": 24}, "keep": 1}
+    short_training(config)
     home = tmp_path / "home"
     result = run_cli(["run", str(write_experiment(config))], cli_env(home))
     assert result.returncode == 0, result.stdout + result.stderr

@@ -67,7 +67,11 @@ def test_builtin_inputs_are_staged_once_and_reused(toy: Path, tmp_path: Path, ca
     assert (first.inputs.num_features, first.inputs.num_classes) == (7, 2)
     assert first.inputs.signal_class == first.val_shard.signal_class == 1
     batch = next(iter(first.train_loader))
-    assert batch.features.shape == (16, 7, 24) and batch.mask.shape == (16, 1, 24)
+    assert batch.inputs["features"].shape == (16, 7, 24) and batch.inputs["mask"].shape == (
+        16,
+        1,
+        24,
+    )
     assert len(first.train_loader) == 19  # ceil(300 / 16), the last batch wrapped around
     folders = _staged_folders(tmp_path)
     assert len(folders) == 2
@@ -93,7 +97,11 @@ def test_weaver_config_inputs_are_mapped_from_its_groups(toy: Path, tmp_path: Pa
     assert (trial.inputs.num_features, trial.inputs.num_classes) == (7, 2)
     assert trial.val_shard.signal_class == 0  # the config lists [is_top, is_qcd]
     batch, num_real = next(iter(trial.val_shard))
-    assert batch.points.shape == (16, 2, 128) and batch.features.shape == (16, 7, 128)
+    assert batch.inputs["points"].shape == (16, 2, 128) and batch.inputs["features"].shape == (
+        16,
+        7,
+        128,
+    )
     assert num_real == 16
     assert trial.val.extra["training"] is True  # weaver's val loader: training selection
     is_top = np.load(trial.val.shard_path("_label_", 0)) == 0
@@ -160,9 +168,11 @@ def test_a_model_taking_vectors_gets_them_from_either_kind_of_inputs(
     roles = input_roles("particle-transformer")
     builtin = _load(_data(toy, max_particles=24), tmp_path, roles=roles)
     batch = next(iter(builtin.train_loader))
-    assert batch.points is None
-    assert batch.vectors is not None and batch.vectors.shape == (16, 4, 24)
-    assert torch.equal(batch.vectors * batch.mask, batch.vectors), "zero in padded slots"
+    assert "points" not in batch.inputs
+    assert "vectors" in batch.inputs and batch.inputs["vectors"].shape == (16, 4, 24)
+    assert torch.equal(batch.inputs["vectors"] * batch.inputs["mask"], batch.inputs["vectors"]), (
+        "zero in padded slots"
+    )
     mapping = {"features": "pf_features", "vectors": "pf_vectors", "mask": "pf_mask"}
     weaver = _load(_data(toy, config=str(PART_CONFIG), inputs=mapping), tmp_path, roles=roles)
     assert dict(weaver.inputs.fields) == {
@@ -172,6 +182,6 @@ def test_a_model_taking_vectors_gets_them_from_either_kind_of_inputs(
         "labels": "_label_",
     }
     batch = next(iter(weaver.train_loader))
-    assert batch.points is None and batch.vectors is not None
-    assert batch.vectors.shape == (16, 4, 128)
+    assert "points" not in batch.inputs and "vectors" in batch.inputs
+    assert batch.inputs["vectors"].shape == (16, 4, 128)
     assert len(batch.model_args(roles)) == 3

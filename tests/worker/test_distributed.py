@@ -108,7 +108,7 @@ def test_validation_shards_score_every_jet_exactly_once(
             batches_run.add(len(batches))
             assert len(batches) == len(shard)
         for batch, num_real in batches:
-            seen += batch.features[:num_real, 0, 0].int().tolist()
+            seen += batch.inputs["features"][:num_real, 0, 0].int().tolist()
     assert sorted(seen) == list(range(num_jets))
     assert len(batches_run) == 1, "FSDP needs the same number of forwards on every rank"
 

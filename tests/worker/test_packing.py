@@ -78,9 +78,12 @@ def _batches(seed: int, count: int, batch: int = BATCH) -> list[JetBatch]:
         mask = (torch.arange(PARTICLES).view(1, 1, -1) < num_real).float()
         found.append(
             JetBatch(
-                points=torch.randn(batch, 2, PARTICLES, generator=generator) * mask,
-                features=torch.randn(batch, NUM_FEATURES, PARTICLES, generator=generator) * mask,
-                mask=mask,
+                inputs={
+                    "points": torch.randn(batch, 2, PARTICLES, generator=generator) * mask,
+                    "features": torch.randn(batch, NUM_FEATURES, PARTICLES, generator=generator)
+                    * mask,
+                    "mask": mask,
+                },
                 labels=torch.randint(0, NUM_CLASSES, (batch,), generator=generator),
             )
         )
@@ -118,7 +121,8 @@ def _solo(
     model.train()
     for index, batch in enumerate(batches):
         loss = F.cross_entropy(
-            model(batch.points, batch.features, batch.mask).float(), batch.labels
+            model(batch.inputs["points"], batch.inputs["features"], batch.inputs["mask"]).float(),
+            batch.labels,
         )
         loss.backward()
         if index in skip:
@@ -335,7 +339,9 @@ def test_a_batchnorm_with_a_cumulative_average_trains_as_alone() -> None:
         )
         optimizer = build_optimizer(solo_model.parameters(), spec, lr=0.1)
         for batch in stream:
-            logits = solo_model(batch.points, batch.features, batch.mask)
+            logits = solo_model(
+                batch.inputs["points"], batch.inputs["features"], batch.inputs["mask"]
+            )
             F.cross_entropy(logits, batch.labels).backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)

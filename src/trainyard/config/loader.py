@@ -58,8 +58,9 @@ def parse_experiment(raw: Any, *, source: str = "experiment") -> ExperimentConfi
 
 
 def resolve_paths(config: ExperimentConfig, base_dir: Path) -> ExperimentConfig:
-    """Make data globs, the data config and tracking folders absolute, so workers started
-    elsewhere (SLURM, containers) and a Master resumed from another folder find them."""
+    """Make data globs, the data config, a network file and tracking folders absolute, so
+    workers started elsewhere (SLURM, containers) and a Master resumed from another folder
+    find them."""
 
     def absolute(pattern: str | list[str]) -> str | list[str]:
         if isinstance(pattern, list):
@@ -70,9 +71,13 @@ def resolve_paths(config: ExperimentConfig, base_dir: Path) -> ExperimentConfig:
     if config.data.config is not None:
         update["config"] = str(_absolute(config.data.config, base_dir))
     data = config.data.model_copy(update=update)
+    model = config.model
+    if model.is_network_file():
+        model = model.model_copy(update={"name": str(_absolute(model.name, base_dir))})
     return config.model_copy(
         update={
             "data": DataSpec.model_validate(data.model_dump()),
+            "model": model,
             "tracking": _resolve_tracking(config.tracking, base_dir),
         }
     )

@@ -134,11 +134,17 @@ class SearcherName(StrEnum):
 
 
 class ModelSpec(_Strict):
-    """Which network to train: a zoo name or a user `package.module:callable`."""
+    """Which network to train: a zoo name, a user `package.module:callable`, or a weaver
+    network file `path/to/network.py`."""
 
     name: str = Field(min_length=1)
     options: dict[str, Any] = Field(default_factory=dict)
-    """Keyword arguments for the model builder (e.g. `k: 16` for ParticleNet)."""
+    """Keyword arguments for the model builder (e.g. `k: 16` for ParticleNet), or for a
+    network file's get_model and get_loss."""
+
+    def is_network_file(self) -> bool:
+        """A path ending in .py (the rule of models.network_file.is_network_file)."""
+        return self.name.endswith(".py") and ":" not in self.name
 
 
 DEFAULT_MAX_PARTICLES = 128

@@ -3,11 +3,13 @@ say which of its tensors a model takes, in which order.
 
 Models differ in what they read: ParticleNet builds its graph from points, Particle Transformer
 needs each particle's Lorentz vector for its pair features, a Particle Flow Network only
-features and mask. A model declares its ``InputRoles``; the data section stages those arrays
-and the training loop calls ``model(*batch.model_args(roles))``.
+features and mask. A model declares its ``InputRoles``; a weaver network file takes every
+input group of its data config (``InputGroups``). The data section stages those arrays and the
+training loop calls ``model(*batch.model_args(call))``.
 """
 
-from dataclasses import dataclass, fields
+from collections.abc import Mapping
+from dataclasses import dataclass
 from enum import StrEnum
 
 import torch
@@ -57,39 +59,70 @@ DEFAULT_INPUT_ROLES = InputRoles((InputRole.POINTS, InputRole.FEATURES, InputRol
 
 
 @dataclass(frozen=True)
+class InputGroups:
+    """The inputs of a weaver network file's forward: every input group of the data config,
+    in the config's order, as weaver-core calls ``model(*inputs)``."""
+
+    names: tuple[str, ...]
+    shapes: tuple[tuple[int, int], ...]
+    """(channels, particle slots) of each group, in the order of ``names``."""
+
+    @property
+    def call(self) -> str:
+        """How the model is called, for messages: 'forward(pf_points, pf_features, ...)'."""
+        return f"forward({', '.join(self.names)})"
+
+
+ModelCall = InputRoles | InputGroups
+"""The batch inputs a model's forward takes, in order: roles for zoo models and entry points,
+the data config's groups for weaver network files."""
+
+
+def call_names(call: ModelCall) -> tuple[str, ...]:
+    """The JetBatch input names of ``call``, in the order the forward takes them."""
+    if isinstance(call, InputGroups):
+        return call.names
+    return tuple(role.value for role in call.roles)
+
+
+LABELS = "labels"
+"""The batch field of the class indices; every other field is a model input."""
+
+
+@dataclass(frozen=True)
 class JetBatch:
     """One batch of model inputs as torch tensors (B jets, C channels, P particle slots).
 
-    Only the inputs the trial's model takes are loaded: points and vectors may be None.
+    Only the inputs the trial's model takes are loaded, named by role (points, features,
+    vectors, mask) or, for a weaver network file, by the data config's input groups.
     """
 
-    features: torch.Tensor
-    """float32 (B, C, P): per-particle features."""
-    mask: torch.Tensor
-    """float32 (B, 1, P): 1 for real particles, 0 for padding."""
+    inputs: Mapping[str, torch.Tensor]
+    """float32 (B, C, P) per input name; a mask is (B, 1, P), 1 for a real particle."""
     labels: torch.Tensor
     """int64 (B,): class index."""
-    points: torch.Tensor | None = None
-    """float32 (B, C, P): coordinates of the k-nearest-neighbour graph."""
-    vectors: torch.Tensor | None = None
-    """float32 (B, 4, P): (px, py, pz, energy) per particle, zero in padded slots."""
+
+    @classmethod
+    def from_tensors(cls, tensors: Mapping[str, torch.Tensor]) -> "JetBatch":
+        """A batch from its fields by name: ``labels`` and the inputs."""
+        inputs = {name: tensor for name, tensor in tensors.items() if name != LABELS}
+        return cls(inputs=inputs, labels=tensors[LABELS])
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        """Every loaded field by name (those that are not None)."""
-        named = ((field.name, getattr(self, field.name)) for field in fields(self))
-        return {name: tensor for name, tensor in named if tensor is not None}
+        """Every field by name: the inputs, then ``labels``."""
+        return {**self.inputs, LABELS: self.labels}
 
-    def model_args(self, roles: InputRoles) -> tuple[torch.Tensor, ...]:
-        """The tensors of ``roles`` in order, the positional arguments of the model's forward."""
+    def model_args(self, call: ModelCall) -> tuple[torch.Tensor, ...]:
+        """The tensors ``call`` names, in order: the positional arguments of the forward."""
         args = []
-        for role in roles.roles:
-            tensor = getattr(self, role.value)
+        for name in call_names(call):
+            tensor = self.inputs.get(name)
             if tensor is None:
                 raise ValueError(
-                    f"the batch has no {role.value!r} for a model called as {roles.call}; "
+                    f"the batch has no {name!r} for a model called as {call.call}; "
                     "the loader's fields must include it"
                 )
             args.append(tensor)
@@ -101,4 +134,4 @@ class JetBatch:
             name: tensor.to(device, non_blocking=non_blocking)
             for name, tensor in self.tensors().items()
         }
-        return JetBatch(**moved)
+        return JetBatch.from_tensors(moved)

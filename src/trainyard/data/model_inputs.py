@@ -5,25 +5,31 @@ features, mask, labels with 1 = top, and vectors for a model that takes them) ne
 settings. A weaver data config names its own input groups; the experiment maps them onto the
 model's input roles (``data.inputs``: points, features, mask, and vectors), and weaver's
 ``_label_`` (the index in ``labels.value``) gives the class. Only the roles the model takes
-(``InputRoles``) are checked and loaded. The Master's preflight and the worker both read the
-experiment's data section through ``model_inputs``, so an experiment that passes preflight
-builds the same inputs in its worker.
+(``InputRoles``) are checked and loaded. A weaver network file takes every input group of
+its data config instead, in the config's order (``InputGroups``), as weaver-core feeds it.
+The Master's preflight and the worker both read the experiment's data section through
+``model_inputs``, so an experiment that passes preflight builds the same inputs in its worker.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from trainyard.data.batch import (
     DEFAULT_INPUT_ROLES,
+    LABELS,
     NUM_VECTOR_COMPONENTS,
+    InputGroups,
     InputRole,
     InputRoles,
+    ModelCall,
 )
 from trainyard.data.classes import metric_classes
 from trainyard.data.features import FEATURE_NAMES
+from trainyard.data.weaver.network_config import NetworkDataConfig
 from trainyard.data.weaver.parser import load_weaver_config
 from trainyard.data.weaver.types import InputGroup, SimpleLabels, WeaverDataConfig
 from trainyard.errors import ConfigError
@@ -43,10 +49,11 @@ class ModelInputs:
     """How staged arrays become JetBatches, and what that means for the model and metrics."""
 
     fields: Mapping[str, str]
-    """JetBatch field -> staged array name (StagedLoader's ``fields``): the model's roles
+    """JetBatch field -> staged array name (StagedLoader's ``fields``): the model's inputs
     and the labels."""
     num_features: int
-    """Channels of the features input: the model's ``num_features``."""
+    """Channels of the features input: the model's ``num_features``; 0 for a network file,
+    which reads its sizes from the data config."""
     num_classes: int
     signal_class: int
     """The class whose probability is the score of val_auc and the rejections."""
@@ -54,32 +61,74 @@ class ModelInputs:
     """The parsed data config; None for the built-in inputs."""
     classes: ClassLabels | None = None
     """With more than two classes: their metric names and the rejections' background."""
-    roles: InputRoles = DEFAULT_INPUT_ROLES
+    call: ModelCall = DEFAULT_INPUT_ROLES
     """The inputs the model takes, in the order it takes them."""
 
     @property
     def vectors(self) -> bool:
         """Whether the model takes Lorentz vectors (the built-in inputs then stage them)."""
-        return InputRole.VECTORS in self.roles
+        return isinstance(self.call, InputRoles) and InputRole.VECTORS in self.call
+
+    def network_config(self) -> NetworkDataConfig | None:
+        """The data-config object a weaver network file's get_model reads; None unless the
+        model is a network file."""
+        if not isinstance(self.call, InputGroups):
+            return None
+        assert self.weaver_config is not None, "network files need a data config"
+        return NetworkDataConfig.from_config(self.weaver_config)
+
+
+class InputGroupNames(Protocol):
+    """The experiment's ``data.inputs``: the input group feeding each role."""
+
+    @property
+    def points(self) -> str: ...
+    @property
+    def features(self) -> str: ...
+    @property
+    def mask(self) -> str: ...
+    @property
+    def vectors(self) -> str | None: ...
+
+
+class DataSection(Protocol):
+    """The experiment's ``data`` section (config.DataSpec), as far as the inputs go."""
+
+    @property
+    def config(self) -> str | None: ...
+    @property
+    def inputs(self) -> InputGroupNames: ...
+    @property
+    def signal_class(self) -> int | None: ...
+    @property
+    def background_class(self) -> int | str | None: ...
 
 
 def model_inputs(
-    config_path: str | Path | None,
-    inputs: Mapping[str, str | None],
-    signal_class: int | None,
-    background_class: int | str | None = None,
+    data: DataSection,
     *,
-    roles: InputRoles = DEFAULT_INPUT_ROLES,
+    roles: InputRoles | None = DEFAULT_INPUT_ROLES,
     model: str = "the model",
 ) -> ModelInputs:
-    """The inputs an experiment's data section describes (``data.config``, ``data.inputs``,
+    """The inputs the experiment's ``data`` section describes (``data.config``, ``data.inputs``,
     ``data.signal_class``, ``data.background_class``) for a model taking ``roles`` (named
-    ``model`` in messages); every problem is reported at once in a ConfigError whose lines
-    start with the experiment key they concern."""
-    if config_path is None:
-        return _builtin(signal_class, background_class, roles)
+    ``model`` in messages), or every input group of the data config for a weaver network file
+    (``roles`` None); every problem is reported at once in a ConfigError whose lines start with
+    the experiment key they concern."""
+    if data.config is None and roles is None:
+        raise ConfigError(
+            [
+                f"`data.config`: {model} is a weaver network file, which reads a weaver data "
+                "config (its input_names, input_dicts, input_shapes and label_value); set "
+                "`data.config` to the YAML file the network was written for"
+            ],
+            source="data",
+        )
+    if data.config is None:
+        assert roles is not None
+        return _builtin(data.signal_class, data.background_class, roles)
     return _from_weaver_config(
-        Path(config_path), inputs, signal_class, background_class, roles, model
+        Path(data.config), data.inputs, data.signal_class, data.background_class, roles, model
     )
 
 
@@ -100,20 +149,20 @@ def _builtin(
     if problems:
         raise ConfigError(problems, source="data")
     return ModelInputs(
-        fields={**{role.value: role.value for role in roles.roles}, "labels": "labels"},
+        fields={**{role.value: role.value for role in roles.roles}, LABELS: "labels"},
         num_features=len(FEATURE_NAMES),
         num_classes=BUILTIN_NUM_CLASSES,
         signal_class=chosen,
-        roles=roles,
+        call=roles,
     )
 
 
 def _from_weaver_config(
     path: Path,
-    inputs: Mapping[str, str | None],
+    inputs: InputGroupNames,
     signal_class: int | None,
     background_class: int | str | None,
-    roles: InputRoles,
+    roles: InputRoles | None,
     model: str,
 ) -> ModelInputs:
     try:
@@ -123,7 +172,10 @@ def _from_weaver_config(
             [f"`data.config` ({path}): {problem}" for problem in error.problems], source="data"
         ) from error
     groups = {group.name: group for group in config.inputs}
-    problems = _group_problems(path, groups, inputs, roles, model)
+    if roles is None:
+        problems = _network_file_problems(path, config.inputs, model)
+    else:
+        problems = _group_problems(path, groups, inputs, roles, model)
     num_classes = 0
     if isinstance(config.labels, SimpleLabels):
         num_classes = len(config.labels.classes)
@@ -153,24 +205,44 @@ def _from_weaver_config(
             problems += error.problems
     if problems:
         raise ConfigError(problems, source="data")
+    call: ModelCall
+    if roles is None:
+        call = InputGroups(
+            names=tuple(group.name for group in config.inputs),
+            shapes=tuple((len(group.variables), group.length or 0) for group in config.inputs),
+        )
+        fed = {name: name for name in call.names}
+        num_features = 0
+    else:
+        call = roles
+        fed = {role.value: str(getattr(inputs, role.value)) for role in roles.roles}
+        num_features = len(groups[fed[InputRole.FEATURES.value]].variables)
     return ModelInputs(
-        fields={
-            **{role.value: f"_{inputs[role.value]}" for role in roles.roles},
-            "labels": "_label_",
-        },
-        num_features=len(groups[str(inputs["features"])].variables),
+        fields={**{name: f"_{group}" for name, group in fed.items()}, LABELS: "_label_"},
+        num_features=num_features,
         num_classes=num_classes,
         signal_class=chosen_signal,
         weaver_config=config,
         classes=classes,
-        roles=roles,
+        call=call,
     )
+
+
+def _network_file_problems(path: Path, groups: Sequence[InputGroup], model: str) -> list[str]:
+    """A network file is fed every input group as a (B, C, P) tensor: each needs a length."""
+    return [
+        f"`data.config` ({path}): input group {group.name!r} has `length: null` (one value "
+        f"per jet), but {model}, a weaver network file, is fed every input group as a "
+        "(batch, variables, length) tensor; give the group a length"
+        for group in groups
+        if group.length is None
+    ]
 
 
 def _group_problems(
     path: Path,
     groups: Mapping[str, InputGroup],
-    inputs: Mapping[str, str | None],
+    inputs: InputGroupNames,
     roles: InputRoles,
     model: str,
 ) -> list[str]:
@@ -179,7 +251,7 @@ def _group_problems(
     available = ", ".join(groups)
     chosen: dict[InputRole, InputGroup] = {}
     for role in roles.roles:
-        group_name = inputs.get(role.value)
+        group_name = getattr(inputs, role.value)
         group = groups.get(group_name) if group_name is not None else None
         if group_name is None:
             problems.append(

@@ -15,7 +15,7 @@ from torch import nn
 
 from trainyard.config.schema import DataSpec
 from trainyard.config.trial import TrialConfig
-from trainyard.data.batch import InputRole, InputRoles
+from trainyard.data.batch import InputGroups, ModelCall
 from trainyard.data.features import BUILTIN_GROUPS, builtin_weaver_config
 from trainyard.data.model_inputs import model_inputs
 from trainyard.data.weaver.parser import load_weaver_config
@@ -46,10 +46,13 @@ class ExportedModel:
     """The step of the checkpoint exported."""
 
 
-def model_input_groups(data: DataSpec, roles: InputRoles) -> dict[str, str]:
+def model_input_groups(data: DataSpec, roles: ModelCall) -> dict[str, str]:
     """The model's input roles, in the order it takes them, each with the input group (as
     weaver names it) that feeds it: the experiment's ``data.inputs`` with a data config,
-    top_kin.yaml's pf_points, pf_features, pf_vectors and pf_mask for the built-in inputs."""
+    top_kin.yaml's pf_points, pf_features, pf_vectors and pf_mask for the built-in inputs;
+    a network file takes the groups themselves."""
+    if isinstance(roles, InputGroups):
+        return {name: name for name in roles.names}
     if data.config is None:
         return {role.value: BUILTIN_GROUPS[role] for role in roles.roles}
     return {role.value: str(getattr(data.inputs, role.value)) for role in roles.roles}
@@ -75,26 +78,20 @@ def export_trial(
     manager = CheckpointManager(checkpoint.parent, keep=1)
     loaded = manager.load(checkpoint)  # verified first: a missing checkpoint is named at once
     data = config.data
-    model_roles = input_roles(config.model.name)
-    inputs = model_inputs(
-        data.config,
-        data.inputs.model_dump(),
-        data.signal_class,
-        data.background_class,
-        roles=model_roles,
-        model=name,
+    inputs = model_inputs(data, roles=input_roles(config.model.name), model=name)
+    weaver = _completed(
+        inputs.weaver_config or builtin_weaver_config(data.max_particles, vectors=inputs.vectors)
     )
-    builtin = builtin_weaver_config(data.max_particles, vectors=InputRole.VECTORS in model_roles)
-    weaver = _completed(inputs.weaver_config or builtin)
     preprocess = preprocess_json(weaver)  # before anything is written: it may refuse
     model = build_model(
         config.model.name,
         num_features=inputs.num_features,
         num_classes=inputs.num_classes,
         options=config.model.options,
+        data_config=inputs.network_config(),
     )
     load_model_weights(model, loaded, manager, name=name)
-    roles = model_input_groups(data, model_roles)
+    roles = model_input_groups(data, inputs.call)
     exported_inputs = onnx_inputs(weaver, roles)
     onnx_path = export_onnx(
         model.eval(), exported_inputs, list(roles), folder / ONNX_FILE, opset=opset, name=name

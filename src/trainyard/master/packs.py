@@ -45,6 +45,8 @@ def pack_size(config: ExperimentConfig, executor: Executor) -> int:
     roles = input_roles(config.model.name)
     if not executor.runs_packs or device_kind is None:
         size, why = 1, f"the {executor.name} executor starts one trial per worker"
+    elif roles is None:
+        size, why = 1, f"{config.model.name} is a weaver network file, which packs do not feed"
     elif roles != DEFAULT_INPUT_ROLES:
         size, why = 1, f"{config.model.name} is called as {roles.call}, which packs do not feed"
     else:

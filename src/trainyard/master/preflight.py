@@ -11,13 +11,19 @@ from typing import Any
 from trainyard.config import ExperimentConfig
 from trainyard.config.schema import Categorical, DoubleRange, IntRange, LogRange
 from trainyard.config.trial import TRAINING_HYPERPARAMETERS, resolve_trial
-from trainyard.data.batch import DEFAULT_INPUT_ROLES, InputRoles
+from trainyard.data.batch import DEFAULT_INPUT_ROLES, InputGroups, InputRoles, ModelCall
 from trainyard.data.features import POINT_NAMES
 from trainyard.data.model_inputs import ModelInputs, model_inputs
 from trainyard.data.reader import resolve_files
 from trainyard.errors import ConfigError, DataError, ModelError
 from trainyard.master.searcher_metric import metric_problems
-from trainyard.models import accepted_options, build_model, check_model_interface, input_roles
+from trainyard.models import (
+    accepted_options,
+    build_loss,
+    build_model,
+    check_model_interface,
+    input_roles,
+)
 from trainyard.search import validate_searcher
 from trainyard.tracking import setup_problems
 
@@ -42,21 +48,14 @@ def preflight(config: ExperimentConfig, *, pool_capacity: int | None = None) -> 
         except DataError as err:
             problems.append(f"`data.{split}`: {err}")
     inputs = None
-    roles = _roles(config)
     try:
-        data = config.data
         inputs = model_inputs(
-            data.config,
-            data.inputs.model_dump(),
-            data.signal_class,
-            data.background_class,
-            roles=roles or DEFAULT_INPUT_ROLES,
-            model=f"model {config.model.name!r}",
+            config.data, roles=_roles(config), model=f"model {config.model.name!r}"
         )
     except ConfigError as err:
         problems += err.problems
-    if roles is not None:
-        problems += _pack_problems(config, roles)
+    if inputs is not None:
+        problems += _pack_problems(config, inputs.call)
     problems += _batch_size_problems(config)
     problems += _trial_value_problems(config)
     problems += _model_problems(config, inputs)
@@ -131,14 +130,15 @@ def _extremes(space: Any) -> list[Any]:
 
 
 def _roles(config: ExperimentConfig) -> InputRoles | None:
-    """The inputs the model takes; None for an unknown model (`_model_problems` says so)."""
+    """The inputs the model takes (None: a network file's groups); the default for an
+    unknown model (`_model_problems` says so)."""
     try:
         return input_roles(config.model.name)
     except ModelError:
-        return None
+        return DEFAULT_INPUT_ROLES
 
 
-def _pack_problems(config: ExperimentConfig, roles: InputRoles) -> list[str]:
+def _pack_problems(config: ExperimentConfig, roles: ModelCall) -> list[str]:
     """A pack feeds its members (points, features, mask) through one fused step
     (worker/packing); a model taking other inputs trains one trial per worker."""
     pack = config.resources.pack
@@ -174,11 +174,13 @@ def _model_problems(config: ExperimentConfig, inputs: ModelInputs | None) -> lis
         return []
     num_point_channels, num_particles = _point_shape(config, inputs)
     try:
+        network_config = inputs.network_config()
         model = build_model(
             config.model.name,
             num_features=inputs.num_features,
             num_classes=inputs.num_classes,
             options=options,
+            data_config=network_config,
         )
         check_model_interface(
             model,
@@ -187,8 +189,9 @@ def _model_problems(config: ExperimentConfig, inputs: ModelInputs | None) -> lis
             num_features=inputs.num_features,
             num_particles=num_particles,
             num_classes=inputs.num_classes,
-            roles=inputs.roles,
+            roles=inputs.call,
         )
+        build_loss(config.model.name, options=options, data_config=network_config)
     except ModelError as err:
         return [f"`model`: {err}"]
     return []
@@ -199,6 +202,8 @@ def _point_shape(config: ExperimentConfig, inputs: ModelInputs) -> tuple[int, in
     slots per jet."""
     if inputs.weaver_config is None:
         return len(POINT_NAMES), config.data.max_particles
+    if isinstance(inputs.call, InputGroups):  # the groups carry their own shapes
+        return 0, 0
     groups = {group.name: group for group in inputs.weaver_config.inputs}
     features = groups[config.data.inputs.features]
     assert features.length is not None, "model_inputs refuses per-jet groups"

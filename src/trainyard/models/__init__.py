@@ -1,4 +1,5 @@
-"""Models trainyard can train: a small zoo plus any user entry point 'package.module:callable'.
+"""Models trainyard can train: a small zoo, any user entry point 'package.module:callable', and
+weaver-core network files 'path/to/network.py'.
 
 Every model takes the tensors of its input roles (``input_roles``; by default
 forward(points_BCP, features_BCP, mask_B1P)) and returns logits_BK; the contract is written out
@@ -16,6 +17,7 @@ from trainyard.models.particlenet import (
 from trainyard.models.pfn import ParticleFlowNetwork, build_pfn
 from trainyard.models.registry import (
     accepted_options,
+    build_loss,
     build_model,
     input_roles,
     known_models,
@@ -27,6 +29,7 @@ __all__ = [
     "ParticleNet",
     "ParticleTransformer",
     "accepted_options",
+    "build_loss",
     "build_mlp",
     "build_model",
     "build_particle_transformer",

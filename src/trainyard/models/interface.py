@@ -37,7 +37,13 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from trainyard.data.batch import DEFAULT_INPUT_ROLES, InputRole, InputRoles
+from trainyard.data.batch import (
+    DEFAULT_INPUT_ROLES,
+    InputGroups,
+    InputRole,
+    ModelCall,
+    call_names,
+)
 from trainyard.errors import ModelError
 from trainyard.models._tracebacks import user_traceback
 
@@ -53,7 +59,7 @@ def check_model_interface(
     num_features: int,
     num_particles: int,
     num_classes: int,
-    roles: InputRoles = DEFAULT_INPUT_ROLES,
+    roles: ModelCall = DEFAULT_INPUT_ROLES,
 ) -> None:
     """Run ``model`` once on a tiny random batch and check it returns (B, num_classes) logits.
 
@@ -69,7 +75,8 @@ def check_model_interface(
         num_features: C_features, the features per particle.
         num_particles: P, the particle slots per jet.
         num_classes: K, the classes of the data.
-        roles: the inputs the model takes, in order (``input_roles`` of the registry).
+        roles: the inputs the model takes, in order (``input_roles`` of the registry, or
+            a network file's input groups, whose shapes replace the sizes above).
 
     Raises:
         ModelError: the forward cannot take the roles' tensors, raises, or returns anything
@@ -79,15 +86,17 @@ def check_model_interface(
     # One jet more than classes, so a (K, B) output cannot pass for (B, K).
     batch = num_classes + 1
     with _side_effect_free(model):
-        tensors = _tiny_batch(
-            batch, num_point_channels, num_features, num_particles, _device_of(model)
-        )
-        args = [tensors[role] for role in roles.roles]
+        if isinstance(roles, InputGroups):
+            tensors = _tiny_group_batch(batch, roles)
+        else:
+            tensors = _tiny_batch(batch, num_point_channels, num_features, num_particles)
+        device = _device_of(model)
+        args = [tensors[name].to(device) for name in call_names(roles)]
         try:
             logits = model(*args)
         except Exception as error:
-            *first, last = [f"{role.value} {_shape(tensors[role])}" for role in roles.roles]
-            shapes = f"{', '.join(first)} and {last}"
+            *first, last = [f"{name} {_shape(tensors[name])}" for name in call_names(roles)]
+            shapes = f"{', '.join(first)} and {last}" if first else last
             raise ModelError(
                 f"model '{name}' failed on a test batch of {batch} jets with {shapes} "
                 f"(B, C, P); its {roles.call} must accept these shapes "
@@ -96,20 +105,25 @@ def check_model_interface(
     _check_logits(logits, name, batch, num_classes)
 
 
-def _check_signature(model: nn.Module, name: str, roles: InputRoles) -> None:
+def _check_signature(model: nn.Module, name: str, roles: ModelCall) -> None:
     """Refuse a forward that cannot be called with the roles' positional tensors."""
     try:
         signature = inspect.signature(model.forward)
     except (TypeError, ValueError):  # no introspectable signature: the call will tell
         return
+    names = call_names(roles)
     try:
-        signature.bind(*(None for _ in roles.roles))
+        signature.bind(*(None for _ in names))
     except TypeError as error:
-        names = ", ".join(role.value for role in roles.roles)
+        source = (
+            "one per input group of the data config, in its order"
+            if isinstance(roles, InputGroups)
+            else "one per input role"
+        )
         raise ModelError(
             f"model '{name}': its forward{signature} cannot be called as {roles.call} "
-            f"({error}); trainyard calls this model with {len(roles.roles)} tensors, so "
-            f"define `def forward(self, {names})` (see docs/models.md)"
+            f"({error}); trainyard calls this model with {len(names)} tensors ({source}), so "
+            f"define `def forward(self, {', '.join(names)})` (see docs/models.md)"
         ) from error
 
 
@@ -151,12 +165,8 @@ def _shape_fix(logits: torch.Tensor, batch: int, num_classes: int) -> str:
 
 
 def _tiny_batch(
-    batch: int,
-    num_point_channels: int,
-    num_features: int,
-    num_particles: int,
-    device: torch.device,
-) -> dict[InputRole, torch.Tensor]:
+    batch: int, num_point_channels: int, num_features: int, num_particles: int
+) -> dict[str, torch.Tensor]:
     """Random inputs of every role; jet b has num_particles - b real particles (at least 1),
     so padded slots are present as in real data. Vectors are physical: energy above |p|,
     zero in padded slots, as staged."""
@@ -168,13 +178,28 @@ def _tiny_batch(
     momenta_B3P = 10 * torch.randn(batch, 3, num_particles, generator=generator)
     energy_B1P = 1.1 * momenta_B3P.norm(dim=1, keepdim=True)
     vectors_B4P = torch.cat((momenta_B3P, energy_B1P), dim=1) * mask_B1P
-    tensors = {
-        InputRole.POINTS: points_BCP,
-        InputRole.FEATURES: features_BCP,
-        InputRole.VECTORS: vectors_B4P,
-        InputRole.MASK: mask_B1P,
+    return {
+        InputRole.POINTS.value: points_BCP,
+        InputRole.FEATURES.value: features_BCP,
+        InputRole.VECTORS.value: vectors_B4P,
+        InputRole.MASK.value: mask_B1P,
     }
-    return {role: tensor.to(device) for role, tensor in tensors.items()}
+
+
+def _tiny_group_batch(batch: int, groups: InputGroups) -> dict[str, torch.Tensor]:
+    """Random inputs of every group of a network file's data config, padded as
+    ``_tiny_batch``'s: a one-variable group is taken for a mask (1 for real particles),
+    every other group is random in its real slots and zero in its padded ones."""
+    generator = torch.Generator().manual_seed(0)
+    tensors = {}
+    for name, (channels, length) in zip(groups.names, groups.shapes, strict=True):
+        num_real_B11 = (length - torch.arange(batch)).clamp(min=1).view(batch, 1, 1)
+        mask_B1P = (torch.arange(length).view(1, 1, -1) < num_real_B11).float()
+        if channels == 1:
+            tensors[name] = mask_B1P
+        else:
+            tensors[name] = torch.randn(batch, channels, length, generator=generator) * mask_B1P
+    return tensors
 
 
 @contextmanager

@@ -1,4 +1,5 @@
-"""Find a model by name and build it: the zoo, or a user's "package.module:callable".
+"""Find a model by name and build it: the zoo, a user's "package.module:callable", or a weaver
+network file "path/to/network.py".
 
 Every failure a user can cause (typo, import error in their file, missing attribute, wrong
 option) becomes a ModelError that says what to fix, because the CLI shows no traceback.
@@ -9,16 +10,19 @@ import inspect
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from torch import nn
 
 from trainyard.data.batch import DEFAULT_INPUT_ROLES, InputRoles
+from trainyard.data.weaver.network_config import NetworkDataConfig
 from trainyard.errors import ModelError, TrainyardError
 from trainyard.models._checks import positive_int
 from trainyard.models._tracebacks import user_traceback
 from trainyard.models.mlp import build_mlp
+from trainyard.models.network_file import build_network, build_network_loss, is_network_file
 from trainyard.models.part import PARTICLE_TRANSFORMER_ROLES, build_particle_transformer
 from trainyard.models.particlenet import build_particlenet, build_particlenet_lite
 from trainyard.models.pfn import PFN_ROLES, build_pfn
@@ -55,16 +59,28 @@ def known_models() -> list[str]:
 
 
 def accepted_options(name: str) -> frozenset[str] | None:
-    """Option names a zoo model accepts; None for a user entry point, which takes its own."""
+    """Option names a zoo model accepts; None for a user entry point or network file, which
+    takes its own."""
+    if is_network_file(name):
+        if not Path(name).is_file():
+            raise ModelError(
+                f"network file {name} does not exist; give `model` the path of a weaver "
+                "network file (relative paths start at the folder trainyard runs in), or a zoo "
+                f"model: {', '.join(known_models())}"
+            )
+        return None
     if _is_entry_point(name):
         _split_entry_point(name)
         return None
     return _zoo_options(_zoo_model(name).builder)
 
 
-def input_roles(name: str) -> InputRoles:
+def input_roles(name: str) -> InputRoles | None:
     """The inputs model ``name`` takes, in order; a user entry point takes the default
-    (points, features, mask). Known before the model is built, so the data can be staged."""
+    (points, features, mask), a network file (None) every input group of its data config.
+    Known before the model is built, so the data can be staged."""
+    if is_network_file(name):
+        return None
     if _is_entry_point(name):
         return DEFAULT_INPUT_ROLES
     return _zoo_model(name).roles
@@ -76,8 +92,12 @@ def build_model(
     num_features: int,
     num_classes: int,
     options: Mapping[str, Any] | None = None,
+    data_config: NetworkDataConfig | None = None,
 ) -> nn.Module:
-    """Build a zoo model or call a user entry point with the sizes and options."""
+    """Build a zoo model or call a user entry point with the sizes and options; a network
+    file's get_model reads its sizes from ``data_config`` instead."""
+    if is_network_file(name):
+        return build_network(name, _network_config(name, data_config), options or {})
     num_features = positive_int(name, "num_features", num_features)
     num_classes = positive_int(name, "num_classes", num_classes)
     options = dict(options or {})
@@ -92,6 +112,23 @@ def build_model(
             f"it accepts: {', '.join(sorted(allowed))}"
         )
     return builder(num_features, num_classes, **options)
+
+
+def build_loss(
+    name: str,
+    *,
+    options: Mapping[str, Any] | None = None,
+    data_config: NetworkDataConfig | None = None,
+) -> nn.Module | None:
+    """The loss a network file's get_loss builds; None (cross entropy) for every other model."""
+    if not is_network_file(name):
+        return None
+    return build_network_loss(name, _network_config(name, data_config), options or {})
+
+
+def _network_config(name: str, data_config: NetworkDataConfig | None) -> NetworkDataConfig:
+    assert data_config is not None, f"network file {name} is built with its data config"
+    return data_config
 
 
 def _is_entry_point(name: str) -> bool:

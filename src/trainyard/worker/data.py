@@ -64,7 +64,7 @@ class TrialData:
 def load_trial_data(
     data: DataSpec,
     *,
-    roles: InputRoles = DEFAULT_INPUT_ROLES,
+    roles: InputRoles | None = DEFAULT_INPUT_ROLES,
     model: str = "the model",
     staging_dir: Path,
     batch_size: int,
@@ -76,18 +76,12 @@ def load_trial_data(
     """Stage (or reuse) the training and validation sets and open their loaders.
 
     ``roles`` are the inputs the model (named ``model`` in messages) takes: only those are
-    loaded, and the built-in inputs stage Lorentz vectors when it takes them.
+    loaded, and the built-in inputs stage Lorentz vectors when it takes them; None (a weaver
+    network file) loads every input group of the data config.
     ``batch_size`` is this rank's share of the global batch; ``on_progress`` (rank 0's
     heartbeat) is called while staging and while waiting for another stager.
     """
-    inputs = model_inputs(
-        data.config,
-        data.inputs.model_dump(),
-        data.signal_class,
-        data.background_class,
-        roles=roles,
-        model=model,
-    )
+    inputs = model_inputs(data, roles=roles, model=model)
     if inputs.classes is not None and inputs.classes.background is None:
         logger.warning(
             "no background class: the per-class rejections (val_rej50_<class>, ...) are not "

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from trainyard.data.batch import DEFAULT_INPUT_ROLES, InputRoles, JetBatch
+from trainyard.data.batch import DEFAULT_INPUT_ROLES, JetBatch, ModelCall
 from trainyard.data.staged.dataset import StagedDataset
 from trainyard.data.staged.loader import PARTICLENET_FIELDS, StagedLoader
 from trainyard.metrics import (
@@ -95,7 +95,8 @@ def evaluate(
     precision: Precision,
     world: World,
     on_progress: Callable[[], None],
-    roles: InputRoles = DEFAULT_INPUT_ROLES,
+    call: ModelCall = DEFAULT_INPUT_ROLES,
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, float]:
     """val_loss, val_accuracy, val_auc and background rejection at 30% / 50% signal efficiency;
     with ``shard.classes`` also the multi-class figures, each prefixed val_.
@@ -105,7 +106,8 @@ def evaluate(
     val_accuracy is argmax accuracy over all classes; val_auc, val_rej30 and val_rej50 take
     ``shard.signal_class`` as the signal and every other class together as the background,
     scored by the signal class's softmax probability (see ``trainyard.metrics``). The model
-    is called with the batch's tensors of ``roles``.
+    is called with the batch's tensors ``call`` names; val_loss is the mean of ``loss`` (a
+    network file's, taken as a batch mean) or else of the cross entropy over all jets.
     """
     model.eval()
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
@@ -113,9 +115,12 @@ def evaluate(
     for batch, num_real in shard:
         batch = batch.to(device, non_blocking=True)
         with precision.autocast():
-            logits = model(*batch.model_args(roles)).float()
+            logits = model(*batch.model_args(call)).float()
         logits, batch_labels = logits[:num_real], batch.labels[:num_real]
-        loss_sum += F.cross_entropy(logits, batch_labels, reduction="sum")
+        if loss is None:
+            loss_sum += F.cross_entropy(logits, batch_labels, reduction="sum")
+        else:
+            loss_sum += loss(logits, batch_labels).double() * num_real
         scores.append(softmax_signal_scores(logits, signal_class=shard.signal_class))
         predicted.append(predicted_classes(logits))
         labels.append(batch_labels.cpu().numpy())

@@ -25,9 +25,9 @@ import torch
 import torch.nn.functional as F
 
 from trainyard.config import Length
-from trainyard.data.batch import JetBatch
+from trainyard.data.batch import InputGroups, JetBatch
 from trainyard.errors import ConfigError
-from trainyard.models import build_model, check_model_interface, input_roles
+from trainyard.models import build_loss, build_model, check_model_interface, input_roles
 from trainyard.protocol import CheckpointEntry, DecisionAction, MetricKind, OutcomeState, TrialSpec
 from trainyard.worker import checkpoint as ckpt
 from trainyard.worker import parallel
@@ -112,10 +112,9 @@ class Trainer:
             self.global_batch_size, world.size, key=batch_size_key
         )
         # The inputs the model takes decide what is staged and fed (points, vectors, ...).
-        self.roles = input_roles(config.model.name)
         data = load_trial_data(
             config.data,
-            roles=self.roles,
+            roles=input_roles(config.model.name),
             model=f"model {config.model.name!r}",
             staging_dir=Path(spec.staging_dir),
             batch_size=batch_size,
@@ -134,19 +133,27 @@ class Trainer:
                 source=f"trial {spec.trial_number}",
             )
         self.train_loader, self.val_shard = data.train_loader, data.val_shard
+        self.call = data.inputs.call
         self.batches_per_epoch = len(self.train_loader)
         self.total_batches = self._in_batches(training.max_length)
         self.validate_every = self._in_batches(training.validation_period)
         self.checkpoint_every = self._in_batches(config.checkpoint.period)
 
-        # Model: zoo or user code, with the model options the trial's config resolved.
+        # Model: zoo or user code, with the model options the trial's config resolved; a
+        # weaver network file may bring its own loss (get_loss), else cross entropy.
+        network_config = data.inputs.network_config()
         model = build_model(
             config.model.name,
             num_features=data.inputs.num_features,
             num_classes=data.inputs.num_classes,
             options=config.model.options,
+            data_config=network_config,
         ).to(self.device)
         _check_interface(model, config.model.name, data)
+        loss = build_loss(
+            config.model.name, options=config.model.options, data_config=network_config
+        )
+        self.loss = loss.to(self.device) if loss is not None else None
 
         # Parallelize: one rank trains the model as is; several wrap it in DDP or FSDP.
         self.strategy = self._choose_strategy(model)
@@ -303,8 +310,8 @@ class Trainer:
     def _train_step(self, batch: JetBatch) -> torch.Tensor:
         batch = batch.to(self.device, non_blocking=True)
         with self.precision.autocast():
-            logits = self.model(*batch.model_args(self.roles))
-            loss = F.cross_entropy(logits.float(), batch.labels)
+            logits = self.model(*batch.model_args(self.call))
+            loss = (self.loss or F.cross_entropy)(logits.float(), batch.labels)
         self.precision.backward(loss)
         if not self.nonfinite.keep_update(loss.detach(), self.state.batches + 1):
             self.optimizer.zero_grad(set_to_none=True)
@@ -338,7 +345,8 @@ class Trainer:
             device=self.device,
             precision=self.precision,
             world=self.world,
-            roles=self.roles,
+            call=self.call,
+            loss=self.loss,
             on_progress=lambda: self.reporter.heartbeat(
                 batches=self.state.batches, total_batches=self.total_batches
             ),
@@ -490,15 +498,15 @@ def _fmt(metrics: dict[str, float]) -> str:
 def _check_interface(model: torch.nn.Module, name: str, data: TrialData) -> None:
     """Run the model once on a batch shaped like the staged inputs it takes, so a model
     that breaks the interface fails with a message naming it, not deep inside the loss."""
-    specs, fields = data.train.specs, data.inputs.fields
-    num_particles = specs[fields["features"]].shape[1]
+    specs, fields, call = data.train.specs, data.inputs.fields, data.inputs.call
     points = fields.get("points")
     check_model_interface(
         model,
         name=name,
         num_point_channels=specs[points].shape[0] if points is not None else 2,
         num_features=data.inputs.num_features,
-        num_particles=num_particles,
+        # A network file's groups carry their own shapes.
+        num_particles=0 if isinstance(call, InputGroups) else specs[fields["features"]].shape[1],
         num_classes=data.inputs.num_classes,
-        roles=data.inputs.roles,
+        roles=call,
     )

@@ -57,8 +57,8 @@ def _epoch(loader: StagedLoader) -> list[list[int]]:
     batches = []
     for batch in loader:
         jets = batch.labels.tolist()
-        assert batch.features[:, 6, 3].tolist() == [float(jet) for jet in jets]
-        assert batch.points[:, 1, 0].tolist() == [float(jet) for jet in jets]
+        assert batch.inputs["features"][:, 6, 3].tolist() == [float(jet) for jet in jets]
+        assert batch.inputs["points"][:, 1, 0].tolist() == [float(jet) for jet in jets]
         batches.append(jets)
     return batches
 
@@ -69,10 +69,10 @@ def test_batches_are_jet_batches_of_the_right_rows(dataset: StagedDataset) -> No
     assert [jet for batch in batches for jet in batch] == list(range(NUM_JETS))
     batch = next(iter(loader))
     assert isinstance(batch, JetBatch)
-    assert batch.points.shape == (8, 2, 4)
-    assert batch.features.shape == (8, 7, 4)
-    assert batch.mask.shape == (8, 1, 4)
-    assert batch.features.dtype == torch.float32
+    assert batch.inputs["points"].shape == (8, 2, 4)
+    assert batch.inputs["features"].shape == (8, 7, 4)
+    assert batch.inputs["mask"].shape == (8, 1, 4)
+    assert batch.inputs["features"].dtype == torch.float32
     assert batch.labels.dtype == torch.int64
 
 

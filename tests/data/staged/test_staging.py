@@ -301,8 +301,8 @@ def test_particlenet_source_stages_vectors_only_when_asked(toy_dir: Path, tmp_pa
         fields={"features": "features", "vectors": "vectors", "mask": "mask", "labels": "labels"},
     )
     batch = next(iter(loader))
-    assert batch.points is None and batch.vectors is not None
-    assert batch.vectors.shape == (50, 4, 32)
+    assert "points" not in batch.inputs and "vectors" in batch.inputs
+    assert batch.inputs["vectors"].shape == (50, 4, 32)
     loader.close()
 
 
@@ -324,7 +324,7 @@ def test_weaver_config_source_stages_the_pipeline_arrays(toy_dir: Path, tmp_path
         fields=WEAVER_PARTICLENET_FIELDS,
     )
     batch = next(iter(loader))
-    np.testing.assert_array_equal(batch.features.numpy(), expected["_pf_features"][:100])
+    np.testing.assert_array_equal(batch.inputs["features"].numpy(), expected["_pf_features"][:100])
     np.testing.assert_array_equal(batch.labels.numpy(), expected["_label_"][:100])
     testing = WeaverConfigSource(files, WRAP, training=False)
     assert testing.config_text() != WeaverConfigSource(files, WRAP).config_text()

@@ -30,14 +30,14 @@ from types import ModuleType
 import numpy as np
 import torch
 
-from trainyard.data.batch import JetBatch
+from trainyard.data.batch import LABELS, JetBatch
 from trainyard.data.staged.dataset import StagedDataset
 from trainyard.data.staged.prefetch import Prefetcher
 from trainyard.data.staged.readers import (
-    BATCH_DTYPES,
     BatchReader,
     KvikioReader,
     MmapReader,
+    batch_dtype,
     default_gather_threads,
 )
 from trainyard.errors import CheckpointError, ConfigError, DataError
@@ -65,8 +65,8 @@ top is 0, so the signal class is 0 (``data.signal_class``), not the built-in inp
 DEFAULT_BLOCK_SIZE = 1024
 DEFAULT_WINDOW_BLOCKS = 32
 IO_MODES = ("auto", "mmap", "kvikio")
-_PER_JET_NDIM = {"points": 2, "features": 2, "mask": 2, "labels": 0, "vectors": 2}
-_REQUIRED_FIELDS = frozenset({"features", "mask", "labels"})
+_INPUT_NDIM = 2
+"""Per-jet dimensions of a model input: (channels, particle slots); labels have none."""
 
 
 class StagedLoader:
@@ -328,11 +328,11 @@ def _check_settings(
         )
     if gather_threads < 1:
         problems.append(f"gather_threads must be at least 1, got {gather_threads}")
-    if not _REQUIRED_FIELDS <= set(fields) <= set(BATCH_DTYPES):
+    if LABELS not in fields or len(fields) < 2:
         problems.append(
-            f"fields must map JetBatch fields {sorted(_REQUIRED_FIELDS)}, and any of "
-            f"{sorted(set(BATCH_DTYPES) - _REQUIRED_FIELDS)} the model takes, to staged array "
-            f"names, got keys {sorted(fields)}"
+            f"fields must map {LABELS!r} and the inputs the model takes (points, features, "
+            f"mask, ... or a network file's input groups) to staged array names, got keys "
+            f"{sorted(fields)}"
         )
     if problems:
         raise ConfigError(problems, source="staged loader settings")
@@ -347,11 +347,12 @@ def _check_arrays(dataset: StagedDataset, fields: Mapping[str, str]) -> None:
                 f"the staged dataset {dataset.root} has no array {name!r} for batch field "
                 f"{field!r}; it has {sorted(dataset.specs)}. Pass fields= naming those arrays"
             )
-        needed_dtype = np.dtype(str(BATCH_DTYPES[field]).removeprefix("torch."))
-        if spec.dtype != needed_dtype or len(spec.shape) != _PER_JET_NDIM[field]:
+        needed_dtype = np.dtype(str(batch_dtype(field)).removeprefix("torch."))
+        needed_ndim = 0 if field == LABELS else _INPUT_NDIM
+        if spec.dtype != needed_dtype or len(spec.shape) != needed_ndim:
             raise DataError(
                 f"staged array {name!r} in {dataset.root} is {spec.dtype} with per-jet shape "
                 f"{spec.shape}, but batch field {field!r} needs {needed_dtype} with "
-                f"{_PER_JET_NDIM[field]} per-jet dimension(s); map another array to it or "
+                f"{needed_ndim} per-jet dimension(s); map another array to it or "
                 "stage the data again with the right types"
             )

@@ -31,7 +31,7 @@ from typing import Any, BinaryIO, Protocol
 import numpy as np
 import torch
 
-from trainyard.data.batch import JetBatch
+from trainyard.data.batch import LABELS, JetBatch
 from trainyard.data.staged.dataset import DATA_OFFSET, StagedDataset
 
 BatchProducer = Callable[[int], JetBatch]
@@ -159,7 +159,7 @@ class MmapReader:
         targets = {
             field: torch.empty(
                 (len(jets_B), *shards[0].shape[1:]),
-                dtype=BATCH_DTYPES[field],
+                dtype=batch_dtype(field),
                 pin_memory=self._pin_memory,
             )
             for field, shards in self._shards.items()
@@ -174,7 +174,7 @@ class MmapReader:
         self._copy_rows(jets_B, targets, *first)
         for future in pending:
             future.result()
-        return JetBatch(**targets)
+        return JetBatch.from_tensors(targets)
 
     def _copy_rows(
         self, jets_B: np.ndarray, targets: Mapping[str, torch.Tensor], lo: int, hi: int
@@ -255,7 +255,7 @@ class KvikioReader:
         num_slots = int(np.cumsum(alive_change).max())
         slabs = {
             field: torch.empty(
-                (num_slots * block_size, *shape), dtype=BATCH_DTYPES[field], device=self._device
+                (num_slots * block_size, *shape), dtype=batch_dtype(field), device=self._device
             )
             for field, shape in self._shapes.items()
         }
@@ -278,8 +278,8 @@ class KvikioReader:
             jets_B = jets_S[batch_index * batch_size : (batch_index + 1) * batch_size]
             slab_rows_B = slot_L[jets_B // block_size] * block_size + jets_B % block_size
             index_B = torch.from_numpy(slab_rows_B).to(self._device)
-            batch = JetBatch(
-                **{field: slab.index_select(0, index_B) for field, slab in slabs.items()}
+            batch = JetBatch.from_tensors(
+                {field: slab.index_select(0, index_B) for field, slab in slabs.items()}
             )
             finished = used[last_use_L[used] == batch_index]
             if len(finished):
@@ -318,11 +318,7 @@ class KvikioReader:
             future.get()
 
 
-BATCH_DTYPES: dict[str, torch.dtype] = {
-    "points": torch.float32,
-    "features": torch.float32,
-    "mask": torch.float32,
-    "labels": torch.int64,
-    "vectors": torch.float32,
-}
-"""The dtype of each JetBatch field; the loader checks that staged arrays match."""
+def batch_dtype(field: str) -> torch.dtype:
+    """The dtype of a JetBatch field: int64 class indices, float32 inputs; the loader checks
+    that staged arrays match."""
+    return torch.int64 if field == LABELS else torch.float32

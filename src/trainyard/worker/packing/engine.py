@@ -56,7 +56,7 @@ from torch.func import functional_call, vmap
 from torch.optim.lr_scheduler import LRScheduler
 
 from trainyard.config.trial import TrialConfig
-from trainyard.data.batch import JetBatch
+from trainyard.data.batch import DEFAULT_INPUT_ROLES, JetBatch
 from trainyard.errors import ModelError
 from trainyard.models import build_model
 from trainyard.worker.optim import build_lr_schedule, build_optimizer
@@ -268,7 +268,11 @@ class PackedModels:
             self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None
         ):
             losses = batched(
-                params, buffers, rates, inputs.points, inputs.features, inputs.mask, inputs.labels
+                params,
+                buffers,
+                rates,
+                *inputs.model_args(DEFAULT_INPUT_ROLES),
+                inputs.labels,
             )
         _write_back_buffers(slots, buffers)
         return losses
@@ -306,7 +310,9 @@ def _write_back_buffers(slots: list[_Slot], stacked: dict[str, torch.Tensor]) ->
 
 def _stacked_batch(batches: list[JetBatch]) -> JetBatch:
     tensors = [b.tensors() for b in batches]
-    return JetBatch(**{name: torch.stack([t[name] for t in tensors]) for name in tensors[0]})
+    return JetBatch.from_tensors(
+        {name: torch.stack([t[name] for t in tensors]) for name in tensors[0]}
+    )
 
 
 def _groups_by_shape(batches: Mapping[str, JetBatch]) -> list[list[str]]:
