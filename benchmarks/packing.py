@@ -176,7 +176,7 @@ def _member(key: str, model: str, device: torch.device, *, lr: float) -> PackMem
     built = build_model(
         model, num_features=NUM_FEATURES, num_classes=NUM_CLASSES, options={"dropout": 0.0}
     ).to(device)
-    optimizer = build_optimizer(built.parameters(), OptimizerSpec(name="adamw"), lr=lr)
+    optimizer = build_optimizer(built, OptimizerSpec(name="adamw"), lr=lr)
     return PackMember(key=key, model=built, optimizer=optimizer)
 
 

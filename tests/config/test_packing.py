@@ -143,5 +143,5 @@ def test_the_rule_agrees_with_what_a_pack_accepts(model: str) -> None:
 
 def _member(key: str, model: str, options: dict[str, Any]) -> PackMember:
     built = build_model(model, num_features=7, num_classes=2, options=options)
-    optimizer = build_optimizer(built.parameters(), OptimizerSpec(), lr=1e-3)
+    optimizer = build_optimizer(built, OptimizerSpec(), lr=1e-3)
     return PackMember(key=key, model=built, optimizer=optimizer)

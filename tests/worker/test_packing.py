@@ -116,7 +116,7 @@ def _solo(
         options=config.model.options,
     )
     set_idle_edge_skipping(model, enabled=False)
-    optimizer = build_optimizer(model.parameters(), training.optimizer, lr=training.optimizer.lr)
+    optimizer = build_optimizer(model, training.optimizer, lr=training.optimizer.lr)
     schedule = build_lr_schedule(optimizer, training.lr_schedule, total_batches=TOTAL_BATCHES)
     model.train()
     for index, batch in enumerate(batches):
@@ -334,10 +334,10 @@ def test_a_batchnorm_with_a_cumulative_average_trains_as_alone() -> None:
             PackMember(
                 key=str(index),
                 model=packed_model,
-                optimizer=build_optimizer(packed_model.parameters(), spec, lr=0.1),
+                optimizer=build_optimizer(packed_model, spec, lr=0.1),
             )
         )
-        optimizer = build_optimizer(solo_model.parameters(), spec, lr=0.1)
+        optimizer = build_optimizer(solo_model, spec, lr=0.1)
         for batch in stream:
             logits = solo_model(
                 batch.inputs["points"], batch.inputs["features"], batch.inputs["mask"]

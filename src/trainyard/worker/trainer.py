@@ -25,14 +25,14 @@ import torch
 import torch.nn.functional as F
 
 from trainyard.config import Length
-from trainyard.data.batch import InputGroups, JetBatch
+from trainyard.data.batch import JetBatch
 from trainyard.errors import ConfigError
-from trainyard.models import build_loss, build_model, check_model_interface, input_roles
+from trainyard.models import input_roles
 from trainyard.protocol import CheckpointEntry, DecisionAction, MetricKind, OutcomeState, TrialSpec
 from trainyard.worker import checkpoint as ckpt
 from trainyard.worker import parallel
 from trainyard.worker.client import CredentialRefusedError, MasterUnreachableError
-from trainyard.worker.data import TrialData, load_trial_data
+from trainyard.worker.data import load_trial_data
 from trainyard.worker.distributed import World
 from trainyard.worker.evaluation import evaluate
 from trainyard.worker.nonfinite import NonFiniteGuard
@@ -41,6 +41,7 @@ from trainyard.worker.precision import Precision
 from trainyard.worker.reporter import Reporter
 from trainyard.worker.rng import capture_rng_state, restore_rng_state, seed_all
 from trainyard.worker.trained_state import load_trained_state, trained_state
+from trainyard.worker.trial_model import build_trial_model
 
 logger = logging.getLogger(__name__)
 
@@ -139,39 +140,19 @@ class Trainer:
         self.validate_every = self._in_batches(training.validation_period)
         self.checkpoint_every = self._in_batches(config.checkpoint.period)
 
-        # Model: zoo or user code, with the model options the trial's config resolved; a
-        # weaver network file may bring its own loss (get_loss), else cross entropy.
-        network_config = data.inputs.network_config()
-        model = build_model(
-            config.model.name,
-            num_features=data.inputs.num_features,
-            num_classes=data.inputs.num_classes,
-            options=config.model.options,
-            data_config=network_config,
-        ).to(self.device)
-        _check_interface(model, config.model.name, data)
-        loss = build_loss(
-            config.model.name, options=config.model.options, data_config=network_config
-        )
-        self.loss = loss.to(self.device) if loss is not None else None
-
-        # Parallelize: one rank trains the model as is; several wrap it in DDP or FSDP.
-        self.strategy = self._choose_strategy(model)
-        self.model = parallel.parallelize(
-            model,
-            strategy=self.strategy,
-            device=self.device,
-            world_size=world.size,
-            sync_batchnorm=training.sync_batchnorm,
-        )
-        self.eval_model = parallel.unwrap(self.model)
+        # Model: zoo, user code or a weaver network file (which may bring its own loss), with
+        # the options the trial's config resolved; one rank trains it as is, several wrap it
+        # in DDP or FSDP.
+        trial_model = build_trial_model(config, data, self.device, world)
+        self.model, self.eval_model = trial_model.model, trial_model.eval_model
+        self.strategy, self.loss = trial_model.strategy, trial_model.loss
         if world.rank > 0:  # its own dropout stream; rank 0 keeps the one-rank stream
             seed_all(training.seed, world.rank)
 
         # Optimizer (lr scaled with the number of ranks if asked) and LR schedule (per batch).
         optimizer = training.optimizer
         self.optimizer = build_optimizer(
-            self.model.parameters(),
+            self.eval_model,  # the model's own parameter names decide their weight decay
             optimizer,
             lr=optimizer.lr * parallel.lr_scale(training.scale_lr, world.size),
         )
@@ -400,20 +381,6 @@ class Trainer:
                 "the Master stopped answering rank 0; checkpointed and exiting"
             )
 
-    def _choose_strategy(self, model: torch.nn.Module) -> parallel.Strategy:
-        resources = self.config.resources
-        strategy = parallel.choose_strategy(
-            resources.strategy,
-            world_size=self.world.size,
-            needed_bytes=parallel.training_memory_bytes(
-                model, self.config.training.optimizer.name
-            ),
-            budget_bytes=resources.fsdp_memory_fraction
-            * parallel.device_memory_bytes(self.device, self.world.local_size),
-        )
-        # All ranks must wrap alike; under auto, machines with less memory could disagree.
-        return "fsdp" if self.world.any(strategy == "fsdp")[0] else strategy
-
     def _resume(self) -> None:
         loaded = self.checkpointer.load_latest()
         if loaded is None:
@@ -493,20 +460,3 @@ def _select_device(requested: str, local_rank: int) -> torch.device:
 
 def _fmt(metrics: dict[str, float]) -> str:
     return ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
-
-
-def _check_interface(model: torch.nn.Module, name: str, data: TrialData) -> None:
-    """Run the model once on a batch shaped like the staged inputs it takes, so a model
-    that breaks the interface fails with a message naming it, not deep inside the loss."""
-    specs, fields, call = data.train.specs, data.inputs.fields, data.inputs.call
-    points = fields.get("points")
-    check_model_interface(
-        model,
-        name=name,
-        num_point_channels=specs[points].shape[0] if points is not None else 2,
-        num_features=data.inputs.num_features,
-        # A network file's groups carry their own shapes.
-        num_particles=0 if isinstance(call, InputGroups) else specs[fields["features"]].shape[1],
-        num_classes=data.inputs.num_classes,
-        roles=call,
-    )

@@ -121,7 +121,7 @@ def build_member(
             num_classes=num_classes,
             options=config.model.options,
         ).to(device)
-    optimizer = build_optimizer(model.parameters(), training.optimizer, lr=training.optimizer.lr)
+    optimizer = build_optimizer(model, training.optimizer, lr=training.optimizer.lr)
     return PackMember(
         key=key,
         model=model,
