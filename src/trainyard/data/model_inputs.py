@@ -115,17 +115,16 @@ def model_inputs(
     ``model`` in messages), or every input group of the data config for a weaver network file
     (``roles`` None); every problem is reported at once in a ConfigError whose lines start with
     the experiment key they concern."""
-    if data.config is None and roles is None:
-        raise ConfigError(
-            [
-                f"`data.config`: {model} is a weaver network file, which reads a weaver data "
-                "config (its input_names, input_dicts, input_shapes and label_value); set "
-                "`data.config` to the YAML file the network was written for"
-            ],
-            source="data",
-        )
     if data.config is None:
-        assert roles is not None
+        if roles is None:
+            raise ConfigError(
+                [
+                    f"`data.config`: {model} is a weaver network file, which reads a weaver "
+                    "data config (its input_names, input_dicts, input_shapes and label_value); "
+                    "set `data.config` to the YAML file the network was written for"
+                ],
+                source="data",
+            )
         return _builtin(data.signal_class, data.background_class, roles)
     return _from_weaver_config(
         Path(data.config), data.inputs, data.signal_class, data.background_class, roles, model
