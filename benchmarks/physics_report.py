@@ -116,9 +116,13 @@ _HEADER = (
 def markdown(result: PhysicsResult) -> str:
     env, budget = result.environment, result.budget
     seeds = sorted({run.seed for run in result.runs})
-    rows = "\n".join(
-        _row(recipe, [r for r in result.runs if r.model == recipe.model], budget)
+    # A table written part way through a run has rows only for the models trained so far.
+    runs = {
+        recipe.model: [r for r in result.runs if r.model == recipe.model]
         for recipe in result.recipes
+    }
+    rows = "\n".join(
+        _row(recipe, runs[recipe.model], budget) for recipe in result.recipes if runs[recipe.model]
     )
     notes = "\n".join(f"- {recipe.model}: {recipe.note}" for recipe in result.recipes)
     load = env.load_average
