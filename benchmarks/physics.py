@@ -3,7 +3,7 @@
 The data comes from `trainyard data generate top-tagging` (train and validation splits with
 their own seeds; a folder given with `--data` is reused, and completed if a run there was cut
 short). Each model is then trained through `trainyard run` as a user would train it: a real
-subprocess on an experiment file written from `recipe`, with its own trainyard home. Every
+subprocess on an experiment file written from its `RECIPES` entry, with its own home. Every
 model gets the same number of steps, batch size and validation set; the optimizer settings
 follow each model's paper, scaled down to the short budget. The validation metrics (AUC,
 accuracy, background rejection at 30% and 50% signal efficiency) and the trial's training time
@@ -12,7 +12,7 @@ are read back from that home's store, not from the console. Each model is traine
 and reported as the median with the range.
 Writes benchmarks/results/physics-cpu.json and .md (`--tag` changes the name).
 
-    nice -n 19 .venv/bin/python -m benchmarks.physics --data data/physics   # ~35 min, 2 cores
+    nice -n 19 .venv/bin/python -m benchmarks.physics --data data/physics   # ~50 min, 2 busy cores
     .venv/bin/python -m benchmarks.physics --quick --out /tmp/physics        # a dry run
 """
 
