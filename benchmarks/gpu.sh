@@ -85,11 +85,14 @@ export PYTHONUNBUFFERED=1
 
 step "the machine"
 "$PYTHON" -m benchmarks.environment "$OUT/environment.json"
-if [[ "$DEVICE" == cuda ]] && ! "$PYTHON" -c 'import sys, torch; sys.exit(not torch.cuda.is_available())'; then
+# The GPUs torch sees, read from that record: a process that imports torch again just to count
+# them would cost seconds.
+gpus=$("$PYTHON" -c 'import json, sys; print(len(json.load(open(sys.argv[1]))["gpus"]))' \
+    "$OUT/environment.json")
+if [[ "$DEVICE" == cuda ]] && ((gpus == 0)); then
     echo "gpu.sh: torch sees no CUDA device; run on a GPU machine, or --device cpu for a dry run" >&2
     exit 1
 fi
-gpus=$("$PYTHON" -c 'import torch; print(torch.cuda.device_count())')
 
 quick=()
 precisions=(fp32 bf16)

@@ -13,10 +13,13 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
+from trainyard.config.facility import load_facility
 from trainyard.errors import ExecutorError
 from trainyard.executors import LocalExecutor, WorkerLaunch
-from trainyard.executors.fork_server import WORKER_LOST_EXIT
+from trainyard.executors.fork_server import WORKER_LOST_EXIT, ForkServer
+from trainyard.executors.pools import start_fork_server_early
 
 UNREACHABLE_MASTER = {
     "TRAINYARD_MASTER_URL": "http://127.0.0.1:9",
@@ -218,3 +221,57 @@ def test_an_openmp_wait_policy_of_the_environment_wins(
     assert b"OMP_WAIT_POLICY=ACTIVE" in _openmp_environ(executor, 1).split(b"\0")
     executor.kill(1)
     _wait_exit(executor, 1)
+
+
+def test_a_warm_fork_server_is_the_one_workers_are_forked_from(tmp_path: Path) -> None:
+    warm = ForkServer(env={})
+    forking = LocalExecutor(
+        gpu_ids=[],
+        num_cpu_slots=1,
+        threads_per_cpu_slot=1,
+        fork_server=True,
+        warm_fork_server=warm,
+    )
+    try:
+        pid = _launch_lasting_worker(forking, tmp_path)
+        assert _parent(pid) == warm.pid
+        forking.kill(1)
+        assert _wait_exit(forking, 1) == -9
+    finally:
+        forking.close()
+    assert not _alive(warm.pid)
+
+
+def test_an_executor_without_forked_workers_closes_a_warm_fork_server() -> None:
+    warm = ForkServer(env={})
+    LocalExecutor(gpu_ids=[0], num_cpu_slots=0, threads_per_cpu_slot=1, warm_fork_server=warm)
+    assert not _alive(warm.pid)
+
+
+def test_the_fork_server_starts_early_only_for_a_new_experiment_on_a_local_pool(
+    tmp_path: Path,
+) -> None:
+    experiment = tmp_path / "e.yaml"
+    experiment.write_text(
+        yaml.safe_dump(
+            {
+                "name": "early",
+                "model": "mlp",
+                "data": {"train": "train/*.parquet", "val": "val/*.parquet"},
+                "training": {"max_length": {"epochs": 1}},
+                "resources": {"pool": "cluster"},
+            }
+        )
+    )
+    facility = tmp_path / "facility.yaml"
+    slurm = {"executor": "slurm", "slurm": {"partition": "gpu", "gpus_per_node": 4}}
+    facility.write_text(yaml.safe_dump({"pools": {"cluster": slurm}}))
+    assert load_facility(facility).pool("cluster").slurm is not None
+    assert start_fork_server_early(experiment, facility_file=facility) is None
+    facility.write_text(yaml.safe_dump({"pools": {"cluster": {}}}))
+    server = start_fork_server_early(experiment, facility_file=facility)
+    assert server is not None
+    server.close()
+    assert not _alive(server.pid)
+    # A file that does not load is left to the run's own checks, which name the problem.
+    assert start_fork_server_early(tmp_path / "missing.yaml", facility_file=facility) is None

@@ -10,7 +10,7 @@ import onnxruntime
 import pytest
 import torch
 
-from tests.integration.helpers import cli_env, experiment, run_cli
+from tests.integration.helpers import cli_env, run_cli
 from trainyard.data.features import builtin_weaver_config, load_jet_arrays
 from trainyard.export.preprocess import preprocess_json
 from trainyard.models import build_model
@@ -19,11 +19,9 @@ pytestmark = pytest.mark.integration
 
 
 def test_a_trained_trial_exports_to_files_onnxruntime_runs(
-    toy_data, write_experiment, tmp_path
+    finished_run, toy_data, tmp_path
 ) -> None:
-    home = tmp_path / "home"
-    config = experiment(toy_data)  # ParticleNet-Lite, k=4, 16 particles, 40 batches
-    assert run_cli(["run", str(write_experiment(config))], cli_env(home)).returncode == 0
+    home = finished_run.home  # ParticleNet-Lite, k=4, 16 particles, 40 batches
 
     out = tmp_path / "export"
     result = run_cli(["export", "1", "--onnx", str(out), "--checkpoint", "best"], cli_env(home))

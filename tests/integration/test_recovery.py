@@ -36,12 +36,8 @@ def _checkpoints_on_disk(home: Path) -> set[str]:
     return {str(p) for p in home.glob("experiments/*/trials/*/checkpoints/step-*")}
 
 
-def test_the_store_lists_exactly_the_checkpoints_on_disk(
-    toy_data, write_experiment, tmp_path
-) -> None:
-    home = tmp_path / "home"
-    result = run_cli(["run", str(write_experiment(experiment(toy_data)))], cli_env(home))
-    assert result.returncode == 0, result.stdout + result.stderr
+def test_the_store_lists_exactly_the_checkpoints_on_disk(finished_run) -> None:
+    home = finished_run.home
     stored = _checkpoints_in_store(home)
     active = {path for path, state in stored.items() if state is CheckpointState.ACTIVE}
     assert active == _checkpoints_on_disk(home)

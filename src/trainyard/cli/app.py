@@ -53,14 +53,26 @@ def run(
     ] = None,
 ) -> None:
     """Run an experiment on its pool (this machine, or a SLURM cluster) with a live table."""
-    from trainyard.cli.run import run_experiment
+    from trainyard.executors.pools import start_fork_server_early
 
     if (file is None) == (resume is None):
         raise TrainyardError("give an experiment file, or --resume EXPERIMENT, but not both")
     settings = Settings()
     if facility is not None:
         settings = settings.model_copy(update={"facility": facility})
-    raise typer.Exit(run_experiment(file=file, resume=resume, settings=settings, console=console))
+    warm = None
+    if file is not None and settings.fork_workers:
+        warm = start_fork_server_early(file, facility_file=settings.facility)
+    try:
+        from trainyard.cli.run import run_experiment  # torch and the Master: seconds
+
+        code = run_experiment(
+            file=file, resume=resume, settings=settings, console=console, warm_fork_server=warm
+        )
+    finally:
+        if warm is not None:
+            warm.close()  # a no-op when the executor took and closed it
+    raise typer.Exit(code)
 
 
 @app.command()

@@ -16,6 +16,7 @@ from trainyard.cli.display import trial_table
 from trainyard.cli.progress import ProgressReporter
 from trainyard.config import ExperimentConfig, load_experiment
 from trainyard.config.facility import load_facility
+from trainyard.executors.fork_server import ForkServer
 from trainyard.executors.pools import executor_for_pool
 from trainyard.master.api.app import create_app
 from trainyard.master.packs import pack_size
@@ -35,12 +36,18 @@ EXIT_CODES = {
 
 
 def run_experiment(
-    *, file: Path | None, resume: str | None, settings: Settings, console: Console
+    *,
+    file: Path | None,
+    resume: str | None,
+    settings: Settings,
+    console: Console,
+    warm_fork_server: ForkServer | None = None,
 ) -> int:
     """Start or resume an experiment and stay with it until it ends or Ctrl-C pauses it.
 
     The pool's executor is built and checked before the experiment is stored, so a pool
-    that cannot run its trials costs nothing to fix.
+    that cannot run its trials costs nothing to fix. `warm_fork_server`: the worker fork
+    server the command started before importing this module, for the executor to use.
     """
     facility = load_facility(settings.facility)
     store = open_store(settings.resolved_database_url())
@@ -52,7 +59,11 @@ def run_experiment(
         assert file is not None, "the CLI passes a file or --resume"
         config = load_experiment(file)
     executor = executor_for_pool(
-        facility, config.resources, experiment=config.name, fork_workers=settings.fork_workers
+        facility,
+        config.resources,
+        experiment=config.name,
+        fork_workers=settings.fork_workers,
+        warm_fork_server=warm_fork_server,
     )
     try:
         preflight(config, pool_capacity=executor.capacity())

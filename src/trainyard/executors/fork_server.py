@@ -76,6 +76,11 @@ class ForkServer:
         self._reader = threading.Thread(target=self._read_replies, daemon=True)
         self._reader.start()
 
+    @property
+    def pid(self) -> int:
+        """The server's process id (each forked worker's parent)."""
+        return self._process.pid
+
     def start(self, request: ForkRequest) -> ForkedWorker:
         """Fork the trial's worker; raises ExecutorError if the server cannot."""
         assert self._process.stdin is not None

@@ -66,7 +66,10 @@ class LocalExecutor(Executor):
         num_cpu_slots: int,
         threads_per_cpu_slot: int,
         fork_server: bool = False,
+        warm_fork_server: ForkServer | None = None,
     ):
+        """`warm_fork_server`: one already started (early, by `trainyard run`), taken as the
+        fork server instead of a new one; closed here when `fork_server` is false."""
         if not gpu_ids and num_cpu_slots < 1:
             raise ExecutorError(
                 "the local pool has no GPU and no CPU slot; set num_cpu_slots >= 1"
@@ -76,11 +79,20 @@ class LocalExecutor(Executor):
         self._threads_per_cpu_slot = max(1, threads_per_cpu_slot)
         self._free = list(range(self._num_slots))
         self._running: dict[int, _Running] = {}
-        self._fork_server = ForkServer(env=cpu_thread_policy()) if fork_server else None
+        if warm_fork_server is not None and not fork_server:
+            warm_fork_server.close()
+        self._fork_server = (
+            (warm_fork_server or ForkServer(env=cpu_thread_policy())) if fork_server else None
+        )
 
     @classmethod
     def for_this_machine(
-        cls, *, max_concurrent_trials: int, slots_per_trial: int, fork_workers: bool = True
+        cls,
+        *,
+        max_concurrent_trials: int,
+        slots_per_trial: int,
+        fork_workers: bool = True,
+        warm_fork_server: ForkServer | None = None,
     ) -> LocalExecutor:
         """GPUs when CUDA sees any, else the usable CPU cores split among concurrent trials.
 
@@ -98,6 +110,7 @@ class LocalExecutor(Executor):
             num_cpu_slots=num_cpu_slots,
             threads_per_cpu_slot=threads,
             fork_server=fork_workers and not gpu_ids,
+            warm_fork_server=warm_fork_server,
         )
 
     def capacity(self) -> int:

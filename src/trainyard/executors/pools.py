@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
-from trainyard.config.facility import FacilityConfig
+from pathlib import Path
+
+from trainyard.config import load_experiment
+from trainyard.config.facility import FacilityConfig, load_facility
 from trainyard.config.schema import ResourcesSpec
+from trainyard.errors import TrainyardError
 from trainyard.executors.base import Executor
-from trainyard.executors.local import LocalExecutor
+from trainyard.executors.fork_server import ForkServer
+from trainyard.executors.local import LocalExecutor, cpu_thread_policy
 
 
 def executor_for_pool(
-    facility: FacilityConfig, resources: ResourcesSpec, *, experiment: str, fork_workers: bool
+    facility: FacilityConfig,
+    resources: ResourcesSpec,
+    *,
+    experiment: str,
+    fork_workers: bool,
+    warm_fork_server: ForkServer | None = None,
 ) -> Executor:
     """The executor of the pool named by `resources.pool`, checked against the trials' size.
+
+    `warm_fork_server` (see `start_fork_server_early`) becomes a local executor's fork server;
+    a pool that does not fork workers closes it.
 
     Raises:
         ConfigError: no such pool, or the trials do not fit it.
@@ -19,6 +32,8 @@ def executor_for_pool(
     """
     pool = facility.pool(resources.pool)
     if pool.slurm is not None:
+        if warm_fork_server is not None:
+            warm_fork_server.close()
         from trainyard.executors.slurm import SlurmExecutor
 
         executor = SlurmExecutor(
@@ -30,4 +45,18 @@ def executor_for_pool(
         max_concurrent_trials=resources.max_concurrent_trials,
         slots_per_trial=resources.slots_per_trial,
         fork_workers=fork_workers,
+        warm_fork_server=warm_fork_server,
     )
+
+
+def start_fork_server_early(file: Path, *, facility_file: Path | None) -> ForkServer | None:
+    """The worker fork server for a new experiment on a local pool, started before `trainyard
+    run` imports torch and the Master: the server's imports (seconds) then run beside the
+    CLI's on another core instead of after them, and the first trial starts that much sooner.
+    None for a SLURM pool, or when the files do not load (the run's own checks report it).
+    """
+    try:
+        pool = load_facility(facility_file).pool(load_experiment(file).resources.pool)
+    except TrainyardError:
+        return None
+    return None if pool.slurm is not None else ForkServer(env=cpu_thread_policy())

@@ -57,12 +57,14 @@ def serve(commands_fd: int, replies_fd: int) -> None:
 
 def _fork(request: ForkRequest) -> int:
     """Fork the trial's worker; return once it leads its own session, so that signalling its
-    process group (the executor's stop and kill) reaches it from the first moment."""
+    process group (the executor's stop and kill) reaches it from the first moment, and bears
+    its trial's name, so that a Master finds it as a leftover from then on too."""
     ready_read, ready_write = os.pipe()
     pid = os.fork()
     if pid == 0:
         os.close(ready_read)
         os.setsid()
+        _name_process(f"trial-{request.trial_id}")
         os.close(ready_write)
         _run_worker(request)
     os.close(ready_write)
@@ -90,7 +92,6 @@ def _run_worker(request: ForkRequest) -> NoReturn:
     """In the child: become the trial's worker process and exit with the worker's status."""
     code = 1
     try:
-        _name_process(f"trial-{request.trial_id}")
         log_fd = os.open(request.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         null_fd = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null_fd, 0)  # also closes the server's command pipe in this process
