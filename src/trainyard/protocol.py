@@ -27,7 +27,7 @@ from pydantic import (
     WithJsonSchema,
 )
 
-from trainyard.config.trial import TrialConfig
+from trainyard.config.trial import AnyTrialConfig
 
 API_PREFIX = "/api/v1"
 """Every route but /healthz lives under this prefix."""
@@ -176,7 +176,8 @@ class TrialSpec(_Message):
     trial_number: StrictInt = Field(ge=0)
     attempt: StrictInt = Field(ge=1)
     """1 for the first launch, one more for each retry or resume."""
-    config: TrialConfig
+    config: AnyTrialConfig
+    """The built-in loop's resolved config, or a script trial's (`ScriptTrialConfig`)."""
     checkpoint_dir: str
     staging_dir: str
     """Cache root of staged data (the Master's home/cache/staged), shared by all trials."""
