@@ -7,17 +7,23 @@ script that fails or never reports the searcher's metric is an errored trial tha
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from tests.integration.helpers import cli_env, run_cli, stored_trials
+from tests.integration.helpers import EXAMPLES, cli_env, run_cli, stored_trials
 from trainyard.store import repository
 
 pytestmark = pytest.mark.integration
+
+PLAIN_DDP = EXAMPLES / "scripts" / "plain-ddp"
 
 SCRIPT = textwrap.dedent(
     """
@@ -27,9 +33,12 @@ SCRIPT = textwrap.dedent(
 
     out = pathlib.Path(os.environ["SCRIPT_OUT"])
     mode = os.environ.get("SCRIPT_MODE", "train")
-    if mode == "fail":
-        print("script: giving up now", flush=True)
-        sys.exit(3)
+    if mode == "fail":  # the first attempt fails, the retry never uses trainyard.core
+        if not (out / "failed-once").exists():
+            (out / "failed-once").touch()
+            print("script: giving up now", flush=True)
+            sys.exit(3)
+        sys.exit(0)
     with trainyard.core.init(hparams={"steps": 6}) as ctx:
         rank = ctx.distributed.rank
         seen = {name: os.environ.get(name) for name in (
@@ -149,11 +158,16 @@ def test_two_ranks_get_torchruns_variables_and_only_the_chief_reports(
 
 
 def test_a_failing_script_is_an_errored_trial_with_its_log_tail(script_run) -> None:
-    result, home = script_run("fail", max_restarts=0)
+    result, home = script_run("fail", max_restarts=1)
     assert result.returncode == 1
     (trial,) = _trials(home)
-    assert trial.state == "ERRORED"
-    assert "script 'python train.py': exited with code 3 without reporting" in trial.error
+    assert trial.state == "ERRORED" and trial.num_restarts == 1
+    assert "script 'python train.py': exited with code 3 without reporting" in result.stderr
+    assert (
+        "script 'python train.py': exited with code 0 without reporting an outcome; a script "
+        "reports through trainyard.core: run its training inside "
+        "`with trainyard.core.init() as ctx:`" in trial.error
+    )
     assert "script: giving up now" in trial.error  # the log tail
 
 
@@ -171,3 +185,30 @@ def test_a_script_that_never_reports_the_searchers_metric_is_told_which(script_r
         "the searcher ranks trials by `searcher.metric` 'score', but the validation at step 1 "
         "reported only other" in trial.error
     )
+
+
+def test_the_plain_ddp_example_runs_by_hand_and_as_an_asha_search(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAINYARD_")}
+    by_hand = [
+        sys.executable,
+        str(PLAIN_DDP / "train.py"),
+        "--steps",
+        "4",
+        "--validate-every",
+        "2",
+    ]
+    subprocess.run(by_hand, cwd=tmp_path, env=env, check=True, timeout=120)
+    lines = (tmp_path / "trainyard-local" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [1, 2, 2, 3, 4, 4]
+
+    config = yaml.safe_load((PLAIN_DDP / "experiment.yaml").read_text())
+    config["entrypoint"]["workdir"] = str(PLAIN_DDP)
+    config["entrypoint"]["command"] = "python train.py --steps 20 --validate-every 10"
+    config["searcher"]["max_trials"] = 2
+    file = tmp_path / "plain-ddp.yaml"
+    file.write_text(yaml.safe_dump(config))
+    result = run_cli(["run", str(file)], cli_env(tmp_path / "home"), timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    trials = _trials(tmp_path / "home")
+    assert len(trials) == 2 and {t.state for t in trials} <= {"COMPLETED", "STOPPED"}
+    assert "best val_accuracy at batch" in result.stdout
