@@ -101,3 +101,10 @@ def test_torchruns_and_trainyards_variables_are_reserved() -> None:
         )
         assert f"`entrypoint.environment`: {name} is set by trainyard for every rank" in message
         assert "'v'" not in message  # other variables' values are not echoed
+
+
+def test_a_command_that_cannot_be_split_is_named() -> None:
+    message = _problems({"name": "e", "entrypoint": "python train.py --note 'unclosed"})
+    assert "`entrypoint.command`: cannot split the command into words: No closing quotation" in (
+        message
+    )

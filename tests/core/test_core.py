@@ -12,11 +12,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 import trainyard.core
+from trainyard.cli.export import export_onnx_files
 from trainyard.config import parse_experiment
 from trainyard.core.checkpoints import MARKER, CheckpointStore
-from trainyard.errors import CheckpointError
+from trainyard.errors import CheckpointError, TrainyardError
 from trainyard.master.api.app import create_app
 from trainyard.master.server import EmbeddedServer
 from trainyard.master.service import MasterService
@@ -183,3 +185,108 @@ def test_a_trial_reports_and_registers_checkpoints_through_the_master(
     assert [c.path for c in service.trial_checkpoints(mine)] == [str(saved.path)]
     assert service.trial_metrics(mine)[0].values == {"score": 0.5}
     assert service.get_trial(mine).state == TrialState.COMPLETED
+    with pytest.raises(TrainyardError) as caught:  # trainyard does not know a script's model
+        export_onnx_files(
+            service,
+            trial_id=mine,
+            folder=tmp_path / "onnx",
+            which="latest",
+            opset=17,
+            console=Console(),
+        )
+    assert (
+        f"is a script trial: trainyard does not know its model, so it cannot export it; its "
+        f"newest checkpoint folder is {saved.path}, which your own code can export"
+    ) in str(caught.value)
+
+
+def _script_trial_fails(service, trial_id: int, message: str) -> None:
+    trial = service.get_trial(trial_id)
+    assert trial.state == TrialState.ERRORED and message in (trial.error or "")
+
+
+def test_a_script_that_never_validates_with_the_searchers_metric_is_errored(
+    master, monkeypatch
+) -> None:
+    service, url, (mine, other) = master
+    _as_trial(monkeypatch, url, mine, service.issue_worker_token(mine))
+    with trainyard.core.init() as ctx:
+        ctx.report_training(1, {"loss": 1.0})
+    _script_trial_fails(
+        service,
+        mine,
+        "the script ended without reporting `searcher.metric` 'score' in any "
+        "ctx.report_validation, so the searcher cannot rank this trial",
+    )
+    _as_trial(monkeypatch, url, other, service.issue_worker_token(other))
+    with pytest.raises(SystemExit), trainyard.core.init():
+        sys.exit(5)
+    _script_trial_fails(
+        service, other, "the script called sys.exit(5) inside trainyard.core.init()"
+    )
+
+
+def test_core_refuses_a_builtin_models_trial(master, monkeypatch, tmp_path: Path) -> None:
+    service, url, _trials = master
+    config = parse_experiment(
+        {
+            "name": "zoo",
+            "model": "mlp",
+            "data": {"train": str(tmp_path / "t"), "val": str(tmp_path / "v")},
+            "training": {"max_length": {"batches": 1}},
+        }
+    )
+    experiment_id = service.create_experiment(config)
+    (trial_id,) = service.create_trials(experiment_id, num_free=1)
+    _as_trial(monkeypatch, url, trial_id, service.issue_worker_token(trial_id))
+    with pytest.raises(TrainyardError) as caught:
+        trainyard.core.init()
+    assert (
+        f"trial {trial_id} trains a built-in model, not a script; trainyard.core is for "
+        "experiments with an `entrypoint`" in str(caught.value)
+    )
+
+
+def test_bad_steps_and_rank_variables_are_named(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("TRAINYARD_TRIAL_ID", raising=False)
+    with trainyard.core.init(local_dir=tmp_path) as ctx:
+        with pytest.raises(
+            TrainyardError,
+            match=r"report_training: step must be a whole "
+            r"number >= 0, not -1",
+        ):
+            ctx.report_training(-1, {"loss": 1.0})
+        with pytest.raises(
+            CheckpointError,
+            match=r"save: step must be a whole number >= 0, "
+            r"not 2.5",
+        ):
+            ctx.checkpoint.save(tmp_path, 2.5)
+    monkeypatch.setenv("RANK", "first")
+    with pytest.raises(
+        ValueError, match="RANK must be a whole number as torchrun sets it, not 'first'"
+    ):
+        trainyard.core.init(local_dir=tmp_path)
+
+
+def test_the_builtin_worker_refuses_a_script_trial(master, tmp_path: Path) -> None:
+    service, url, (mine, _other) = master
+    env = {
+        **os.environ,
+        "TRAINYARD_MASTER_URL": url,
+        "TRAINYARD_TRIAL_ID": str(mine),
+        "TRAINYARD_TOKEN": service.issue_worker_token(mine),
+    }
+    worker = subprocess.run(
+        [sys.executable, "-m", "trainyard.worker"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert worker.returncode == 1
+    assert (
+        f"trial {mine} is a script trial (entrypoint 'python train.py'); its executor runs "
+        "that command, not trainyard.worker" in worker.stderr
+    )
