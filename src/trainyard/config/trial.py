@@ -10,7 +10,7 @@ typed fields of `TrialConfig`; nothing after this module looks a hyperparameter 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Discriminator, Tag, ValidationError
 
@@ -63,7 +63,8 @@ class ScriptTrialConfig(_Strict):
     hyperparameters: dict[str, Constant]
     searcher_metric: str | None
     """The validation metric a search ranks trials by; None for `single` (nothing ranks)."""
-    searcher_mode: str
+    searcher_mode: Literal["max", "min"]
+    """Whether the searcher wants `searcher_metric` high or low."""
 
 
 def _trial_kind(value: Any) -> str:
