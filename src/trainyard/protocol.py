@@ -154,6 +154,8 @@ ReportedValue = Annotated[
     ),
 ]
 """A stored metric as the Master answers it: a number, or an infinity as a string."""
+StoredText = Annotated[str, StringConstraints(pattern=r"^[^\x00]*$")]
+"""Text the store keeps: no NUL character (PostgreSQL's text columns cannot hold one)."""
 TrialId = Annotated[StrictInt, Field(ge=1, le=MAX_INT)]
 Batches = Annotated[StrictInt, Field(ge=0, le=MAX_INT)]
 Epoch = Annotated[StrictFloat, Field(ge=0, allow_inf_nan=False)]
@@ -197,7 +199,7 @@ class CheckpointEntry(_Message):
     """A checkpoint folder that is complete and verified on disk."""
 
     batches: Batches
-    path: str = Field(min_length=1, max_length=4096)
+    path: StoredText = Field(min_length=1, max_length=4096)
     epoch: Epoch
 
 
@@ -230,7 +232,7 @@ class TrialOutcome(_Message):
     """How a worker ended its trial."""
 
     state: OutcomeState
-    message: str | None = Field(default=None, max_length=MAX_MESSAGE_CHARS)
+    message: StoredText | None = Field(default=None, max_length=MAX_MESSAGE_CHARS)
 
 
 # -- Master -> clients (read views) --------------------------------------------------------------
