@@ -27,7 +27,7 @@ from pydantic import (
     WithJsonSchema,
 )
 
-from trainyard.config.trial import TrialConfig
+from trainyard.config.trial import AnyTrialConfig
 
 API_PREFIX = "/api/v1"
 """Every route but /healthz lives under this prefix."""
@@ -154,6 +154,8 @@ ReportedValue = Annotated[
     ),
 ]
 """A stored metric as the Master answers it: a number, or an infinity as a string."""
+StoredText = Annotated[str, StringConstraints(pattern=r"^[^\x00]*$")]
+"""Text the store keeps: no NUL character (PostgreSQL's text columns cannot hold one)."""
 TrialId = Annotated[StrictInt, Field(ge=1, le=MAX_INT)]
 Batches = Annotated[StrictInt, Field(ge=0, le=MAX_INT)]
 Epoch = Annotated[StrictFloat, Field(ge=0, allow_inf_nan=False)]
@@ -176,7 +178,8 @@ class TrialSpec(_Message):
     trial_number: StrictInt = Field(ge=0)
     attempt: StrictInt = Field(ge=1)
     """1 for the first launch, one more for each retry or resume."""
-    config: TrialConfig
+    config: AnyTrialConfig
+    """The built-in loop's resolved config, or a script trial's (`ScriptTrialConfig`)."""
     checkpoint_dir: str
     staging_dir: str
     """Cache root of staged data (the Master's home/cache/staged), shared by all trials."""
@@ -196,7 +199,7 @@ class CheckpointEntry(_Message):
     """A checkpoint folder that is complete and verified on disk."""
 
     batches: Batches
-    path: str = Field(min_length=1, max_length=4096)
+    path: StoredText = Field(min_length=1, max_length=4096)
     epoch: Epoch
 
 
@@ -229,7 +232,7 @@ class TrialOutcome(_Message):
     """How a worker ended its trial."""
 
     state: OutcomeState
-    message: str | None = Field(default=None, max_length=MAX_MESSAGE_CHARS)
+    message: StoredText | None = Field(default=None, max_length=MAX_MESSAGE_CHARS)
 
 
 # -- Master -> clients (read views) --------------------------------------------------------------

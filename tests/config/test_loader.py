@@ -11,7 +11,8 @@ from trainyard.config import ExperimentConfig, load_experiment, parse_experiment
 from trainyard.config.schema import Categorical, IntRange, LogRange
 from trainyard.errors import ConfigError
 
-EXAMPLES = sorted((Path(__file__).parents[2] / "examples").glob("*.yaml"))
+_EXAMPLES_DIR = Path(__file__).parents[2] / "examples"
+EXAMPLES = sorted(_EXAMPLES_DIR.glob("*.yaml")) + sorted(_EXAMPLES_DIR.glob("scripts/*/*.yaml"))
 
 MINIMAL = {
     "name": "demo",

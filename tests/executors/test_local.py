@@ -275,3 +275,34 @@ def test_the_fork_server_starts_early_only_for_a_new_experiment_on_a_local_pool(
     assert not _alive(server.pid)
     # A file that does not load is left to the run's own checks, which name the problem.
     assert start_fork_server_early(tmp_path / "missing.yaml", facility_file=facility) is None
+
+
+def test_a_script_trial_runs_its_command_in_its_folder_with_one_ranks_variables(
+    forking: LocalExecutor, tmp_path: Path
+) -> None:
+    code = "import os; print(os.getcwd(), os.environ['RANK'], os.environ['WORLD_SIZE'])"
+    log = tmp_path / "script.log"
+    forking.launch(
+        WorkerLaunch(
+            trial_id=3,
+            num_slots=1,
+            log_path=log,
+            env={"TRAINYARD_TRIAL_ID": "3"},
+            command=("python", "-c", code),
+            workdir=tmp_path,
+        )
+    )
+    assert _wait_exit(forking, 3) == 0
+    assert log.read_text().split() == [str(tmp_path), "0", "1"]
+
+
+def test_a_script_that_cannot_start_is_named_and_frees_its_slot(
+    forking: LocalExecutor, tmp_path: Path
+) -> None:
+    launch = WorkerLaunch(
+        trial_id=4, num_slots=1, log_path=tmp_path / "s.log", command=("./gone.sh", "--fast")
+    )
+    with pytest.raises(ExecutorError) as caught:
+        forking.launch(launch)
+    assert "could not start ./gone.sh --fast of trial 4: " in str(caught.value)
+    assert forking.free_slots() == 2

@@ -174,6 +174,25 @@ def test_multi_slot_script_maps_slurms_ranks_to_torch_distributed(
     assert "hostname\n" not in script and "$(hostname" not in script
 
 
+def test_a_script_trial_runs_its_command_in_its_folder_with_torchruns_variables(
+    slurm: FakeSlurm, tmp_path: Path
+) -> None:
+    executor = _executor(**CPU_POOL, python="/opt/venv/bin/python")
+    log = tmp_path / "trial" / "worker.log"
+    command = ("python", "train.py", "--note", "two words")
+    launch = WorkerLaunch(trial_id=7, num_slots=1, log_path=log, command=command, workdir=tmp_path)
+    executor.launch(launch)
+    script = slurm.script()
+    assert "MASTER_PORT=$((20000 + SLURM_JOB_ID % 20000))" in script  # one task too
+    inner = (
+        "export RANK=$SLURM_PROCID LOCAL_RANK=$SLURM_LOCALID WORLD_SIZE=$SLURM_NTASKS "
+        f"LOCAL_WORLD_SIZE=$SLURM_NTASKS_PER_NODE; cd {tmp_path}; "
+        "export PATH=/opt/venv/bin:$PATH; exec python train.py --note 'two words'"
+    )
+    assert f"srun --kill-on-bad-exit=1 --cpus-per-task=4 bash -c {shlex.quote(inner)}" in script
+    assert "trainyard.worker" not in script
+
+
 def test_leftover_job_of_the_same_trial_is_cancelled_first(
     slurm: FakeSlurm, tmp_path: Path
 ) -> None:

@@ -152,3 +152,18 @@ def test_a_body_that_is_not_json_is_4xx(worker: TestClient, trial_id: int) -> No
         )
         assert response.status_code in (400, 422)
         assert response.json()["detail"]
+
+
+def test_a_nul_character_in_stored_text_is_refused_not_a_server_error(
+    worker: TestClient, service: MasterService, trial_id: int
+) -> None:
+    """PostgreSQL's text columns cannot hold NUL: found by the OpenAPI fuzz test."""
+    entry = {"batches": 0, "epoch": 0.0, "path": "a\u0000b"}
+    response = worker.put(f"/api/v1/trials/{trial_id}/checkpoints", json={"checkpoints": [entry]})
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "body.checkpoints.0.path"
+    outcome = {"state": "errored", "message": "boom\u0000"}
+    response = worker.post(f"/api/v1/trials/{trial_id}/outcome", json=outcome)
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "body.message"
+    assert service.trial_checkpoints(trial_id) == []

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 import time
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -15,6 +16,9 @@ from trainyard.cli.data import data_app
 from trainyard.cli.output import make_console
 from trainyard.errors import TrainyardError
 from trainyard.settings import Settings
+
+if TYPE_CHECKING:
+    from trainyard.config import ExperimentConfig
 
 app = typer.Typer(
     name="trainyard",
@@ -85,9 +89,17 @@ def validate(file: Annotated[Path, typer.Argument(help="Experiment file (YAML)."
     preflight(config)
     console.print(
         f"[green]{escape(str(file))} is valid[/green]: experiment {escape(repr(config.name))}, "
-        f"model {escape(repr(config.model.name))}, "
+        f"{_trains(config)}, "
         f"searcher {config.searcher.name.value!r}"
     )
+
+
+def _trains(config: ExperimentConfig) -> str:
+    """What the experiment trains, for `validate`: a model, or a script's command."""
+    if config.entrypoint is not None:
+        return f"script {escape(repr(shlex.join(config.entrypoint.command)))}"
+    assert config.model is not None, "an experiment has a model or an entrypoint"
+    return f"model {escape(repr(config.model.name))}"
 
 
 @app.command("list")

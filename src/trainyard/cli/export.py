@@ -6,6 +6,8 @@ from pathlib import Path
 
 from rich.console import Console
 
+from trainyard.config.trial import TrialConfig
+from trainyard.errors import TrainyardError
 from trainyard.export.checkpoints import choose_checkpoint
 from trainyard.export.trial import export_trial
 from trainyard.master.service import MasterService
@@ -36,6 +38,12 @@ def export_onnx_files(
         trial=label,
     )
     config = service.trial_config(trial_id)
+    if not isinstance(config, TrialConfig):
+        raise TrainyardError(
+            f"{label} is a script trial: trainyard does not know its model, so it cannot "
+            f"export it; its newest checkpoint folder is {chosen.path}, which your own code "
+            "can export"
+        )
     exported = export_trial(
         config,
         Path(chosen.path),

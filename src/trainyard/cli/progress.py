@@ -115,7 +115,7 @@ class ProgressReporter:
     def _report_line(self, trial: TrialOut, report: MetricOut) -> str:
         head = f"trial {trial.number} (id {trial.id}) {report.kind} step "
         head += _step(report.batches, trial.total_batches)
-        if report.kind == MetricKind.TRAINING:
+        if report.kind == MetricKind.TRAINING and "samples_per_second" in report.values:
             loss = report.values.get("loss", float("nan"))
             speed = report.values.get("samples_per_second", float("nan"))
             return f"{head}: loss {loss:.4f}, samples/s {speed:,.0f}"

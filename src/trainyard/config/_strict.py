@@ -12,3 +12,7 @@ class Strict(BaseModel):
 SECRET_VALUE_ERROR = "secret_in_value"
 """The type of a validation error raised for a value that holds a secret: its message is shown
 without the usual "(got <input>)", so the secret stays out of terminals and logs."""
+
+SECTION_ERROR = "section_for_kind"
+"""The type of a validation error for a section that is missing for a built-in model or given
+for a script trial: its message says which, and is shown as it is."""

@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from trainyard.config._strict import SECRET_VALUE_ERROR
+from trainyard.config._strict import SECRET_VALUE_ERROR, SECTION_ERROR
 from trainyard.config.schema import SEARCH_SPACE_TYPES, DataSpec, ExperimentConfig
 from trainyard.config.tracking import MlflowSpec, TensorBoardSpec, TrackingSpec
 from trainyard.errors import ConfigError
@@ -58,29 +58,31 @@ def parse_experiment(raw: Any, *, source: str = "experiment") -> ExperimentConfi
 
 
 def resolve_paths(config: ExperimentConfig, base_dir: Path) -> ExperimentConfig:
-    """Make data globs, the data config, a network file and tracking folders absolute, so
-    workers started elsewhere (SLURM, containers) and a Master resumed from another folder
-    find them."""
+    """Make data globs, the data config, a network file, a script's workdir and tracking
+    folders absolute, so workers started elsewhere (SLURM, containers) and a Master resumed
+    from another folder find them."""
+    update: dict[str, Any] = {"tracking": _resolve_tracking(config.tracking, base_dir)}
+    if config.data is not None:
+        update["data"] = _resolve_data(config.data, base_dir)
+    if config.model is not None and config.model.is_network_file():
+        name = str(_absolute(config.model.name, base_dir))
+        update["model"] = config.model.model_copy(update={"name": name})
+    if config.entrypoint is not None:
+        workdir = str(_absolute(config.entrypoint.workdir or ".", base_dir).resolve())
+        update["entrypoint"] = config.entrypoint.model_copy(update={"workdir": workdir})
+    return config.model_copy(update=update)
 
+
+def _resolve_data(data: DataSpec, base_dir: Path) -> DataSpec:
     def absolute(pattern: str | list[str]) -> str | list[str]:
         if isinstance(pattern, list):
             return [str(_absolute(p, base_dir)) for p in pattern]
         return str(_absolute(pattern, base_dir))
 
-    update = {"train": absolute(config.data.train), "val": absolute(config.data.val)}
-    if config.data.config is not None:
-        update["config"] = str(_absolute(config.data.config, base_dir))
-    data = config.data.model_copy(update=update)
-    model = config.model
-    if model.is_network_file():
-        model = model.model_copy(update={"name": str(_absolute(model.name, base_dir))})
-    return config.model_copy(
-        update={
-            "data": DataSpec.model_validate(data.model_dump()),
-            "model": model,
-            "tracking": _resolve_tracking(config.tracking, base_dir),
-        }
-    )
+    update = {"train": absolute(data.train), "val": absolute(data.val)}
+    if data.config is not None:
+        update["config"] = str(_absolute(data.config, base_dir))
+    return DataSpec.model_validate(data.model_copy(update=update).model_dump())
 
 
 def _resolve_tracking(tracking: TrackingSpec, base_dir: Path) -> TrackingSpec:
@@ -137,7 +139,7 @@ def _describe(detail: Any, loc: tuple[Any, ...], root: type[BaseModel]) -> str:
         hint = did_you_mean(detail["input"], re.findall(r"'([^']*)'", allowed))
         return f"{detail['input']!r} is not allowed; {hint}use one of {allowed}"
     message = str(detail["msg"]).removeprefix("Value error, ")
-    if kind == SECRET_VALUE_ERROR:
+    if kind in (SECRET_VALUE_ERROR, SECTION_ERROR):
         return message
     if "input" in detail and kind not in ("hyperparameter_type",) and not kind.endswith("_type"):
         return f"{message} (got {detail['input']!r})"

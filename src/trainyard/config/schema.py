@@ -18,8 +18,11 @@ from pydantic import (
     Tag,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
+from trainyard.config._strict import SECTION_ERROR
 from trainyard.config._strict import Strict as _Strict
+from trainyard.config.entrypoint import EntrypointSpec
 from trainyard.config.packing import pack_problems, pack_setting
 from trainyard.config.tracking import TrackingSpec
 
@@ -314,17 +317,41 @@ class CheckpointSpec(_Strict):
     keep: int = Field(default=2, gt=0)
 
 
+MODEL_SECTIONS = ("model", "data", "training")
+"""What the built-in loop needs; a script trial (`entrypoint`) has its own."""
+
+
+class _Absent:
+    """Stands in, before validation, for a section whose presence is wrong for the kind of
+    trial; its field's check names the problem (so every problem is still reported at once)."""
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+
+
+def _section_for_kind(value: Any) -> Any:
+    if isinstance(value, _Absent):
+        raise PydanticCustomError(SECTION_ERROR, value.problem)
+    return value
+
+
+_SCRIPT_OWNS = {"model": "model", "data": "data loading", "training": "training loop"}
+
+
 class ExperimentConfig(_Strict):
-    """One experiment file."""
+    """One experiment file: a built-in `model` with its `data` and `training`, or the user's
+    own script (`entrypoint`); everything else applies to both."""
 
     name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     description: str = ""
-    model: ModelSpec
-    data: DataSpec
+    entrypoint: EntrypointSpec | None = None
+    """Run this command as each trial instead of the built-in loop (docs/scripts.md)."""
+    model: Annotated[ModelSpec | None, BeforeValidator(_section_for_kind)] = None
+    data: Annotated[DataSpec | None, BeforeValidator(_section_for_kind)] = None
     hyperparameters: dict[str, Hyperparameter] = Field(default_factory=dict)
     searcher: SearcherSpec = SearcherSpec()
     resources: ResourcesSpec = ResourcesSpec()
-    training: TrainingSpec
+    training: Annotated[TrainingSpec | None, BeforeValidator(_section_for_kind)] = None
     checkpoint: CheckpointSpec = CheckpointSpec()
     tracking: TrackingSpec = TrackingSpec()
     max_restarts: int = Field(default=2, ge=0)
@@ -333,15 +360,54 @@ class ExperimentConfig(_Strict):
     @model_validator(mode="before")
     @classmethod
     def _model_shorthand(cls, data: Any) -> Any:
-        """`model: particlenet` is short for `model: {name: particlenet}`."""
-        if isinstance(data, dict) and isinstance(data.get("model"), str):
-            return {**data, "model": {"name": data["model"]}}
+        """`model: particlenet` is short for `model: {name: particlenet}`; then each of model,
+        data and training is marked when it is missing for a built-in model, or given for a
+        script. (Stored configs are full dumps, so an absent section may be None.)"""
+        if not isinstance(data, dict):
+            return data
+        if isinstance(data.get("model"), str):
+            data = {**data, "model": {"name": data["model"]}}
+        data = dict(data)
+        script = data.get("entrypoint") is not None
+        for key in MODEL_SECTIONS:
+            given = data.get(key) is not None
+            if script and given:
+                data[key] = _Absent(
+                    f"a script trial (`entrypoint`) has its own {_SCRIPT_OWNS[key]}; remove "
+                    f"`{key}`, or remove `entrypoint` to train a built-in model"
+                )
+            elif not script and not given:
+                data[key] = _Absent(
+                    "required key is missing (or give `entrypoint` to run your own training "
+                    "script instead of model, data and training)"
+                )
         return data
+
+    @model_validator(mode="after")
+    def _script_settings(self) -> ExperimentConfig:
+        """Settings of the built-in loop that a script trial cannot honour, named."""
+        if self.entrypoint is None:
+            return self
+        problems = []
+        if self.resources.pack != "off":
+            problems.append(
+                "`resources.pack`: script trials run one trial per process; set it to off"
+            )
+        if self.checkpoint.period != CheckpointSpec().period:
+            problems.append(
+                "`checkpoint.period`: a script saves when it calls ctx.checkpoint.save; "
+                "remove the period (`checkpoint.keep` still applies)"
+            )
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
 
     @model_validator(mode="after")
     def _pack_fits(self) -> ExperimentConfig:
         """An explicit pack size must fit the search, the slots and the precision; each line
         names its own key (the loader prints them as they are)."""
+        if self.training is None:  # a script trial: `_script_settings` checks the pack
+            return self
         problems = pack_problems(
             pack=self.resources.pack,
             searched=self.search_space_names(),

@@ -10,10 +10,11 @@ typed fields of `TrialConfig`; nothing after this module looks a hyperparameter 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import ValidationError
+from pydantic import Discriminator, Tag, ValidationError
 
+from trainyard.config.entrypoint import EntrypointSpec
 from trainyard.config.schema import (
     CheckpointSpec,
     Constant,
@@ -21,6 +22,7 @@ from trainyard.config.schema import (
     ExperimentConfig,
     ModelSpec,
     ResourcesSpec,
+    SearcherName,
     TrainingSpec,
     _Strict,
 )
@@ -49,6 +51,53 @@ class TrialConfig(_Strict):
     """The values the searcher chose, as chosen (for the record; already applied above)."""
 
 
+class ScriptTrialConfig(_Strict):
+    """What a script trial's `trainyard.core` needs to know: the command that runs it, the
+    values the searcher chose (handed to the script as they are), and what the searcher ranks
+    trials by."""
+
+    experiment: str
+    entrypoint: EntrypointSpec
+    resources: ResourcesSpec
+    checkpoint: CheckpointSpec
+    hyperparameters: dict[str, Constant]
+    searcher_metric: str | None
+    """The validation metric a search ranks trials by; None for `single` (nothing ranks)."""
+    searcher_mode: Literal["max", "min"]
+    """Whether the searcher wants `searcher_metric` high or low."""
+
+
+def _trial_kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "script" if value.get("entrypoint") is not None else "model"
+    return "script" if isinstance(value, ScriptTrialConfig) else "model"
+
+
+AnyTrialConfig = Annotated[
+    Annotated[TrialConfig, Tag("model")] | Annotated[ScriptTrialConfig, Tag("script")],
+    Discriminator(_trial_kind),
+]
+"""A trial's resolved config as the spec carries it: the built-in loop's, or a script's."""
+
+
+def resolve_any_trial(
+    config: ExperimentConfig, hyperparameters: Mapping[str, Any]
+) -> TrialConfig | ScriptTrialConfig:
+    """The trial's resolved config, of the kind the experiment trains."""
+    if config.entrypoint is None:
+        return resolve_trial(config, hyperparameters)
+    search = config.searcher.name is not SearcherName.SINGLE
+    return ScriptTrialConfig(
+        experiment=config.name,
+        entrypoint=config.entrypoint,
+        resources=config.resources,
+        checkpoint=config.checkpoint,
+        hyperparameters=dict(hyperparameters),
+        searcher_metric=config.searcher.metric if search else None,
+        searcher_mode=config.searcher.mode,
+    )
+
+
 def resolve_trial(config: ExperimentConfig, hyperparameters: Mapping[str, Any]) -> TrialConfig:
     """Apply one trial's hyperparameters to the experiment's config and validate the result.
 
@@ -56,6 +105,7 @@ def resolve_trial(config: ExperimentConfig, hyperparameters: Mapping[str, Any]) 
         ConfigError: a value is not allowed where it goes (one line per problem, named by
             its hyperparameter, e.g. "`hyperparameters.lr`: ... (got -1)").
     """
+    assert config.model and config.data and config.training, "a built-in model's experiment"
     optimizer = config.training.optimizer.model_dump() | {
         name: value for name, value in hyperparameters.items() if name in OPTIMIZER_HYPERPARAMETERS
     }

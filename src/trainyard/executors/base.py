@@ -34,6 +34,11 @@ class WorkerLaunch:
     log_path: Path
     env: dict[str, str] = field(default_factory=dict)
     """Master URL, token and trial id; the executor adds device placement."""
+    command: tuple[str, ...] | None = None
+    """A script trial's command (its experiment's `entrypoint`), run once per rank in place
+    of trainyard's worker, with torchrun's variables set (executors/script.py)."""
+    workdir: Path | None = None
+    """The folder a script trial's command starts in."""
 
 
 class Executor(abc.ABC):

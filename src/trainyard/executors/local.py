@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -31,6 +32,7 @@ from trainyard.executors.fork_server import (
     ForkServer,
     is_running,
 )
+from trainyard.executors.script import script_path_variable, single_rank_env
 from trainyard.protocol import PACK_TRIAL_IDS_ENV, ForkRequest
 
 logger = logging.getLogger(__name__)
@@ -134,7 +136,13 @@ class LocalExecutor(Executor):
         slots, self._free = self._free[: launch.num_slots], self._free[launch.num_slots :]
         launch.log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **launch.env, **self._placement_env(slots)}
-        running = self._fork(launch, env, slots) if launch.num_slots == 1 else None
+        if launch.command is not None:
+            env["PATH"] = script_path_variable(env.get("PATH", ""))
+            env["TRAINYARD_SCRIPT_TRIAL"] = str(launch.trial_id)
+            if launch.num_slots == 1:
+                env.update(single_rank_env(_free_port()))
+        one_worker = launch.num_slots == 1 and launch.command is None
+        running = self._fork(launch, env, slots) if one_worker else None
         if running is None:
             running = self._start_process(launch, env, slots)
         logger.info(
@@ -169,6 +177,7 @@ class LocalExecutor(Executor):
             process = subprocess.Popen(
                 _worker_command(launch),
                 env=env,
+                cwd=launch.workdir,
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
@@ -177,9 +186,9 @@ class LocalExecutor(Executor):
         except OSError as err:
             log_file.close()
             self._free.extend(slots)
-            raise ExecutorError(
-                f"could not start the worker of trial {launch.trial_id}: {err}"
-            ) from err
+            what = shlex.join(launch.command) if launch.command else "the worker"
+            message = f"could not start {what} of trial {launch.trial_id}: {err}"
+            raise ExecutorError(message) from err
         return _Running(process, slots, log_file)
 
     def close(self) -> None:
@@ -272,9 +281,11 @@ def cpu_thread_policy() -> dict[str, str]:
 
 
 def _worker_command(launch: WorkerLaunch) -> list[str]:
-    """The worker itself for one slot; torchrun's agent with one rank per slot for several."""
+    """The worker (or a script trial's command) itself for one slot; torchrun's agent with
+    one rank per slot for several (`--no-python` runs a script's command as it is)."""
+    task = ["--no-python", *launch.command] if launch.command else ["--module", WORKER_MODULE]
     if launch.num_slots == 1:
-        return [sys.executable, "-m", WORKER_MODULE]
+        return list(launch.command) if launch.command else [sys.executable, "-m", WORKER_MODULE]
     return [
         sys.executable,
         "-m",
@@ -285,8 +296,7 @@ def _worker_command(launch: WorkerLaunch) -> list[str]:
         "--rdzv-backend=c10d",
         f"--rdzv-endpoint=127.0.0.1:{_free_port()}",
         f"--rdzv-id=trial-{launch.trial_id}",
-        "--module",
-        WORKER_MODULE,
+        *task,
     ]
 
 
@@ -302,7 +312,11 @@ def _is_worker_of(pid: int, trial_id: int) -> bool:
         name = (proc / "comm").read_text().strip()
     except (OSError, IndexError):
         return False
-    is_worker = WORKER_MODULE.encode() in cmdline or b"torch.distributed.run" in cmdline
+    is_worker = (
+        WORKER_MODULE.encode() in cmdline
+        or b"torch.distributed.run" in cmdline
+        or f"TRAINYARD_SCRIPT_TRIAL={trial_id}".encode() in environ
+    )
     is_trials = _names_trial(environ, trial_id) or name == f"trial-{trial_id}"
     return state != "Z" and is_worker and is_trials
 

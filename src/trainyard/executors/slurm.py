@@ -165,6 +165,8 @@ class SlurmExecutor(Executor):
                 experiment=self._experiment,
                 trial_id=launch.trial_id,
                 num_slots=launch.num_slots,
+                command=launch.command,
+                workdir=launch.workdir,
             )
         )
         name = self._job_name(launch.trial_id)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import shlex
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -110,16 +111,28 @@ def sbatch_options(
 
 
 def batch_script(
-    spec: SlurmPoolSpec, *, pool: str, experiment: str, trial_id: int, num_slots: int
+    spec: SlurmPoolSpec,
+    *,
+    pool: str,
+    experiment: str,
+    trial_id: int,
+    num_slots: int,
+    command: Sequence[str] | None = None,
+    workdir: Path | None = None,
 ) -> str:
-    """The job's script (templates/slurm_job.sh): set-up lines, then `srun` the workers."""
+    """The job's script (templates/slurm_job.sh): set-up lines, then `srun` the workers, or
+    for a script trial its `command` (in `workdir`) once per task, with torchrun's variables
+    also for one task."""
     python = spec.python or sys.executable
-    worker = [*shlex.split(spec.container or ""), python, "-m", WORKER_MODULE]
+    container = shlex.split(spec.container or "")
+    worker = [*container, python, "-m", WORKER_MODULE]
     # One rank failing ends the others; srun does not inherit sbatch's --cpus-per-task.
     srun_options = ["--kill-on-bad-exit=1", *spec.srun_options]
     if not spec.gpus_per_node:
         srun_options.insert(1, f"--cpus-per-task={spec.cpus_per_task}")
-    if num_slots == 1:
+    if command is not None:
+        task, rendezvous = _script_task(python, [*container, *command], workdir), _RENDEZVOUS
+    elif num_slots == 1:
         task, rendezvous = shlex.join(worker), ""
     else:
         inner = f"{_RANK_ENV}; exec {shlex.join(worker)}"
@@ -136,6 +149,18 @@ def batch_script(
         srun_options=shlex.join(srun_options),
         task=task,
     )
+
+
+def _script_task(python: str, command: list[str], workdir: Path | None) -> str:
+    """One task of a script trial: its rank's variables, its folder, and `python` meaning the
+    pool's interpreter (the one trainyard is installed in) when that is a path."""
+    steps = [_RANK_ENV]
+    if workdir is not None:
+        steps.append(f"cd {shlex.quote(str(workdir))}")
+    if "/" in python:
+        steps.append(f"export PATH={shlex.quote(str(Path(python).parent))}:$PATH")
+    steps.append(f"exec {shlex.join(command)}")
+    return f"bash -c {shlex.quote('; '.join(steps))}"
 
 
 def memory_mib(value: str) -> int:

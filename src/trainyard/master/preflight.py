@@ -16,6 +16,7 @@ from trainyard.data.features import POINT_NAMES
 from trainyard.data.model_inputs import ModelInputs, model_inputs
 from trainyard.data.reader import resolve_files
 from trainyard.errors import ConfigError, DataError, ModelError
+from trainyard.master.script_preflight import entrypoint_problems
 from trainyard.master.searcher_metric import metric_problems
 from trainyard.models import (
     accepted_options,
@@ -42,6 +43,23 @@ def preflight(config: ExperimentConfig, *, pool_capacity: int | None = None) -> 
             f"`resources.slots_per_trial`: {slots} slots per trial but the pool has "
             f"{pool_capacity}; lower it to at most {pool_capacity} or use a larger pool"
         )
+    if config.entrypoint is not None:
+        problems += entrypoint_problems(config)
+    else:
+        problems += _model_experiment_problems(config)
+    problems += setup_problems(config.tracking)
+    try:
+        validate_searcher(config)
+    except ConfigError as err:
+        problems += err.problems
+    if problems:
+        raise ConfigError(problems)
+
+
+def _model_experiment_problems(config: ExperimentConfig) -> list[str]:
+    """The built-in loop's checks: data, model, batch sizes, values, the searcher's metric."""
+    assert config.data is not None, "a built-in model's experiment"
+    problems: list[str] = []
     for split in ("train", "val"):
         try:
             resolve_files(getattr(config.data, split))
@@ -61,13 +79,7 @@ def preflight(config: ExperimentConfig, *, pool_capacity: int | None = None) -> 
     problems += _model_problems(config, inputs)
     if inputs is not None:  # else the data section is wrong: already reported
         problems += metric_problems(config.searcher.metric, inputs)
-    problems += setup_problems(config.tracking)
-    try:
-        validate_searcher(config)
-    except ConfigError as err:
-        problems += err.problems
-    if problems:
-        raise ConfigError(problems)
+    return problems
 
 
 def _batch_size_problems(config: ExperimentConfig) -> list[str]:

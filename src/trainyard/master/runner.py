@@ -9,12 +9,14 @@ experiment's state there, and the runner follows on its next tick.
 from __future__ import annotations
 
 import logging
+import shlex
 import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+from trainyard.config.entrypoint import EntrypointSpec
 from trainyard.executors import Executor, WorkerLaunch
 from trainyard.master.packs import pack_size
 from trainyard.master.service import MasterService
@@ -55,6 +57,8 @@ class ExperimentRunner:
         self._pack_size = 1
         self._packs: dict[int, list[int]] = {}
         """A packed worker's host trial id (the executor's key) -> its member trial ids."""
+        self._entrypoint: EntrypointSpec | None = None
+        """The experiment's script, when its trials run the user's own command."""
 
     def request_pause(self) -> None:
         """Checkpoint every running trial and return PAUSED (safe from a signal handler)."""
@@ -69,6 +73,7 @@ class ExperimentRunner:
         self._service.recover_searcher(experiment_id)
         config = self._service.experiment_config(experiment_id)
         self._pack_size = pack_size(config, self._executor)
+        self._entrypoint = config.entrypoint
         while True:
             if self._pause_requested.is_set():
                 self._stop_workers(experiment_id, ExperimentState.PAUSED, graceful=True)
@@ -165,9 +170,16 @@ class ExperimentRunner:
             env[PACK_TRIAL_IDS_ENV] = ",".join(str(t.id) for t in trials)
             env[PACK_TOKENS_ENV] = ",".join(tokens)
             self._packs[host.id] = [t.id for t in trials]
+        script = self._entrypoint
         self._executor.launch(
             WorkerLaunch(
-                trial_id=host.id, num_slots=num_slots, log_path=Path(host.log_path), env=env
+                trial_id=host.id,
+                num_slots=num_slots,
+                log_path=Path(host.log_path),
+                # The script's own variables first: trainyard's (checked reserved) win.
+                env={**script.environment, **env} if script else env,
+                command=tuple(script.command) if script else None,
+                workdir=Path(script.workdir) if script and script.workdir else None,
             )
         )
         pid = self._executor.worker_pid(host.id)
@@ -204,7 +216,7 @@ class ExperimentRunner:
                 if trial.state not in (TrialState.RUNNING, TrialState.ERRORED):
                     continue
                 reported = trial.error if trial.state == TrialState.ERRORED else None
-                reason = hung or reported or self._executor.describe_exit(worker_id, code)
+                reason = hung or reported or self._describe_exit(worker_id, code)
                 retried = self._service.fail_or_retry(
                     trial_id,
                     reason=f"{reason}\n{self._log_tail(host)}",
@@ -323,6 +335,21 @@ class ExperimentRunner:
             for trial_id in self._packs.pop(worker_id, [worker_id]):
                 self._service.end_attempt(trial_id)
         return code
+
+    def _describe_exit(self, worker_id: int, code: int) -> str:
+        """The executor's words for an exit without an outcome; for a script, named as such,
+        with what a script that exits 0 without an outcome most likely lacks."""
+        described = self._executor.describe_exit(worker_id, code)
+        if self._entrypoint is None:
+            return described
+        command = shlex.join(self._entrypoint.command)
+        described = f"script {command!r}: " + described.replace("worker ", "", 1)
+        if code == 0:
+            described += (
+                "; a script reports through trainyard.core: run its training inside "
+                "`with trainyard.core.init() as ctx:`"
+            )
+        return described
 
     def _log_tail(self, trial: TrialOut) -> str:
         if not trial.log_path or not Path(trial.log_path).exists():

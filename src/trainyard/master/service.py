@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from trainyard.config import ExperimentConfig, parse_experiment
-from trainyard.config.trial import TrialConfig, resolve_trial
+from trainyard.config.trial import ScriptTrialConfig, TrialConfig, resolve_any_trial
 from trainyard.errors import TrainyardError
 from trainyard.protocol import (
     CheckpointOut,
@@ -188,10 +188,11 @@ class MasterService:
         with self.store.session() as session:
             repository.update_trial(session, trial_id=trial_id, **fields)
 
-    def trial_config(self, trial_id: int) -> TrialConfig:
+    def trial_config(self, trial_id: int) -> TrialConfig | ScriptTrialConfig:
         """The trial's resolved config: its experiment's with its hyperparameters applied."""
         trial = self.get_trial(trial_id)
-        return resolve_trial(self.experiment_config(trial.experiment_id), trial.hyperparameters)
+        config = self.experiment_config(trial.experiment_id)
+        return resolve_any_trial(config, trial.hyperparameters)
 
     def trial_metrics(self, trial_id: int, kind: MetricKind | None = None) -> list[MetricOut]:
         with self.store.session() as session:

@@ -162,9 +162,9 @@ def _pruner(config: ExperimentConfig) -> BasePruner:
     asha = config.searcher.asha
     # The first rung sits at the first validation when its period is in batches; with a period
     # in epochs the Master cannot know the batch count, so Optuna estimates it ("auto").
-    min_resource: int | str = (
-        asha.min_batches or config.training.validation_period.batches or "auto"
-    )
+    # A script trial's steps are its own: its first rung is min_batches, or estimated.
+    period = config.training.validation_period.batches if config.training else None
+    min_resource: int | str = asha.min_batches or period or "auto"
     if asha.pruner == "hyperband":
         return HyperbandPruner(min_resource=min_resource, reduction_factor=asha.reduction_factor)
     return SuccessiveHalvingPruner(

@@ -13,12 +13,9 @@ a failed one raises PeerFailedError: when a rank dies, the others must end too, 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import io
 import logging
 import os
-import signal
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -28,12 +25,12 @@ import torch
 import torch.distributed as dist
 
 from trainyard.errors import TrainyardError
+from trainyard.worker.lifetime import die_with_agent
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-_PR_SET_PDEATHSIG = 1
 # What a collective raises when another rank died: gloo's socket errors, c10d's own errors.
 _PEER_FAILURE_MARKERS = ("gloo/transport", "Connection closed by peer", "Connection reset by peer")
 
@@ -139,7 +136,7 @@ def init_distributed() -> World:
     world = World.from_env()
     if world.size == 1:
         return world
-    _die_with_agent()
+    die_with_agent()
     if torch.cuda.is_available():
         torch.cuda.set_device(world.local_rank)
         backend = "cpu:gloo,cuda:nccl"
@@ -174,20 +171,3 @@ def _collective(what: str) -> Iterator[None]:
         yield
     except RuntimeError as err:
         raise PeerFailedError(f"{what} failed ({err})") from err
-
-
-def _die_with_agent() -> None:
-    """Ask Linux to SIGKILL this rank when torchrun's agent (our parent) dies.
-
-    torchrun starts each rank in its own session, so an executor that kills the agent's
-    process group (a hung trial, a killed Master's leftovers) would otherwise leave the ranks
-    running and holding their devices.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    parent = os.getppid()
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) != 0:
-        logger.warning("prctl(PR_SET_PDEATHSIG) failed (errno %d)", ctypes.get_errno())
-    elif os.getppid() != parent:  # the agent died before the request took effect
-        os.kill(os.getpid(), signal.SIGKILL)

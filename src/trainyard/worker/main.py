@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import signal
 import sys
 import threading
 import traceback
 from types import FrameType
 
+from trainyard.config.trial import TrialConfig
 from trainyard.errors import TrainyardError
 from trainyard.protocol import OutcomeState
 from trainyard.worker.allocator import keep_freed_memory
@@ -57,6 +59,12 @@ def main() -> int:
     try:
         world = distributed.init_distributed()
         spec = world.broadcast(client.trial_spec() if world.is_primary else None)
+        if not isinstance(spec.config, TrialConfig):
+            raise TrainyardError(
+                f"trial {spec.trial_id} is a script trial (entrypoint "
+                f"{shlex.join(spec.config.entrypoint.command)!r}); its executor runs that "
+                "command, not trainyard.worker"
+            )
         if world.is_primary:
             client.heartbeat(batches=0)  # alive; loading data and building the model take long
         from trainyard.worker.reporter import Reporter
