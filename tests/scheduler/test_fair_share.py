@@ -9,10 +9,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from trainyard.scheduler.fair_share import (
+    ExperimentDemand,
     ProjectDemand,
     decay_usage,
     effective_weights,
     fair_offers,
+    split_offer,
 )
 
 project = st.builds(
@@ -65,9 +67,11 @@ def test_the_same_inputs_in_any_order_give_the_same_offers(pool, capacity, rando
     assert fair_offers(shuffled, capacity=capacity) == fair_offers(pool, capacity=capacity)
 
 
-def test_determined_documented_example_without_usage() -> None:
-    """determined's docs: 8 slots, demands 10 and 30 give 4 and 4 with equal weights; our
-    weighted max-min gives equal weights equal slots, and 3:1 weights 6 and 2."""
+def test_contended_slots_follow_the_weights_not_the_demands() -> None:
+    """determined's documented case (8 slots, demands 10 and 30) under our rule: equal weights
+    give 4 and 4, weights 3:1 give 6 and 2. determined itself gives 2 and 6, then 4 and 4: it
+    shares in proportion to demand times weight, so a bigger queue earns more slots; here a
+    project's share does not grow with the size of its queue."""
     equal = [ProjectDemand("a", 1, 10), ProjectDemand("b", 1, 30)]
     assert fair_offers(equal, capacity=8) == {"a": 4, "b": 4}
     weighted = [ProjectDemand("a", 3, 10), ProjectDemand("b", 1, 30)]
@@ -123,3 +127,39 @@ def test_bad_configuration_is_refused_with_the_project_named() -> None:
         ProjectDemand("x", 0, 1)
     with pytest.raises(ValueError, match="project names must be unique"):
         fair_offers([ProjectDemand("x", 1, 1), ProjectDemand("x", 2, 1)], capacity=1)
+
+
+experiment = st.builds(
+    ExperimentDemand,
+    experiment_id=st.integers(1, 50),
+    demand=st.integers(0, 32),
+    weight=st.floats(0.1, 10),
+    max_slots=st.none() | st.integers(0, 32),
+)
+experiments = st.lists(experiment, max_size=8, unique_by=lambda e: e.experiment_id)
+
+
+@given(experiments, st.integers(0, 64))
+def test_a_project_offer_is_split_within_caps_and_leaves_nothing_idle(
+    jobs: list[ExperimentDemand], offer: int
+):
+    split = split_offer(offer, jobs)
+    assert sum(split.values()) <= offer
+    assert all(0 <= split[e.experiment_id] <= e.cap for e in jobs)
+    if sum(split.values()) < offer:
+        assert all(split[e.experiment_id] == e.cap for e in jobs)
+    for i in jobs:
+        if split[i.experiment_id] < i.cap:
+            for j in jobs:
+                level_i = (split[i.experiment_id] + 1) / i.weight
+                assert level_i >= (split[j.experiment_id] - 1) / j.weight - 1e-9
+
+
+def test_experiment_weights_and_max_slots_split_an_offer() -> None:
+    """8 slots, demands 10 and 30: equal weights give 4 and 4, weights 3:1 give 6 and 2, and
+    max_slots caps one and hands the rest to the other."""
+    assert split_offer(8, [ExperimentDemand(1, 10), ExperimentDemand(2, 30)]) == {1: 4, 2: 4}
+    weighted = [ExperimentDemand(1, 10, weight=3), ExperimentDemand(2, 30)]
+    assert split_offer(8, weighted) == {1: 6, 2: 2}
+    capped = [ExperimentDemand(1, 10, max_slots=1), ExperimentDemand(2, 30)]
+    assert split_offer(8, capped) == {1: 1, 2: 7}

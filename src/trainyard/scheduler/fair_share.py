@@ -15,15 +15,20 @@ demand or its quota; what a capped project cannot take goes to the others. The c
 allocation is rounded to whole slots by largest remainder, ties broken by the project's name,
 so the result is deterministic and never exceeds capacity, demand or quota.
 
-The split between a project's experiments and the choice of trials inside an offer are the
-caller's (an offer is in slots; a trial needing more slots than its project's offer waits).
+A project's offer is split between its experiments the same way (``split_offer``), by their
+weights and max_slots, as determined does; which trials start inside an experiment's offer is
+the caller's choice (an offer is in slots; a trial needing more than what is left waits).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
+
+K = TypeVar("K", str, int)
+"""A project name or an experiment id."""
 
 MIN_RELATIVE_WEIGHT = 1e-9
 """The smallest effective weight, relative to the largest."""
@@ -94,43 +99,86 @@ def fair_offers(projects: Sequence[ProjectDemand], *, capacity: int) -> dict[str
     names = [p.name for p in projects]
     if len(set(names)) != len(names):
         raise ValueError(f"project names must be unique, got {sorted(names)}")
+    caps = {p.name: p.cap for p in projects}
+    return weighted_max_min(effective_weights(projects), caps, capacity=capacity)
+
+
+@dataclass(frozen=True)
+class ExperimentDemand:
+    """What one experiment of a project asks for (determined's per-experiment weight and
+    max_slots)."""
+
+    experiment_id: int
+    demand: int
+    weight: float = 1.0
+    max_slots: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.weight > 0 or math.isinf(self.weight):
+            raise ValueError(f"experiment {self.experiment_id}: weight must be a positive number")
+        if self.demand < 0 or (self.max_slots is not None and self.max_slots < 0):
+            raise ValueError(f"experiment {self.experiment_id}: demand and max_slots must be >= 0")
+
+    @property
+    def cap(self) -> int:
+        return self.demand if self.max_slots is None else min(self.demand, self.max_slots)
+
+
+def split_offer(offer: int, experiments: Sequence[ExperimentDemand]) -> dict[int, int]:
+    """A project's offer split between its experiments by weighted max-min, as between
+    projects but without usage: an experiment is a job, not an account."""
+    ids = [e.experiment_id for e in experiments]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"experiment ids must be unique, got {sorted(ids)}")
+    weights = {e.experiment_id: e.weight for e in experiments}
+    caps = {e.experiment_id: e.cap for e in experiments}
+    return weighted_max_min(weights, caps, capacity=offer)
+
+
+def weighted_max_min(
+    weights: Mapping[K, float], caps: Mapping[K, int], *, capacity: int
+) -> dict[K, int]:
+    """Whole slots per key: continuous weighted max-min filling, then rounding by largest
+    remainder. Keys are visited in sorted order, so the result does not depend on the order of
+    the inputs or on hashing."""
     if capacity < 0:
         raise ValueError("capacity must be >= 0")
-    weights = effective_weights(projects)
-    caps = {p.name: p.cap for p in projects}
-    shares = _water_fill(weights, caps, float(min(capacity, sum(caps.values()))))
-    return _round(shares, caps, min(capacity, sum(caps.values())))
+    keys = sorted(caps)
+    total = min(capacity, sum(caps.values()))
+    shares = _water_fill(keys, weights, caps, float(total))
+    return _round(keys, shares, caps, total)
 
 
 def _water_fill(
-    weights: dict[str, float], caps: dict[str, int], capacity: float
-) -> dict[str, float]:
+    keys: list[K], weights: Mapping[K, float], caps: Mapping[K, int], capacity: float
+) -> dict[K, float]:
     """Continuous weighted max-min fair allocation of ``capacity`` (which fits the caps)."""
-    allocation = {name: 0.0 for name in caps}
-    active = {name for name, cap in caps.items() if cap > 0}
+    allocation = dict.fromkeys(keys, 0.0)
+    active = [k for k in keys if caps[k] > 0]
     left = capacity
     while active and left > 1e-9:
-        total_weight = sum(weights[name] for name in active)
-        # The level at which the first active project reaches its cap, per unit of weight.
-        step = min((caps[n] - allocation[n]) / weights[n] for n in active)
+        total_weight = sum(weights[k] for k in active)
+        # The level at which the first active key reaches its cap, per unit of weight.
+        step = min((caps[k] - allocation[k]) / weights[k] for k in active)
         rise = min(step, left / total_weight)
-        for name in active:
-            allocation[name] += rise * weights[name]
+        for k in active:
+            allocation[k] += rise * weights[k]
         left -= rise * total_weight
-        active = {n for n in active if caps[n] - allocation[n] > 1e-9}
+        active = [k for k in active if caps[k] - allocation[k] > 1e-9]
     return allocation
 
 
-def _round(shares: dict[str, float], caps: dict[str, int], total: int) -> dict[str, int]:
-    """Whole slots summing to ``total``: floors first, then the largest remainders (name
+def _round(
+    keys: list[K], shares: Mapping[K, float], caps: Mapping[K, int], total: int
+) -> dict[K, int]:
+    """Whole slots summing to ``total``: floors first, then the largest remainders (key
     order among equals), never above a cap."""
-    offers = {name: min(caps[name], math.floor(share + 1e-9)) for name, share in shares.items()}
+    offers = {k: min(caps[k], math.floor(shares[k] + 1e-9)) for k in keys}
     missing = total - sum(offers.values())
-    by_remainder = sorted(shares, key=lambda n: (-(shares[n] - offers[n]), n))
-    for name in by_remainder:
+    for k in sorted(keys, key=lambda k: -(shares[k] - offers[k])):  # stable: key order on ties
         if missing <= 0:
             break
-        if offers[name] < caps[name]:
-            offers[name] += 1
+        if offers[k] < caps[k]:
+            offers[k] += 1
             missing -= 1
     return offers
