@@ -79,6 +79,9 @@ class Context:
             is_chief=distributed.is_chief,
             on_change=self._checkpoints_changed,
         )
+        self.output_dir = Path(session.checkpoint_dir).parent
+        """A folder of this trial (of the local run by hand) for the script's own files: its
+        logger's output, plots. It holds `checkpoint.directory`; it is not cleaned up."""
         self.is_local = isinstance(session, LocalSession)
         """True for a run by hand (no trial in the environment)."""
         self._signalled = threading.Event()
