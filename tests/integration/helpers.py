@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -154,3 +155,31 @@ def stored_trials(home: Path, view: Callable[[Any, Any], T]) -> list[T]:
             return [view(session, trial) for trial in trials]
     finally:
         store.close()
+
+
+def run_by_hand(command: list[str], cwd: Path, timeout: float = 300) -> str:
+    """A script run by hand (trainyard.core's local mode: no TRAINYARD_* variables); its
+    output, after checking that it succeeded."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAINYARD_")}
+    done = subprocess.run(
+        command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout + done.stderr
+
+
+def local_reports(folder: Path) -> list[tuple[str, int, dict[str, float]]]:
+    """(kind, step, values) of each report a local-mode run wrote under `folder`."""
+    lines = (folder / "trainyard-local" / "metrics.jsonl").read_text().splitlines()
+    return [(r["kind"], r["step"], r["values"]) for r in map(json.loads, lines)]
+
+
+def trial_progress(home: Path) -> list[tuple[str, list[int], int]]:
+    """Each trial's state, the steps of its validations, and how many checkpoints it has."""
+
+    def view(session: Any, trial: Any) -> tuple[str, list[int], int]:
+        validations = repository.list_metrics(session, trial_id=trial.id, kind="validation")
+        checkpoints = repository.list_checkpoints(session, trial_id=trial.id)
+        return trial.state, [m.batches for m in validations], len(checkpoints)
+
+    return stored_trials(home, view)

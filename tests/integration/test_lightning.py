@@ -7,18 +7,20 @@ ASHA search under `trainyard run` against the real Master.
 from __future__ import annotations
 
 import csv
-import json
-import os
-import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 
-from tests.integration.helpers import EXAMPLES, cli_env, run_cli, stored_trials
-from trainyard.store import repository
+from tests.integration.helpers import (
+    EXAMPLES,
+    cli_env,
+    local_reports,
+    run_by_hand,
+    run_cli,
+    trial_progress,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -26,19 +28,8 @@ LIGHTNING = EXAMPLES / "scripts" / "lightning"
 
 
 def _by_hand(folder: Path, epochs: int) -> str:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAINYARD_")}
     command = [sys.executable, str(LIGHTNING / "train.py"), "--epochs", str(epochs)]
-    command += ["--batches-per-epoch", "10"]
-    done = subprocess.run(
-        command, cwd=folder, env=env, capture_output=True, text=True, timeout=300, check=False
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout + done.stderr
-
-
-def _reported(folder: Path) -> list[tuple[str, int, dict[str, float]]]:
-    lines = (folder / "trainyard-local" / "metrics.jsonl").read_text().splitlines()
-    return [(r["kind"], r["step"], r["values"]) for r in map(json.loads, lines)]
+    return run_by_hand([*command, "--batches-per-epoch", "10"], folder)
 
 
 def _csv_logged(folder: Path) -> list[tuple[str, int, dict[str, float]]]:
@@ -54,7 +45,7 @@ def _csv_logged(folder: Path) -> list[tuple[str, int, dict[str, float]]]:
 
 def test_the_callback_reports_what_the_module_logs_and_resumes(tmp_path: Path) -> None:
     _by_hand(tmp_path, epochs=2)
-    reported = _reported(tmp_path)
+    reported = local_reports(tmp_path)
     assert reported == _csv_logged(tmp_path)
     assert [(kind, step) for kind, step, _ in reported] == [
         ("training", 5), ("training", 10), ("validation", 10),
@@ -67,7 +58,7 @@ def test_the_callback_reports_what_the_module_logs_and_resumes(tmp_path: Path) -
     output = _by_hand(tmp_path, epochs=3)  # one more epoch: resumes after step 20
     assert "Restored all states from the checkpoint" in output
     assert "step-00000020" in output
-    new = _reported(tmp_path)[len(reported) :]
+    new = local_reports(tmp_path)[len(reported) :]
     assert [(kind, step) for kind, step, _ in new] == [
         ("training", 25), ("training", 30), ("validation", 30),
     ]  # fmt: skip
@@ -86,12 +77,7 @@ def test_the_lightning_example_runs_as_an_asha_search(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "best val_accuracy at batch" in result.stdout
 
-    def view(session: Any, trial: Any) -> tuple[str, list[int], int]:
-        validations = repository.list_metrics(session, trial_id=trial.id, kind="validation")
-        checkpoints = repository.list_checkpoints(session, trial_id=trial.id)
-        return trial.state, [m.batches for m in validations], len(checkpoints)
-
-    trials = stored_trials(home, view)
+    trials = trial_progress(home)
     assert len(trials) == 2
     for state, validated_at, num_checkpoints in trials:
         assert state in {"COMPLETED", "STOPPED"}
