@@ -84,7 +84,7 @@ def _csv_field(value: object) -> str:
 
 def test_table_is_still_the_default(stored: StoredExperiment) -> None:
     out = _show(stored)
-    assert "best val AUC" in out
+    assert "best val_auc" in out  # the searcher's metric
     assert "0.7500" in out
 
 

@@ -257,6 +257,13 @@ def test_bad_steps_and_rank_variables_are_named(tmp_path: Path, monkeypatch) -> 
         ):
             ctx.report_training(-1, {"loss": 1.0})
         with pytest.raises(
+            TrainyardError, match=r"report_validation: epoch must be a number >= 0, not -0.5"
+        ):
+            ctx.report_validation(3, {"loss": 1.0}, epoch=-0.5)
+        ctx.report_training(3, {"loss": 1.0}, epoch=1)
+        (record,) = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+        assert (record["step"], record["epoch"]) == (3, 1.0)
+        with pytest.raises(
             CheckpointError,
             match=r"save: step must be a whole number >= 0, "
             r"not 2.5",

@@ -17,13 +17,15 @@ def trial_table(
     latest: dict[int, tuple[MetricOut | None, MetricOut | None]],
     *,
     title: str,
+    metric: str = "val_auc",
 ) -> Table:
-    """One row per trial: state, progress, throughput, loss, validation AUC and ETA.
+    """One row per trial: state, progress, throughput, loss, the searcher's validation metric
+    (`metric`) and ETA.
 
     `title` is markup; cells are rich markup too, so text from outside is escaped.
     """
     table = Table(title=title, title_justify="left")
-    for column in ("trial", "state", "step", "samples/s", "loss", "val AUC", "ETA"):
+    for column in ("trial", "state", "step", "samples/s", "loss", escape(metric), "ETA"):
         table.add_column(column, justify="left" if column in ("trial", "state") else "right")
     for trial in trials:
         training, validation = latest.get(trial.id, (None, None))
@@ -33,7 +35,7 @@ def trial_table(
             _progress(trial),
             _value(training, "samples_per_second", "{:,.0f}"),
             _value(training, "loss", "{:.4f}"),
-            _value(validation, "val_auc", "{:.4f}"),
+            _value(validation, metric, "{:.4f}"),
             _eta(trial, training),
         )
     return table
@@ -56,13 +58,16 @@ def experiments_table(experiments: list[ExperimentOut]) -> Table:
 
 
 def trials_detail_table(records: list[TrialRecord]) -> Table:
-    """`trainyard show`: one row per trial with its best validation AUC and hyperparameters."""
+    """`trainyard show`: one row per trial with the best value of the searcher's metric (the
+    first of each best report) and its hyperparameters."""
+    metric = next((next(iter(r.best)) for r in records if r.best), "val_auc")
     table = Table(title="trials", title_justify="left")
-    for column in ("trial", "id", "state", "step", "restarts", "best val AUC", "hyperparameters"):
+    columns = ("trial", "id", "state", "step", "restarts", f"best {escape(metric)}")
+    for column in (*columns, "hyperparameters"):
         table.add_column(column)
     for record in records:
         t = record.trial
-        best_auc = record.best.get("val_auc")
+        best_auc = record.best.get(metric)
         table.add_row(
             str(t.number),
             str(t.id),

@@ -135,11 +135,12 @@ def _run_with_live_table(
     console: Console,
 ) -> ExperimentState:
     title = f"experiment {experiment_id} ({escape(config.name)})"
+    metric = service.searcher(experiment_id).metric
 
     def render() -> Group:
         trials = service.list_trials(experiment_id)
         latest = {t.id: service.latest_metrics(t.id) for t in trials}
-        return Group(trial_table(trials, latest, title=title), notice)
+        return Group(trial_table(trials, latest, title=title, metric=metric), notice)
 
     with Live(render(), console=console, refresh_per_second=2, transient=False) as live:
         return runner.run(experiment_id, on_tick=lambda: live.update(render()))

@@ -94,18 +94,23 @@ class Context:
 
     # -- reports -------------------------------------------------------------------------------
 
-    def report_training(self, step: int, metrics: Mapping[str, float]) -> None:
-        """Training metrics at `step` (the script's own count: batches, or epochs)."""
-        self._report(MetricKind.TRAINING, step, metrics)
+    def report_training(
+        self, step: int, metrics: Mapping[str, float], *, epoch: float | None = None
+    ) -> None:
+        """Training metrics at `step` (the script's own count: batches, or epochs), and the
+        epoch it is in, if the script counts them (stored and shown beside the step)."""
+        self._report(MetricKind.TRAINING, step, metrics, epoch)
 
-    def report_validation(self, step: int, metrics: Mapping[str, float]) -> None:
+    def report_validation(
+        self, step: int, metrics: Mapping[str, float], *, epoch: float | None = None
+    ) -> None:
         """Validation metrics at `step`; the searcher ranks (and ASHA stops) trials by its
         `searcher.metric`, which must be among them.
 
         Raises:
             TrainyardError: the searcher's metric is missing (after the report was sent).
         """
-        self._report(MetricKind.VALIDATION, step, metrics)
+        self._report(MetricKind.VALIDATION, step, metrics, epoch)
         if not self.distributed.is_chief:
             return
         self._new_validation = True
@@ -115,15 +120,21 @@ class Context:
             return
         raise TrainyardError(_missing_metric(wanted, step, sorted(metrics)))
 
-    def _report(self, kind: MetricKind, step: int, metrics: Mapping[str, float]) -> None:
+    def _report(
+        self, kind: MetricKind, step: int, metrics: Mapping[str, float], epoch: float | None
+    ) -> None:
         if isinstance(step, bool) or not isinstance(step, int) or step < 0:
             raise TrainyardError(
                 f"report_{kind.value}: step must be a whole number >= 0, not {step!r}"
             )
+        if epoch is not None and (isinstance(epoch, bool) or not epoch >= 0):
+            raise TrainyardError(
+                f"report_{kind.value}: epoch must be a number >= 0, not {epoch!r}"
+            )
         self._step = step
         if self.distributed.is_chief:
             values = {name: float(value) for name, value in metrics.items()}
-            self._session.report(kind, step, values)
+            self._session.report(kind, step, values, None if epoch is None else float(epoch))
 
     def _checkpoints_changed(self, entries: list[Any]) -> None:
         self._session.sync_checkpoints(entries)

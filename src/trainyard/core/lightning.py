@@ -71,7 +71,7 @@ class TrainyardCallback(pl.Callback):
         if step % max(trainer.log_every_n_steps, 1) == 0:
             metrics = _scalars(trainer.callback_metrics, exclude=self._validation_names)
             if metrics:
-                self._ctx.report_training(step, metrics)
+                self._ctx.report_training(step, metrics, epoch=trainer.current_epoch)
         every = self._check_every or max(trainer.log_every_n_steps, 1)
         if step % every == 0 and self._ctx.should_stop():
             self._save(trainer, step)
@@ -92,7 +92,7 @@ class TrainyardCallback(pl.Callback):
             if self._before_validation.get(name) is not value
         }
         self._validation_names = set(logged)
-        self._ctx.report_validation(step, _scalars(logged))
+        self._ctx.report_validation(step, _scalars(logged), epoch=trainer.current_epoch)
         self._save(trainer, step)
         if self._ctx.should_stop():
             trainer.should_stop = True

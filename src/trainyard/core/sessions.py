@@ -82,8 +82,10 @@ class MasterSession:
     def searcher_metric(self) -> str | None:
         return self.config.searcher_metric
 
-    def report(self, kind: MetricKind, step: int, values: dict[str, float]) -> None:
-        self._client.report_metrics(kind, batches=step, epoch=0.0, values=values)
+    def report(
+        self, kind: MetricKind, step: int, values: dict[str, float], epoch: float | None
+    ) -> None:
+        self._client.report_metrics(kind, batches=step, epoch=epoch or 0.0, values=values)
         self.heartbeat(step, now=True)
 
     def heartbeat(self, step: int, *, now: bool = False) -> None:
@@ -118,11 +120,14 @@ class LocalSession:
         self.keep = 2
         self.searcher_metric: str | None = None
 
-    def report(self, kind: MetricKind, step: int, values: dict[str, float]) -> None:
+    def report(
+        self, kind: MetricKind, step: int, values: dict[str, float], epoch: float | None
+    ) -> None:
         self.local_dir.mkdir(parents=True, exist_ok=True)
         record = {
             "kind": kind.value,
             "step": step,
+            **({} if epoch is None else {"epoch": epoch}),
             "values": values,
             "time": datetime.now(UTC).isoformat(timespec="seconds"),
         }

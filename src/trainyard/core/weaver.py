@@ -227,15 +227,15 @@ def _take_scalars(ctx: Context, progress: _Progress, scalars: list[tuple[str, An
     """Sort one `write_scalars` call by weaver's tags: "Loss/train" (a batch), "Loss/train
     (epoch)", "Loss/eval (epoch)"; the test-time tags are left alone."""
     training_epoch: dict[str, float] = {}
-    one_batch = False
-    for tag, value, _step in scalars:
+    one_batch, epoch = False, None
+    for tag, value, step in scalars:
         quantity, _, where = tag.partition("/")
         name = _SCALAR_NAMES.get(quantity.lower(), quantity.lower())
         if where == "train":
             progress.batch_scalars[name] = float(value)
             one_batch = True
         elif where == "train (epoch)":
-            training_epoch[f"train_{name}"] = float(value)
+            training_epoch[f"train_{name}"], epoch = float(value), step
         elif where == "eval (epoch)":
             progress.validation[f"val_{name}"] = float(value)
     if one_batch:
@@ -243,7 +243,7 @@ def _take_scalars(ctx: Context, progress: _Progress, scalars: list[tuple[str, An
         if progress.batches % REPORT_EVERY == 0:
             ctx.report_training(progress.batches, progress.batch_scalars)
     if training_epoch:
-        ctx.report_training(progress.batches, training_epoch)
+        ctx.report_training(progress.batches, training_epoch, epoch=epoch)
 
 
 def _capturing_metrics(original: Callable[..., dict[str, Any]], progress: _Progress) -> Callable:
@@ -277,7 +277,7 @@ def _validating(original: Callable[..., Any], ctx: Context, prefix: Path, progre
         if not for_training:
             return result
         if ctx.distributed.is_chief:
-            ctx.report_validation(progress.batches, dict(progress.validation))
+            ctx.report_validation(progress.batches, dict(progress.validation), epoch=int(epoch))
         _register(ctx, prefix, int(epoch), progress.batches)
         if ctx.should_stop():
             raise _StopTraining
