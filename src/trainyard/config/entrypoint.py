@@ -2,7 +2,7 @@
 
 A script trial replaces `model`, `data` and `training`: trainyard runs the command under
 torchrun's conventions and the script talks to the Master through `trainyard.core`
-(docs/scripts.md). Environment variables given here are stored with the experiment and
+(docs/users/scripts.md). Environment variables given here are stored with the experiment and
 shown by `trainyard show`, so values that look like secrets are refused without echoing them.
 """
 

@@ -345,7 +345,7 @@ class ExperimentConfig(_Strict):
     name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     description: str = ""
     entrypoint: EntrypointSpec | None = None
-    """Run this command as each trial instead of the built-in loop (docs/scripts.md)."""
+    """Run this command as each trial instead of the built-in loop (docs/users/scripts.md)."""
     model: Annotated[ModelSpec | None, BeforeValidator(_section_for_kind)] = None
     data: Annotated[DataSpec | None, BeforeValidator(_section_for_kind)] = None
     hyperparameters: dict[str, Hyperparameter] = Field(default_factory=dict)

@@ -15,7 +15,7 @@
 
 Run as a trial (an experiment's `entrypoint`), it speaks the Master's typed protocol over
 HTTP with the attempt's credential; run by hand, it writes metrics to a JSON-lines file.
-It never imports torch (docs/scripts.md).
+It never imports torch (docs/users/scripts.md).
 """
 
 from trainyard.core.checkpoints import Checkpoint, CheckpointStore
