@@ -44,10 +44,19 @@ class Settings(BaseSettings):
     and the worker once, saving seconds per trial; false starts each as a fresh process."""
     log_tail_lines: int = Field(default=60, gt=0)
     """Lines of a failed worker's log kept with the trial (torchrun's summary alone is ~40)."""
+    staging_cache_max_gb: float | None = Field(default=None, gt=0)
+    """Size limit of the staging cache (<home>/cache/staged): the Master evicts the least
+    recently used datasets past it, never one a trial reads; default: no limit."""
+    staging_cache_check_s: float = Field(default=300.0, gt=0)
+    """How often the Master checks the staging cache against its limit."""
 
     def resolved_home(self) -> Path:
         """The home folder as an absolute path (workers may run in another directory)."""
         return self.home.expanduser().resolve()
+
+    def staging_dir(self) -> Path:
+        """The staging cache, shared by every trial of this Master."""
+        return self.resolved_home() / "cache" / "staged"
 
     def advertised_master_host(self) -> str:
         """The host in the Master URL handed to workers."""

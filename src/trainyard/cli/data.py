@@ -174,7 +174,7 @@ def stage_data(
         source = ParticleNetSource(paths, max_particles=max_particles)
     else:
         source = WeaverConfigSource(paths, data_config, training=training)
-    cache_root = out if out is not None else Settings().resolved_home() / "cache" / "staged"
+    cache_root = out if out is not None else Settings().staging_dir()
     reused = find_staged(cache_root, staging_key(source.files, source.config_text()))
     started = time.perf_counter()
     dataset = stage_source(source, cache_root, jets_per_shard=jets_per_shard)
@@ -187,6 +187,58 @@ def stage_data(
         f"staged {dataset.num_jets} jets from {len(paths)} file(s) in "
         f"{time.perf_counter() - started:.1f} s: {dataset.num_bytes / 2**30:.2f} GiB in "
         f"{len(dataset.shard_sizes)} shard(s) of {escape(arrays)}\n{root}"
+    )
+
+
+@data_app.command("cache")
+def cache(
+    evict_now: Annotated[
+        bool,
+        typer.Option(
+            "--evict",
+            help="Evict least recently used datasets past TRAINYARD_STAGING_CACHE_MAX_GB now "
+            "(or --max-gb); datasets a trial reads stay.",
+        ),
+    ] = False,
+    max_gb: Annotated[
+        float | None, typer.Option(min=0, help="Limit for --evict, in GB (10^9 bytes).")
+    ] = None,
+) -> None:
+    """List the staging cache: each dataset's size, last use and whether a trial reads it."""
+    from rich.table import Table
+
+    from trainyard.data.staged.cache import cache_entries, evict
+    from trainyard.settings import Settings
+
+    settings = Settings()
+    cache_root = settings.staging_dir()
+    limit = max_gb if max_gb is not None else settings.staging_cache_max_gb
+    if evict_now:
+        if limit is None:
+            console.print(
+                "[red]error:[/red] --evict needs a limit: pass --max-gb or set "
+                "TRAINYARD_STAGING_CACHE_MAX_GB"
+            )
+            raise typer.Exit(2)
+        gone = evict(cache_root, max_bytes=int(limit * 1e9))
+        freed = sum(entry.num_bytes for entry in gone) / 1e9
+        console.print(f"evicted {len(gone)} dataset(s), {freed:.2f} GB")
+    entries = cache_entries(cache_root)
+    table = Table(title=escape(f"staging cache {cache_root}"), title_justify="left")
+    for column in ("key", "size", "last used", "in use"):
+        table.add_column(column, justify="right" if column == "size" else "left")
+    for entry in reversed(entries):  # most recently used first
+        table.add_row(
+            entry.key,
+            f"{entry.num_bytes / 1e9:.2f} GB",
+            entry.last_used.isoformat(timespec="seconds"),
+            "yes" if entry.in_use else "",
+        )
+    console.print(table)
+    total = sum(entry.num_bytes for entry in entries) / 1e9
+    console.print(
+        f"{len(entries)} dataset(s), {total:.2f} GB"
+        + (f" of a {limit:g} GB limit" if limit is not None else " (no limit set)")
     )
 
 

@@ -19,6 +19,7 @@ from trainyard.config.facility import load_facility
 from trainyard.executors.fork_server import ForkServer
 from trainyard.executors.pools import executor_for_pool
 from trainyard.master.api.app import create_app
+from trainyard.master.cache_janitor import StagingCacheJanitor
 from trainyard.master.packs import pack_size
 from trainyard.master.preflight import preflight
 from trainyard.master.runner import ExperimentRunner
@@ -81,10 +82,13 @@ def run_experiment(
         runner = ExperimentRunner(
             service=service, executor=executor, settings=settings, master_url=server.url
         )
+        janitor = StagingCacheJanitor.start_if_limited(settings)
         started = time.monotonic()
         try:
             state = _run_with_progress(runner, service, experiment_id, config, console)
         finally:
+            if janitor is not None:
+                janitor.stop()
             server.stop()
             service.tracking.close()
             store.close()

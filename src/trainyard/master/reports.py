@@ -71,7 +71,7 @@ class TrialReports:
                 attempt=attempt,
                 config=config,
                 checkpoint_dir=str(self._service.trial_dir(session, trial) / "checkpoints"),
-                staging_dir=str(self._service.settings.resolved_home() / "cache" / "staged"),
+                staging_dir=str(self._service.settings.staging_dir()),
                 heartbeat_interval_s=self._service.settings.heartbeat_interval_s,
             )
 

@@ -49,7 +49,7 @@ def _chunks(arrays: dict[str, np.ndarray], size: int) -> Iterator[dict[str, np.n
 
 def _leftovers(cache_root: Path) -> list[str]:
     """Entries of the cache root other than lock files."""
-    return sorted(p.name for p in cache_root.iterdir() if not p.name.endswith(".lock"))
+    return sorted(p.name for p in cache_root.iterdir() if not p.name.endswith((".lock", ".use")))
 
 
 def test_round_trip_across_chunks_and_shards(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ import json
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -53,6 +53,9 @@ class StagedDataset:
     shard_sizes: tuple[int, ...]
     jets_per_shard: int
     extra: dict[str, Any] = field(default_factory=dict)
+    lease: IO[str] | None = field(default=None, compare=False, repr=False)
+    """The reader's shared lock on this dataset (`staged.cache`): while it is open, the
+    cache's eviction leaves the folder alone. Closed when the dataset is dropped."""
 
     @property
     def num_jets(self) -> int:

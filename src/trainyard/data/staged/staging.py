@@ -11,6 +11,7 @@ layout is described in ``staged.dataset``, the writing of chunks in ``staged.sha
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import fcntl
 import hashlib
@@ -28,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from trainyard.data.staged.cache import hold_for_reading
 from trainyard.data.staged.dataset import (
     MANIFEST_NAME,
     STAGING_FORMAT_VERSION,
@@ -73,8 +75,21 @@ def staging_key(files: Sequence[Path], config_text: str) -> str:
 
 
 def find_staged(cache_root: Path, key: str) -> StagedDataset | None:
-    """The staged dataset for ``key`` if a complete, valid one exists, else None."""
-    folder = Path(cache_root) / key
+    """The staged dataset for ``key`` if a complete, valid one exists, else None.
+
+    The dataset holds a reader's lease (`staged.cache`), so the cache's eviction leaves it
+    alone while this process keeps it.
+    """
+    lease = hold_for_reading(cache_root, key)
+    dataset = _open_valid(Path(cache_root) / key)
+    if dataset is None:
+        if lease is not None:
+            lease.close()
+        return None
+    return dataclasses.replace(dataset, lease=lease)
+
+
+def _open_valid(folder: Path) -> StagedDataset | None:
     if not (folder / MANIFEST_NAME).is_file():
         return None
     try:
@@ -123,9 +138,12 @@ def stage(
             f"cannot create the staging cache folder {cache_root}: {error.strerror}; "
             "choose a writable cache root (--out, or TRAINYARD_HOME)"
         ) from error
+    lease = hold_for_reading(cache_root, key)  # nothing evicts it between the rename and use
     with _exclusive_lock(cache_root / f".{key}.lock", on_progress) as locked:
         found = find_staged(cache_root, key)
         if found is not None:
+            if lease is not None:
+                lease.close()
             return found
         if locked:
             # Nobody else can be writing these while we hold the lock: crashed runs left them.
@@ -140,7 +158,7 @@ def stage(
             _replace_folder(temp, cache_root / key)
         finally:
             shutil.rmtree(temp, ignore_errors=True)
-    return StagedDataset.open(cache_root / key)
+    return dataclasses.replace(StagedDataset.open(cache_root / key), lease=lease)
 
 
 def _write_staged(
@@ -247,7 +265,7 @@ def _replace_folder(temp: Path, final: Path) -> None:
     ``final`` can only be valid here without a lock, when another stager finished first.
     """
     if final.exists():
-        if find_staged(final.parent, final.name) is not None:
+        if _open_valid(final) is not None:
             return
         trash = final.with_name(f".trash-{final.name}-{os.getpid()}")
         os.rename(final, trash)
@@ -255,7 +273,7 @@ def _replace_folder(temp: Path, final: Path) -> None:
     try:
         os.rename(temp, final)
     except OSError:
-        if find_staged(final.parent, final.name) is None:
+        if _open_valid(final) is None:
             raise
     _fsync_folder(final.parent)
 
