@@ -42,10 +42,12 @@ test: $(STAMP) test-deps
 # Debian packages the tests use, each installed only where it is missing, with one
 # `apt-get update` for all: SLURM's daemons (the SLURM tests bring up a real cluster,
 # deploy/slurm/cluster-up.sh) and PostgreSQL (tests/postgres.py starts a throwaway server from
-# /usr/lib/postgresql/*/bin).
+# /usr/lib/postgresql/*/bin) and Chromium (the dashboard's browser tests drive it through
+# Playwright's executable_path; `playwright install` would download a browser).
 MISSING_SLURM = $$(command -v slurmctld >/dev/null 2>&1 && command -v munged >/dev/null 2>&1 \
 	|| echo slurm-wlm munge)
 MISSING_POSTGRES = $$(ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || echo postgresql)
+MISSING_CHROMIUM = $$(command -v chromium >/dev/null 2>&1 || echo chromium)
 define install_missing
 	@export PATH="$$PATH:/usr/sbin:/sbin"; packages="$(1)"; packages=$$(echo $$packages); \
 	if [ -n "$$packages" ]; then \
@@ -57,7 +59,7 @@ define install_missing
 endef
 
 test-deps:
-	$(call install_missing,$(MISSING_SLURM) $(MISSING_POSTGRES))
+	$(call install_missing,$(MISSING_SLURM) $(MISSING_POSTGRES) $(MISSING_CHROMIUM))
 
 slurm-deps:
 	$(call install_missing,$(MISSING_SLURM))

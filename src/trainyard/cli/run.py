@@ -28,6 +28,7 @@ from trainyard.master.service import MasterService
 from trainyard.protocol import ExperimentState
 from trainyard.settings import Settings
 from trainyard.store import open_store
+from trainyard.web.dashboard import install_dashboard
 
 EXIT_CODES = {
     ExperimentState.COMPLETED: 0,
@@ -71,14 +72,16 @@ def run_experiment(
         pack_size(config, executor)  # refuses a pack the pool cannot start, before storing
         if resume is None:
             experiment_id = service.create_experiment(config)
+        app = create_app(
+            service, admin_token=new_token(), max_request_bytes=settings.max_request_bytes
+        )
+        dashboard_token = new_token()
+        install_dashboard(app, login_token=dashboard_token)
         server = EmbeddedServer(
-            create_app(
-                service, admin_token=new_token(), max_request_bytes=settings.max_request_bytes
-            ),
-            host=settings.master_host,
-            advertised_host=settings.advertised_master_host(),
+            app, host=settings.master_host, advertised_host=settings.advertised_master_host()
         )
         server.start()
+        console.print(f"dashboard: {server.url}/login?token={dashboard_token}", markup=False)
         runner = ExperimentRunner(
             service=service, executor=executor, settings=settings, master_url=server.url
         )

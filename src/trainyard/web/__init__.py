@@ -1,0 +1,1 @@
+"""The dashboard: pages the Master serves at `/` (docs/dashboard.md)."""

@@ -1,0 +1,207 @@
+"""What each dashboard page shows, read from the Master's service into typed view models.
+
+Templates receive these objects, never the store; chart data travels to the browser as one
+JSON document per page (`ExperimentView.chart_data`), down-sampled so a search of a thousand
+trials stays a page the browser can take.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from trainyard.master.service import MasterService
+from trainyard.protocol import (
+    CheckpointOut,
+    ExperimentOut,
+    ExperimentState,
+    MetricKind,
+    MetricOut,
+    TrialOut,
+)
+
+MAX_POINTS_PER_CURVE = 200
+"""Points per trial and metric sent to the browser; longer curves are thinned evenly."""
+LOG_TAIL_BYTES = 64 * 1024
+PAGE_SIZE = 50
+
+
+@dataclass(frozen=True)
+class ExperimentsPage:
+    experiments: list[ExperimentOut]
+    state: ExperimentState | None
+    query: str
+    page: int
+    has_next: bool
+
+
+def experiments_page(
+    service: MasterService, *, state: ExperimentState | None, query: str, page: int
+) -> ExperimentsPage:
+    """Newest first, filtered by state and by a substring of the name, PAGE_SIZE per page."""
+    found = [
+        e
+        for e in service.list_experiments(limit=10_000)
+        if (state is None or e.state == state) and query.lower() in e.name.lower()
+    ]
+    found.sort(key=lambda e: (e.created_at, e.id), reverse=True)
+    start = (page - 1) * PAGE_SIZE
+    return ExperimentsPage(
+        experiments=found[start : start + PAGE_SIZE],
+        state=state,
+        query=query,
+        page=page,
+        has_next=len(found) > start + PAGE_SIZE,
+    )
+
+
+@dataclass(frozen=True)
+class TrialRow:
+    """One row of an experiment's trial table."""
+
+    trial: TrialOut
+    best: float | None
+    """The trial's best value of the searcher's metric."""
+
+
+@dataclass(frozen=True)
+class ExperimentView:
+    experiment: ExperimentOut
+    metric: str
+    mode: str
+    rows: list[TrialRow]
+    hyperparameter_names: list[str]
+    best_trial: int | None
+    """Number of the trial with the best value of the searcher's metric."""
+    chart_data: dict[str, Any] = field(default_factory=dict)
+
+
+def experiment_view(service: MasterService, experiment_id: int) -> ExperimentView:
+    """The trial table and every chart's data of one experiment."""
+    experiment = service.get_experiment(experiment_id)
+    searcher = service.experiment_config(experiment_id).searcher
+    metric, mode = searcher.metric, searcher.mode
+    trials = service.list_trials(experiment_id)
+    validations = {t.id: service.trial_metrics(t.id, MetricKind.VALIDATION) for t in trials}
+    rows = [TrialRow(t, _best(validations[t.id], metric, mode)) for t in trials]
+    scored = [r for r in rows if r.best is not None]
+    pick = max if mode == "max" else min
+    best = pick(scored, key=lambda r: r.best).trial.number if scored else None
+    names = sorted({name for t in trials for name in t.hyperparameters})
+    return ExperimentView(
+        experiment=experiment,
+        metric=metric,
+        mode=mode,
+        rows=rows,
+        hyperparameter_names=names,
+        best_trial=best,
+        chart_data={
+            "metric": metric,
+            "bestTrial": best,
+            "curves": _curves(trials, validations),
+            "trials": [
+                {
+                    "number": r.trial.number,
+                    "state": r.trial.state.value,
+                    "best": r.best,
+                    "hyperparameters": {
+                        n: _plottable(r.trial.hyperparameters.get(n)) for n in names
+                    },
+                }
+                for r in rows
+            ],
+            "hyperparameters": names,
+        },
+    )
+
+
+@dataclass(frozen=True)
+class TrialView:
+    trial: TrialOut
+    experiment: ExperimentOut
+    config_yaml: str
+    checkpoints: list[tuple[CheckpointOut, int | None]]
+    """Each checkpoint with its size in bytes on disk (None when it cannot be read)."""
+    chart_data: dict[str, Any]
+
+
+def trial_view(service: MasterService, trial_id: int) -> TrialView:
+    trial = service.get_trial(trial_id)
+    config = service.trial_config(trial_id)
+    metrics = {
+        kind.value: _series(service.trial_metrics(trial_id, kind))
+        for kind in (MetricKind.TRAINING, MetricKind.VALIDATION)
+    }
+    return TrialView(
+        trial=trial,
+        experiment=service.get_experiment(trial.experiment_id),
+        config_yaml=yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False),
+        checkpoints=[
+            (c, _folder_bytes(Path(c.path))) for c in service.trial_checkpoints(trial_id)
+        ],
+        chart_data={"metrics": metrics},
+    )
+
+
+def log_tail(trial: TrialOut) -> str:
+    """The end of the trial's worker log (the last LOG_TAIL_BYTES), or a note why none."""
+    if not trial.log_path:
+        return "(no log yet: the trial has not started)"
+    path = Path(trial.log_path)
+    try:
+        with path.open("rb") as log:
+            log.seek(max(path.stat().st_size - LOG_TAIL_BYTES, 0))
+            return log.read().decode("utf-8", errors="replace")
+    except OSError as error:
+        return f"(cannot read {path}: {error.strerror})"
+
+
+def _best(reports: list[MetricOut], metric: str, mode: str) -> float | None:
+    values = [v for r in reports if isinstance(v := r.values.get(metric), int | float)]
+    values = [v for v in values if math.isfinite(v)]
+    if not values:
+        return None
+    return max(values) if mode == "max" else min(values)
+
+
+def _curves(trials: list[TrialOut], validations: dict[int, list[MetricOut]]) -> dict[str, Any]:
+    """metric name -> trial number -> [[batches, value], ...], thinned to the point limit."""
+    curves: dict[str, dict[int, list[list[float]]]] = {}
+    for trial in trials:
+        for name, points in _series(validations[trial.id]).items():
+            curves.setdefault(name, {})[trial.number] = points
+    return curves
+
+
+def _series(reports: list[MetricOut]) -> dict[str, list[list[float]]]:
+    """metric name -> [[batches, value], ...] of finite values, thinned evenly."""
+    series: dict[str, list[list[float]]] = {}
+    for report in reports:
+        for name, value in report.values.items():
+            if isinstance(value, int | float) and math.isfinite(value):
+                series.setdefault(name, []).append([report.batches, float(value)])
+    return {name: _thin(points) for name, points in series.items()}
+
+
+def _thin(points: list[list[float]]) -> list[list[float]]:
+    if len(points) <= MAX_POINTS_PER_CURVE:
+        return points
+    step = (len(points) - 1) / (MAX_POINTS_PER_CURVE - 1)
+    return [points[round(i * step)] for i in range(MAX_POINTS_PER_CURVE)]
+
+
+def _plottable(value: Any) -> float | str | None:
+    if isinstance(value, bool) or value is None:
+        return None if value is None else str(value)
+    return float(value) if isinstance(value, int | float) else str(value)
+
+
+def _folder_bytes(folder: Path) -> int | None:
+    try:
+        return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    except OSError:
+        return None

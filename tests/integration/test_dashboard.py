@@ -1,0 +1,189 @@
+"""The dashboard in a real browser (Debian's Chromium through Playwright), served by a real
+Master over a copy of a finished run's store: sign-in by the printed link, every page loads
+without a console error and shows what the store holds, a live update arrives without a
+reload, the kill button changes the experiment, and a forged form or a missing session is
+refused. Screenshots of each page go to test-artifacts/dashboard/."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from tests.integration.helpers import experiment
+from trainyard.config import parse_experiment
+from trainyard.master.api.app import create_app
+from trainyard.master.server import EmbeddedServer, new_token
+from trainyard.master.service import MasterService
+from trainyard.protocol import ExperimentState, MetricKind
+from trainyard.settings import Settings
+from trainyard.store import open_store
+from trainyard.web.dashboard import SESSION_COOKIE, install_dashboard
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).parents[2]
+ARTIFACTS = ROOT / "test-artifacts" / "dashboard"
+VENDOR = ROOT / "src" / "trainyard" / "web" / "static" / "vendor"
+LOGIN_TOKEN = "dashboard-test-token"
+
+
+@dataclass
+class Dashboard:
+    url: str
+    service: MasterService
+    finished_id: int
+    running_id: int
+
+
+@pytest.fixture(scope="module")
+def dashboard(finished_run, toy_data, tmp_path_factory) -> Iterator[Dashboard]:
+    """A Master over a copy of the finished run's home, plus a RUNNING experiment with one
+    trial (no workers: the test plays the runner by writing to the store)."""
+    home = tmp_path_factory.mktemp("dashboard") / "home"
+    shutil.copytree(finished_run.home, home)
+    settings = Settings(home=home)
+    store = open_store(settings.resolved_database_url())
+    service = MasterService(store, settings)
+    finished_id = service.list_experiments()[0].id
+    running_id = service.create_experiment(
+        parse_experiment(
+            experiment(
+                toy_data,
+                name="live-search",
+                hyperparameters={"lr": 0.003, "batch_size": 64, "note": "<b>bold</b>"},
+            )
+        )
+    )
+    service.set_experiment_state(running_id, ExperimentState.RUNNING)
+    service.create_trials(running_id, num_free=1)
+    app = create_app(service, admin_token=new_token())
+    install_dashboard(app, login_token=LOGIN_TOKEN)
+    server = EmbeddedServer(app)
+    server.start()
+    try:
+        yield Dashboard(server.url, service, finished_id, running_id)
+    finally:
+        server.stop()
+        store.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    chromium = shutil.which("chromium")
+    assert chromium is not None, "Debian's chromium is missing: `make test` installs it"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Browser, dashboard: Dashboard) -> Iterator[Page]:
+    """A signed-in page that fails the test on any console error or page exception."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{dashboard.url}/login?token={LOGIN_TOKEN}")
+    assert page.url == f"{dashboard.url}/"  # the token left the address bar
+    yield page
+    context.close()
+    assert errors == [], errors
+
+
+def _shot(page: Page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def test_sign_in_sets_a_strict_http_only_cookie_and_a_wrong_link_is_refused(
+    browser: Browser, dashboard: Dashboard, page: Page
+) -> None:
+    (cookie,) = [c for c in page.context.cookies() if c["name"] == SESSION_COOKIE]
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    stranger = browser.new_context().new_page()
+    refused = stranger.goto(f"{dashboard.url}/login?token=guessed")
+    assert refused is not None and refused.status == 401
+    assert "That dashboard link is not this Master's." in stranger.content()
+    no_session = stranger.goto(f"{dashboard.url}/experiments/{dashboard.finished_id}")
+    assert no_session is not None and no_session.status == 401
+    assert "Sign in" in stranger.content() and "e2e" not in stranger.content()
+    stranger.context.close()
+
+
+def test_experiments_page_lists_the_store(page: Page, dashboard: Dashboard) -> None:
+    names = [e.name for e in dashboard.service.list_experiments()]
+    rows = page.locator("#experiments tbody tr")
+    assert rows.count() == len(names) == 2
+    page.fill("input[name=q]", "e2e")
+    page.click("button[type=submit]:has-text('filter')")
+    assert page.locator("#experiments tbody tr").count() == 1
+    _shot(page, "experiments")
+
+
+def test_experiment_page_shows_trials_and_charts(page: Page, dashboard: Dashboard) -> None:
+    page.goto(f"{dashboard.url}/experiments/{dashboard.finished_id}")
+    trials = dashboard.service.list_trials(dashboard.finished_id)
+    assert page.locator("#trials tbody tr").count() == len(trials)
+    assert page.locator("#trials tr.best").count() == 1
+    best = max(
+        m.values["val_auc"]
+        for m in dashboard.service.trial_metrics(trials[0].id, MetricKind.VALIDATION)
+    )
+    assert f"{best:.4f}" in page.locator("#trials").inner_text()
+    page.wait_for_selector("#curves canvas")
+    assert page.locator("#curves .chart").count() >= 1
+    _shot(page, "experiment")
+
+
+def test_trial_page_shows_checkpoints_config_and_log(page: Page, dashboard: Dashboard) -> None:
+    trial = dashboard.service.list_trials(dashboard.finished_id)[0]
+    page.goto(f"{dashboard.url}/trials/{trial.id}")
+    checkpoints = dashboard.service.trial_checkpoints(trial.id)
+    assert page.locator("#checkpoints tbody tr").count() == len(checkpoints) > 0
+    assert "particlenet-lite" in page.locator("#config").inner_text()
+    log = Path(trial.log_path or "").read_text()
+    last_line = log.strip().splitlines()[-1]
+    assert last_line in page.locator("#log").inner_text()
+    page.wait_for_selector("#metrics canvas")
+    _shot(page, "trial")
+
+
+def test_live_update_and_kill_from_the_page(page: Page, dashboard: Dashboard) -> None:
+    page.goto(f"{dashboard.url}/experiments/{dashboard.running_id}")
+    (trial,) = dashboard.service.list_trials(dashboard.running_id)
+    dashboard.service.update_trial(trial.id, batches_trained=17)  # as a worker's report would
+    page.wait_for_function(
+        "document.querySelector('#trials tbody tr td:nth-child(3)').textContent.startsWith('17')",
+        timeout=30_000,
+    )  # arrived by server-sent event: no reload
+    assert page.locator("#trials tbody tr td").nth(2).inner_text().startswith("17")
+    assert "<b>bold</b>" in page.locator("#trials").inner_text()  # shown as text, not markup
+
+    forged = page.request.post(
+        f"{dashboard.url}/experiments/{dashboard.running_id}/kill",
+        form={"csrf": "0" * 64},
+        max_redirects=0,
+    )
+    assert forged.status == 403 and "CSRF" in forged.text()
+    assert dashboard.service.get_experiment(dashboard.running_id).state == "RUNNING"
+
+    page.click("#kill")
+    page.wait_for_selector("#experiment-state:has-text('CANCELED')")
+    assert dashboard.service.get_experiment(dashboard.running_id).state == "CANCELED"
+
+
+def test_vendored_files_are_the_recorded_releases() -> None:
+    table = (VENDOR / "VENDORED.md").read_text()
+    recorded = dict(re.findall(r"\| `([\w.-]+\.js)` \|.*\| ([0-9a-f]{64}) \|", table))
+    assert set(recorded) == {p.name for p in VENDOR.glob("*.js")}
+    for name, digest in recorded.items():
+        assert hashlib.sha256((VENDOR / name).read_bytes()).hexdigest() == digest, name
