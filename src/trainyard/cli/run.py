@@ -142,7 +142,7 @@ def _run_with_live_table(
     console: Console,
 ) -> ExperimentState:
     title = f"experiment {experiment_id} ({escape(config.name)})"
-    metric = service.searcher(experiment_id).metric
+    metric = config.searcher.metric
 
     def render() -> Group:
         trials = service.list_trials(experiment_id)
