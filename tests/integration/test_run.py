@@ -50,6 +50,11 @@ def test_run_trains_reports_and_summarises(finished_run) -> None:
     home, result = finished_run.home, finished_run.result
     assert "experiment 1 COMPLETED" in result.stdout
     assert "best val_auc at batch" in result.stdout
+    # Output to a pipe (a log): the dashboard's sign-in link goes to a private file instead.
+    link_file = home / "dashboard.url"
+    assert f"dashboard: the sign-in link is in {link_file}" in result.stdout
+    assert "token=" not in result.stdout and "/login?token=" in link_file.read_text()
+    assert link_file.stat().st_mode & 0o777 == 0o600
     assert _trials(home)[0][0] == TrialState.COMPLETED
     assert checkpoint_steps(home)[-1] == 40
     shown = run_cli(["show", "e2e"], cli_env(home))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from pathlib import Path
@@ -81,7 +82,7 @@ def run_experiment(
             app, host=settings.master_host, advertised_host=settings.advertised_master_host()
         )
         server.start()
-        console.print(f"dashboard: {server.url}/login?token={dashboard_token}", markup=False)
+        _announce_dashboard(f"{server.url}/login?token={dashboard_token}", settings, console)
         runner = ExperimentRunner(
             service=service, executor=executor, settings=settings, master_url=server.url
         )
@@ -131,6 +132,21 @@ def _run_with_progress(
         return state
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def _announce_dashboard(link: str, settings: Settings, console: Console) -> None:
+    """The sign-in link on a terminal; in a file only the user can read when the output is
+    going to a log, so the link's token never lands in one."""
+    if console.is_terminal:
+        console.print(f"dashboard: {link}", markup=False)
+        return
+    path = settings.resolved_home() / "dashboard.url"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as out:
+        out.write(link + "\n")
+    os.chmod(path, 0o600)  # an older file keeps its mode through O_CREAT
+    console.print(f"dashboard: the sign-in link is in {path} (readable only by you)", markup=False)
 
 
 def _run_with_live_table(
