@@ -139,8 +139,11 @@ def test_experiment_page_shows_trials_and_charts(page: Page, dashboard: Dashboar
         for m in dashboard.service.trial_metrics(trials[0].id, MetricKind.VALIDATION)
     )
     assert f"{best:.4f}" in page.locator("#trials").inner_text()
-    page.wait_for_selector("#curves canvas")
-    assert page.locator("#curves .chart").count() >= 1
+    page.wait_for_selector("#curve-val_auc canvas")  # the searcher's metric, on the page
+    page.select_option("#curve-metric", "val_loss")  # another one, fetched from the Master
+    page.wait_for_selector("#curve-val_loss canvas")
+    page.select_option("#curve-metric", "val_auc")
+    page.wait_for_selector("#curve-val_auc canvas")
     _shot(page, "experiment")
 
 

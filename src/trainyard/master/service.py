@@ -11,6 +11,7 @@ import hashlib
 import logging
 import secrets
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,14 @@ _PAST = {"pause": "paused", "activate": "activated", "kill": "killed"}
 
 WORKER_TOKEN_PREFIX = "tyw_"
 """Worker credentials start with this, so a leaked one is recognisable (and greppable)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MetricPoint:
+    """One report's step and values, without the rest of a `MetricOut` (cheap in bulk)."""
+
+    batches: int
+    values: dict[str, float]
 
 
 def token_sha256(token: str) -> str:
@@ -200,6 +209,19 @@ class MasterService:
                 _metric_out(m)
                 for m in repository.list_metrics(session, trial_id=trial_id, kind=kind)
             ]
+
+    def experiment_metric_points(
+        self, experiment_id: int, kind: MetricKind
+    ) -> dict[int, list[MetricPoint]]:
+        """Trial id -> its reports of `kind` by step, read in one query (dashboard pages)."""
+        with self.store.session() as session:
+            rows = repository.experiment_metric_rows(
+                session, experiment_id=experiment_id, kind=kind
+            )
+        points: dict[int, list[MetricPoint]] = {}
+        for trial_id, batches, values in rows:
+            points.setdefault(trial_id, []).append(MetricPoint(batches, values))
+        return points
 
     def latest_metrics(self, trial_id: int) -> tuple[MetricOut | None, MetricOut | None]:
         """The newest training and validation reports of a trial (for live tables)."""

@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Form, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -30,6 +31,7 @@ from trainyard.web.views import (
     experiment_view,
     experiments_page,
     log_tail,
+    metric_curves,
     trial_view,
 )
 
@@ -97,6 +99,8 @@ router = APIRouter(include_in_schema=False)
 def install_dashboard(app: FastAPI, *, login_token: str) -> None:
     """Serve the dashboard on `app` (the Master's API app, which holds the service)."""
     app.state.dashboard_sessions = DashboardSessions(login_token)
+    # ECharts and a thousand curves compress 3-5x; event streams are left alone by Starlette.
+    app.add_middleware(GZipMiddleware, minimum_size=1024)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.include_router(router)
 
@@ -154,6 +158,17 @@ def experiments(
 def experiment(request: Request, session: Session, service: Service, experiment_id: int):
     view = experiment_view(service, experiment_id)
     return _page(request, session, "experiment.html", view=view)
+
+
+@router.get("/experiments/{experiment_id}/curves")
+def experiment_curves(
+    session: Session,
+    service: Service,
+    experiment_id: int,
+    metric: Annotated[str, Query(min_length=1, max_length=200)],
+) -> list[dict[str, Any]]:
+    """One validation metric's curves for every trial (the page loads the searcher's)."""
+    return metric_curves(service, experiment_id, metric)
 
 
 @router.get("/experiments/{experiment_id}/events")

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from trainyard.master.service import MasterService
+from trainyard.master.service import MasterService, MetricPoint
 from trainyard.protocol import (
     CheckpointOut,
     ExperimentOut,
@@ -81,17 +81,19 @@ class ExperimentView:
 
 
 def experiment_view(service: MasterService, experiment_id: int) -> ExperimentView:
-    """The trial table and every chart's data of one experiment."""
+    """The trial table and the charts' data of one experiment: the curves of the searcher's
+    metric for every trial (others load on demand, `metric_curves`)."""
     experiment = service.get_experiment(experiment_id)
     searcher = service.experiment_config(experiment_id).searcher
     metric, mode = searcher.metric, searcher.mode
     trials = service.list_trials(experiment_id)
-    validations = {t.id: service.trial_metrics(t.id, MetricKind.VALIDATION) for t in trials}
-    rows = [TrialRow(t, _best(validations[t.id], metric, mode)) for t in trials]
+    points = service.experiment_metric_points(experiment_id, MetricKind.VALIDATION)
+    rows = [TrialRow(t, _best(points.get(t.id, []), metric, mode)) for t in trials]
     scored = [r for r in rows if r.best is not None]
     pick = max if mode == "max" else min
     best = pick(scored, key=lambda r: r.best).trial.number if scored else None
     names = sorted({name for t in trials for name in t.hyperparameters})
+    reported = sorted({name for p in points.values() for point in p for name in point.values})
     return ExperimentView(
         experiment=experiment,
         metric=metric,
@@ -101,22 +103,29 @@ def experiment_view(service: MasterService, experiment_id: int) -> ExperimentVie
         best_trial=best,
         chart_data={
             "metric": metric,
+            "metricNames": reported,
             "bestTrial": best,
-            "curves": _curves(trials, validations),
+            "curves": {metric: _curves(trials, points, metric)},
             "trials": [
                 {
                     "number": r.trial.number,
-                    "state": r.trial.state.value,
                     "best": r.best,
                     "hyperparameters": {
                         n: _plottable(r.trial.hyperparameters.get(n)) for n in names
                     },
                 }
-                for r in rows
+                for r in scored
             ],
             "hyperparameters": names,
         },
     )
+
+
+def metric_curves(service: MasterService, experiment_id: int, metric: str) -> list[dict[str, Any]]:
+    """Every trial's validation curve of `metric`, as the experiment page draws them."""
+    trials = service.list_trials(experiment_id)
+    points = service.experiment_metric_points(experiment_id, MetricKind.VALIDATION)
+    return _curves(trials, points, metric)
 
 
 @dataclass(frozen=True)
@@ -160,21 +169,35 @@ def log_tail(trial: TrialOut) -> str:
         return f"(cannot read {path}: {error.strerror})"
 
 
-def _best(reports: list[MetricOut], metric: str, mode: str) -> float | None:
-    values = [v for r in reports if isinstance(v := r.values.get(metric), int | float)]
-    values = [v for v in values if math.isfinite(v)]
+def _best(points: list[MetricPoint], metric: str, mode: str) -> float | None:
+    values = [v for p in points if _finite(v := p.values.get(metric))]
     if not values:
         return None
     return max(values) if mode == "max" else min(values)
 
 
-def _curves(trials: list[TrialOut], validations: dict[int, list[MetricOut]]) -> dict[str, Any]:
-    """metric name -> trial number -> [[batches, value], ...], thinned to the point limit."""
-    curves: dict[str, dict[int, list[list[float]]]] = {}
+def _curves(
+    trials: list[TrialOut], points: dict[int, list[MetricPoint]], metric: str
+) -> list[dict[str, Any]]:
+    """[{"n": trial number, "s": [steps], "v": [values]}, ...]: columns, six significant
+    digits and at most MAX_POINTS_PER_CURVE points, so a thousand curves stay small."""
+    curves = []
     for trial in trials:
-        for name, points in _series(validations[trial.id]).items():
-            curves.setdefault(name, {})[trial.number] = points
+        pairs = [
+            (p.batches, float(f"{v:.6g}"))
+            for p in points.get(trial.id, [])
+            if _finite(v := p.values.get(metric))
+        ]
+        if pairs:
+            pairs = _thin(pairs)
+            curves.append(
+                {"n": trial.number, "s": [s for s, _ in pairs], "v": [v for _, v in pairs]}
+            )
     return curves
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _series(reports: list[MetricOut]) -> dict[str, list[list[float]]]:
@@ -187,7 +210,7 @@ def _series(reports: list[MetricOut]) -> dict[str, list[list[float]]]:
     return {name: _thin(points) for name, points in series.items()}
 
 
-def _thin(points: list[list[float]]) -> list[list[float]]:
+def _thin(points: list[Any]) -> list[Any]:
     if len(points) <= MAX_POINTS_PER_CURVE:
         return points
     step = (len(points) - 1) / (MAX_POINTS_PER_CURVE - 1)

@@ -29,7 +29,7 @@ function lineChart(parent, id, title, seriesByName, highlight) {
   }));
   chart.setOption({
     tooltip: { trigger: "axis" },
-    legend: { type: "scroll", top: 22 },
+    legend: series.length <= 20 ? { type: "scroll", top: 22 } : { show: false },
     grid: { top: 60, left: 55, right: 20, bottom: 35 },
     xAxis: { type: "value", name: "step", nameLocation: "middle", nameGap: 22 },
     yAxis: { type: "value", scale: true },
@@ -37,15 +37,29 @@ function lineChart(parent, id, title, seriesByName, highlight) {
   });
 }
 
-function experimentCharts(data) {
+function curveChart(data, metric, curves) {
   const best = data.bestTrial === null ? null : "trial " + data.bestTrial;
-  const curves = document.getElementById("curves");
-  for (const [metric, byTrial] of Object.entries(data.curves)) {
-    const named = {};
-    for (const [number, points] of Object.entries(byTrial)) named["trial " + number] = points;
-    lineChart(curves, "curve-" + metric, metric, named, best);
-  }
-  const scored = data.trials.filter((t) => t.best !== null);
+  const named = {};
+  for (const curve of curves) named["trial " + curve.n] = curve.s.map((step, i) => [step, curve.v[i]]);
+  const parent = document.getElementById("curves");
+  parent.replaceChildren();
+  lineChart(parent, "curve-" + metric, metric, named, best);
+}
+
+function experimentCharts(data) {
+  const select = document.getElementById("curve-metric");
+  for (const metric of data.metricNames) select.add(new Option(metric, metric, false, metric === data.metric));
+  if (data.curves[data.metric] !== undefined) curveChart(data, data.metric, data.curves[data.metric]);
+  select.addEventListener("change", async () => {
+    const metric = select.value;
+    if (data.curves[metric] === undefined) {
+      const url = location.pathname + "/curves?metric=" + encodeURIComponent(metric);
+      const response = await fetch(url, { credentials: "same-origin" });
+      data.curves[metric] = await response.json();
+    }
+    curveChart(data, metric, data.curves[metric]);
+  });
+  const scored = data.trials;
   const names = data.hyperparameters;
   if (names.length > 0 && scored.length > 0) {
     const axes = names.map((name, i) => {
