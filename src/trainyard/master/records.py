@@ -6,12 +6,14 @@ The Master builds the records (for the embedded CLI directly, for a server's cli
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
-from trainyard.master.service import MasterService
 from trainyard.protocol import TrialOut
+
+if TYPE_CHECKING:  # the CLI's client imports the records, not the store and searchers
+    from trainyard.master.service import MasterService
 
 FIXED_COLUMNS = ("trial", "id", "state", "batches_trained", "total_batches", "restarts")
 
