@@ -54,6 +54,14 @@ def test_submit_refuses_with_the_messages_of_validate(
         stderr[config["name"]] = submitted.stderr
     assert f"no dataset file matches '{tmp_path / 'nowhere/*.parquet'}'" in stderr["missing"]
     assert "did you mean 'hyperparameters'?" in stderr["misspelt"]
+    elsewhere = {**tiny_experiment(toy_data, "elsewhere"), "resources": {"pool": "gpus"}}
+    (tmp_path / "elsewhere.yaml").write_text(yaml.safe_dump(elsewhere))
+    result = server.cli("submit", "elsewhere.yaml", cwd=tmp_path)
+    assert result.returncode == 2
+    assert (
+        "`resources.pool`: no pool 'gpus' in built-in facility (one local pool, 'default'); "
+        "pools: default"
+    ) in result.stderr
 
 
 def test_the_api_checks_a_submitted_file_itself(server: ServerProcess) -> None:

@@ -40,23 +40,27 @@ def serve(
 
     `checked`: the database that passed `server_checks.open_checked`; closed on return.
     """
-    store = Store(checked.engine)
-    settings = _settings(config)
-    service = MasterService(store, settings)
-    stop = threading.Event()
-    facility = load_facility(config.facility)
-    app = create_app(service, admin_token=admin_token(config))
-    server = EmbeddedServer(
-        app,
-        host=config.host,
-        port=config.port,
-        advertised_host=settings.advertised_master_host(),
-        tls=(config.tls.certificate, config.tls.key) if config.tls else None,
-    )
+    try:
+        facility = load_facility(config.facility)
+        store = Store(checked.engine)
+        settings = _settings(config)
+        service = MasterService(store, settings)
+        app = create_app(service, admin_token=admin_token(config))
+        server = EmbeddedServer(
+            app,
+            host=config.host,
+            port=config.port,
+            advertised_host=settings.advertised_master_host(),
+            tls=(config.tls.certificate, config.tls.key) if config.tls else None,
+        )
+    except BaseException:
+        checked.close()
+        raise
     loop = FacilityLoop(
         service=service, facility=facility, settings=settings, master_url=server.url
     )
     app.state.submitter = loop
+    stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in _STOP_SIGNALS}
     try:
         server.start()
@@ -66,13 +70,15 @@ def serve(
         while not stop.is_set():
             loop.tick()
             stop.wait(settings.poll_interval_s)
-        loop.stop()
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        server.stop()
-        service.tracking.close()
-        checked.close()
+        try:
+            loop.stop()  # while the API still serves: workers report their checkpoints
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            server.stop()
+            service.tracking.close()
+            checked.close()
 
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
