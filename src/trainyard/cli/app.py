@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-import yaml
 from rich.markup import escape
 
 from trainyard.cli.data import data_app
@@ -139,6 +138,8 @@ def submit(
     master: MasterUrl = None,
 ) -> None:
     """Send an experiment to a trainyard server, which checks and runs it; prints its id."""
+    import yaml
+
     from trainyard.cli.client import MasterClient
     from trainyard.config import load_experiment
     from trainyard.protocol import ExperimentSubmission
@@ -151,7 +152,7 @@ def submit(
     text = yaml.safe_dump(load_experiment(file).model_dump(mode="json"), sort_keys=False)
     found = MasterClient(master).submit(ExperimentSubmission(yaml=text, source=str(file)))
     error_console.print(f"experiment {found.id} ({escape(found.name)}) is {found.state}")
-    print(found.id)
+    sys.stdout.write(f"{found.id}\n")  # alone on stdout, for scripts
 
 
 @app.command()

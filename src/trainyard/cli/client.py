@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -50,13 +51,15 @@ class MasterClient:
         return self._call("GET", f"/experiments?limit={limit}", list[ExperimentOut])
 
     def get_experiment(self, ref: str) -> ExperimentOut:
-        return self._call("GET", f"/experiments/{ref}", ExperimentOut)
+        return self._call("GET", f"/experiments/{quote(ref, safe='')}", ExperimentOut)
 
     def trial_records(self, ref: str) -> list[TrialRecord]:
-        return self._call("GET", f"/experiments/{ref}/records", list[TrialRecord])
+        path = f"/experiments/{quote(ref, safe='')}/records"
+        return self._call("GET", path, list[TrialRecord])
 
     def control_experiment(self, ref: str, action: str) -> ExperimentOut:
-        return self._call("POST", f"/experiments/{ref}/{action}", ExperimentOut)
+        path = f"/experiments/{quote(ref, safe='')}/{action}"
+        return self._call("POST", path, ExperimentOut)
 
     def get_trial(self, trial_id: int) -> TrialOut:
         return self._call("GET", f"/trials/{trial_id}", TrialOut)
