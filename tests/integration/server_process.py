@@ -49,6 +49,7 @@ class ServerProcess:
         self.config.write_text(yaml.safe_dump(raw))
         result = run_cli(["server", "migrate", "--config", str(self.config)], self.env)
         assert result.returncode == 0, result.stdout + result.stderr
+        assert "from revision (empty) to " in result.stdout
 
     @property
     def config(self) -> Path:
@@ -121,30 +122,44 @@ def tiny_experiment(toy_data: Path, name: str, *, batches: int = 10) -> dict[str
     return config
 
 
-def check_two_experiments_finish(server: ServerProcess, toy_data: Path, folder: Path) -> None:
-    """Two experiments submitted with `trainyard submit` (data paths relative to their file)
-    both complete; `list` and `show` through the server print what they print on the store."""
+def submit_files(
+    server: ServerProcess, toy_data: Path, folder: Path, batches: dict[str, int]
+) -> list[str]:
+    """One experiment file per name, its data paths relative to the file's folder, each
+    submitted with `trainyard submit` from that folder; their ids."""
     folder.mkdir()
     relative = Path(os.path.relpath(toy_data, folder))
-    for name in ("alpha", "beta"):
-        (folder / f"{name}.yaml").write_text(yaml.safe_dump(tiny_experiment(relative, name)))
     ids = []
-    for name in ("alpha", "beta"):
+    for name, length in batches.items():
+        config = tiny_experiment(relative, name, batches=length)
+        (folder / f"{name}.yaml").write_text(yaml.safe_dump(config))
         result = server.cli("submit", f"{name}.yaml", cwd=folder)
         assert result.returncode == 0, result.stderr
         assert f"({name}) is QUEUED" in result.stderr
         ids.append(result.stdout.strip())
+    return ids
+
+
+def check_same_tables(server: ServerProcess, ref: str) -> str:
+    """`list` and `show` through the server print what they print on its store; `show`'s."""
+    store_env = {**server.env, **_store_env(server)}
+    for args in (["list"], ["show", ref]):
+        through_server = server.cli(*args)
+        assert through_server.returncode == 0, through_server.stderr
+        assert through_server.stdout == run_cli(args, store_env).stdout
+    return through_server.stdout
+
+
+def check_two_experiments_finish(server: ServerProcess, toy_data: Path, folder: Path) -> None:
+    """Two experiments submitted at once both complete, shown alike through the server."""
+    ids = submit_files(server, toy_data, folder, {"alpha": 10, "beta": 10})
     for ref in ids:
         server.wait_until(ref, {ExperimentState.COMPLETED, ExperimentState.ERRORED})
     for ref in ids:
         assert server.client().get_experiment(ref).state == ExperimentState.COMPLETED
-    store_env = {**server.env, **_store_env(server)}
-    for args in (["list"], ["show", ids[0]]):
-        through_server = server.cli(*args)
-        assert through_server.returncode == 0, through_server.stderr
-        assert through_server.stdout == run_cli(args, store_env).stdout
-    assert f"experiment {ids[0]} alpha: COMPLETED" in through_server.stdout
-    assert "10/10" in through_server.stdout
+    shown = check_same_tables(server, ids[0])
+    assert f"experiment {ids[0]} alpha: COMPLETED" in shown
+    assert "10/10" in shown
 
 
 def _store_env(server: ServerProcess) -> dict[str, str]:

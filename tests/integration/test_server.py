@@ -1,5 +1,6 @@
-"""`trainyard server` on SQLite, end to end: submitting, refusals with the messages `trainyard
-validate` prints, control from the CLI, start-up refusals, and a restart that resumes."""
+"""`trainyard server` on SQLite, end to end: refusals with the messages `trainyard validate`
+prints, control from the CLI, start-up refusals, and two experiments that finish across a
+restart that resumes them (tests/integration/test_server_postgres.py: the same on PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from tests.integration.helpers import run_cli, wait_for
 from tests.integration.server_process import (
     TOKEN,
     ServerProcess,
-    check_two_experiments_finish,
+    check_same_tables,
+    submit_files,
     tiny_experiment,
 )
 from trainyard.master.facility_loop import SERVER_STOPPED
@@ -31,29 +33,17 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         assert process.stop() == 0, process.log.read_text()
 
 
-def test_two_submitted_experiments_finish(
-    server: ServerProcess, toy_data: Path, tmp_path: Path
-) -> None:
-    check_two_experiments_finish(server, toy_data, tmp_path / "experiments")
-
-
 def test_submit_refuses_with_the_messages_of_validate(
     server: ServerProcess, toy_data: Path, tmp_path: Path
 ) -> None:
     missing = tiny_experiment(toy_data, "missing")
     missing["data"]["train"] = "nowhere/*.parquet"  # found missing on the server's side
-    misspelt = {**tiny_experiment(toy_data, "misspelt"), "hyperparameter": {}}
-    stderr = {}
-    for config in (missing, misspelt):
-        file = tmp_path / f"{config['name']}.yaml"
-        file.write_text(yaml.safe_dump(config))
-        submitted = server.cli("submit", file.name, cwd=tmp_path)
-        validated = run_cli(["validate", file.name], server.env, cwd=tmp_path)
-        assert (submitted.returncode, validated.returncode) == (2, 2)
-        assert submitted.stderr == validated.stderr
-        stderr[config["name"]] = submitted.stderr
-    assert f"no dataset file matches '{tmp_path / 'nowhere/*.parquet'}'" in stderr["missing"]
-    assert "did you mean 'hyperparameters'?" in stderr["misspelt"]
+    (tmp_path / "missing.yaml").write_text(yaml.safe_dump(missing))
+    submitted = server.cli("submit", "missing.yaml", cwd=tmp_path)
+    validated = run_cli(["validate", "missing.yaml"], server.env, cwd=tmp_path)
+    assert (submitted.returncode, validated.returncode) == (2, 2)
+    assert submitted.stderr == validated.stderr
+    assert f"no dataset file matches '{tmp_path / 'nowhere/*.parquet'}'" in submitted.stderr
     elsewhere = {**tiny_experiment(toy_data, "elsewhere"), "resources": {"pool": "gpus"}}
     (tmp_path / "elsewhere.yaml").write_text(yaml.safe_dump(elsewhere))
     result = server.cli("submit", "elsewhere.yaml", cwd=tmp_path)
@@ -109,12 +99,6 @@ def test_start_up_refusals(server: ServerProcess, tmp_path: Path) -> None:
     assert second.returncode == 2
     assert "one SQLite file serves one server" in second.stderr
     fresh = tmp_path / "server.yaml"
-    fresh.write_text("port: 1\n")
-    unmigrated = run_cli(["server", "--config", str(fresh)], server.env)
-    assert unmigrated.returncode == 2
-    assert f"run `trainyard server migrate --config {fresh}`" in unmigrated.stderr.replace(
-        "\n", " "
-    )
     fresh.write_text("prot: 1\n")
     misspelt = run_cli(["server", "migrate", "--config", str(fresh)], server.env)
     assert misspelt.returncode == 2
@@ -124,28 +108,31 @@ def test_start_up_refusals(server: ServerProcess, tmp_path: Path) -> None:
 def test_a_stopped_server_resumes_its_experiments_when_it_starts(
     server: ServerProcess, toy_data: Path, tmp_path: Path
 ) -> None:
-    """SIGTERM: the running trial checkpoints and the experiment waits QUEUED in the store;
-    the next server continues the trial from that checkpoint to the end."""
-    file = tmp_path / "resumed.yaml"
-    file.write_text(yaml.safe_dump(tiny_experiment(toy_data, "resumed", batches=120)))
-    ref = server.cli("submit", str(file)).stdout.strip()
+    """Two experiments at once; SIGTERM while the longer trains: its trial checkpoints and it
+    waits QUEUED in the store; the next server continues it from that checkpoint, and both
+    finish."""
+    ids = submit_files(server, toy_data, tmp_path / "files", {"short": 10, "resumed": 60})
     client = server.client()
     wait_for(
-        lambda: client.trial_records(ref)[0].trial.batches_trained >= 20,
+        lambda: any(r.trial.batches_trained >= 20 for r in client.trial_records(ids[1])),
         timeout=300,
-        what="the trial to train 20 batches",
+        what="the longer trial to train 20 batches",
     )
     assert server.stop(signal.SIGTERM) == 0
-    stopped = run_cli(["show", ref], {**server.env, "TRAINYARD_HOME": str(server.root / "state")})
+    stopped = run_cli(
+        ["show", ids[1]], {**server.env, "TRAINYARD_HOME": str(server.root / "state")}
+    )
     assert "resumed: QUEUED" in stopped.stdout
     assert SERVER_STOPPED in stopped.stdout
     assert "PAUSED" in stopped.stdout  # the trial, with its checkpoint
     server.start()
-    server.wait_until(ref, {ExperimentState.COMPLETED, ExperimentState.ERRORED})
-    (record,) = client.trial_records(ref)
-    assert record.trial.state == TrialState.COMPLETED
-    assert record.trial.num_restarts == 0
+    for ref in ids:
+        server.wait_until(ref, {ExperimentState.COMPLETED, ExperimentState.ERRORED})
+        assert client.get_experiment(ref).state == ExperimentState.COMPLETED
+    (record,) = client.trial_records(ids[1])
+    assert (record.trial.state, record.trial.num_restarts) == (TrialState.COMPLETED, 0)
+    assert "step-00000060" in (record.checkpoint or "")
     log = server.cli("logs", str(record.trial.id))
     assert log.returncode == 0
     assert " resumed from " in log.stdout
-    assert "step-00000120" in (record.checkpoint or "")
+    assert "resumed: COMPLETED" in check_same_tables(server, ids[1])
