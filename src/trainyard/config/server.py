@@ -19,7 +19,7 @@ from sqlalchemy.exc import ArgumentError
 
 from trainyard.config._strict import SECRET_VALUE_ERROR, Strict
 from trainyard.config.auth import AuthConfig, AuthSpec
-from trainyard.config.facility import _yaml_problem
+from trainyard.config.facility import yaml_problem
 from trainyard.config.loader import format_validation_error
 from trainyard.errors import ConfigError
 from trainyard.suggest import did_you_mean
@@ -115,7 +115,7 @@ def load_server_config(path: Path | str) -> ServerConfig:
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
-        raise ConfigError([f"not valid YAML: {_yaml_problem(err)}"], source=source) from err
+        raise ConfigError([f"not valid YAML: {yaml_problem(err)}"], source=source) from err
     return parse_server_config(raw, base_dir=path.resolve().parent, source=source)
 
 
@@ -123,7 +123,10 @@ def parse_server_config(raw: Any, *, base_dir: Path, source: str = "server file"
     """Validate a decoded server file; paths become absolute against `base_dir`."""
     if not isinstance(raw, dict):
         raise ConfigError(
-            [f"the top level must be a mapping of keys (database, host, ...), got {_kind(raw)}"],
+            [
+                "the top level must be a mapping of keys (database, host, ...), got "
+                + type(raw).__name__
+            ],
             source=source,
         )
     auth, problems = _parse_auth(raw.get("auth", "none"))
@@ -189,7 +192,3 @@ def _missing_files(config: ServerConfig) -> list[str]:
         for key, path in files.items()
         if path is not None and not path.is_file()
     ]
-
-
-def _kind(raw: Any) -> str:
-    return type(raw).__name__
