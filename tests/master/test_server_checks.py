@@ -103,3 +103,18 @@ def test_auth_none_is_for_loopback_only(tmp_path: Path) -> None:
     with pytest.raises(TrainyardError) as caught:
         check_auth(_config(tmp_path, host="0.0.0.0"))
     assert "`auth: none` on host '0.0.0.0' would let anyone who reaches it" in str(caught.value)
+
+
+def test_the_admin_token_is_kept_for_the_owner_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from trainyard.master.facility_server import admin_token
+
+    config = _config(tmp_path)
+    monkeypatch.delenv("TRAINYARD_TOKEN", raising=False)
+    token = admin_token(config)
+    path = config.state_dir / "admin.token"
+    assert (path.read_text(), path.stat().st_mode & 0o777) == (token, 0o600)
+    assert admin_token(config) == token  # the same across restarts
+    monkeypatch.setenv("TRAINYARD_TOKEN", "from-the-environment")
+    assert admin_token(config) == "from-the-environment"

@@ -65,6 +65,7 @@ def serve(
     try:
         server.start()
         logger.info("trainyard server on %s, store %s", server.url, config.shown_database)
+        logger.info("admin token: %s", _token_source(config))
         if on_ready is not None:
             on_ready(server.url)
         while not stop.is_set():
@@ -96,6 +97,13 @@ def admin_token(config: ServerConfig) -> str:
         with os.fdopen(descriptor, "w") as handle:
             handle.write(secrets.token_urlsafe(32))
     return path.read_text().strip()
+
+
+def _token_source(config: ServerConfig) -> str:
+    """Where the admin token comes from, for the operator (never the token itself)."""
+    if os.environ.get(ADMIN_TOKEN_ENV):
+        return f"{ADMIN_TOKEN_ENV} of the server's environment"
+    return f"in {config.state_dir / ADMIN_TOKEN_FILE}; clients set {ADMIN_TOKEN_ENV} to it"
 
 
 def _settings(config: ServerConfig) -> Settings:
