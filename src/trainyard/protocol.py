@@ -269,6 +269,27 @@ class ExperimentOut(_Message):
     num_trials: int
 
 
+class ExperimentSubmission(_Message):
+    """`POST /api/v1/experiments`: an experiment file for a server to check, store and run.
+
+    The client makes relative paths absolute against the file's folder first (the facility's
+    file systems are shared), so the server reads what the user meant."""
+
+    yaml: str = Field(min_length=1)
+    source: str = Field(min_length=1, max_length=4096)
+    """The file's path on the client, to name it in messages."""
+
+
+class LogChunk(_Message):
+    """`GET /api/v1/trials/{id}/log?offset=N`: the worker log from byte `offset` on."""
+
+    text: str
+    next_offset: int
+    """Ask from here for the lines written since."""
+    exists: bool
+    """False while the trial has not started (no log yet)."""
+
+
 class MetricOut(_Message):
     """One reported set of metrics (infinities as the strings "Infinity", "-Infinity")."""
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from tests.cli.conftest import MARKUP, StoredExperiment
 from tests.integration.helpers import cli_env, run_cli
-from trainyard.cli.trial_records import TrialRecord, records_csv, records_json
+from trainyard.cli.trial_records import records_csv, records_json
+from trainyard.master.records import TrialRecord
 from trainyard.protocol import TrialOut
 
 FIXED = ["trial", "id", "state", "batches_trained", "total_batches", "restarts"]

@@ -45,6 +45,14 @@ def test_nothing_matching_names_pattern_directory_and_fix(tmp_path: Path) -> Non
     assert "trainyard data generate toy" in message
 
 
+def test_an_absolute_pattern_is_named_without_the_working_folder(tmp_path: Path) -> None:
+    """The same message whichever folder the process runs in (a CLI's, or a server's)."""
+    with pytest.raises(DataError) as caught:
+        resolve_files([str(tmp_path / "missing-*.parquet")])
+    assert f"(looked for {tmp_path / 'missing-*.parquet'});" in str(caught.value)
+    assert "resolved against" not in str(caught.value)
+
+
 def test_empty_pattern_list_is_an_error() -> None:
     with pytest.raises(DataError, match="trainyard data generate toy"):
         resolve_files([])

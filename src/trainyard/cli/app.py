@@ -1,4 +1,9 @@
-"""The `trainyard` command: run, validate, list, show, logs, export, data."""
+"""The `trainyard` command: run, validate, submit, list, show, logs, export, data, server.
+
+`list`, `show`, `logs`, `pause`, `activate` and `kill` read this machine's store (embedded
+mode) or, with `--master URL` / TRAINYARD_MASTER, ask a `trainyard server`; both print the
+same tables and exit with the same codes.
+"""
 
 from __future__ import annotations
 
@@ -14,11 +19,14 @@ from rich.markup import escape
 
 from trainyard.cli.data import data_app
 from trainyard.cli.output import make_console
+from trainyard.cli.server import server_app
 from trainyard.errors import TrainyardError
 from trainyard.settings import Settings
 
 if TYPE_CHECKING:
+    from trainyard.cli.client import MasterClient
     from trainyard.config import ExperimentConfig
+    from trainyard.master.service import MasterService
 
 app = typer.Typer(
     name="trainyard",
@@ -27,9 +35,20 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(data_app, name="data")
+app.add_typer(server_app, name="server")
 
 console = make_console()
 error_console = make_console(stderr=True)
+
+
+MasterUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--master",
+        envvar="TRAINYARD_MASTER",
+        help="A trainyard server's URL (token: TRAINYARD_TOKEN); default: this machine's store.",
+    ),
+]
 
 
 class ShowFormat(StrEnum):
@@ -105,12 +124,35 @@ def _trains(config: ExperimentConfig) -> str:
 @app.command("list")
 def list_experiments(
     limit: Annotated[int, typer.Option(help="Show at most this many, newest first.")] = 20,
+    master: MasterUrl = None,
 ) -> None:
     """List experiments, newest first."""
     from trainyard.cli.display import experiments_table
 
-    service = _service()
-    console.print(experiments_table(service.list_experiments(limit=limit)))
+    console.print(experiments_table(_source(master).list_experiments(limit=limit)))
+
+
+@app.command()
+def submit(
+    file: Annotated[Path, typer.Argument(help="Experiment file (YAML).")],
+    master: MasterUrl = None,
+) -> None:
+    """Send an experiment to a trainyard server, which checks and runs it; prints its id."""
+    import yaml
+
+    from trainyard.cli.client import MasterClient
+    from trainyard.config import load_experiment
+    from trainyard.protocol import ExperimentSubmission
+
+    if not master:
+        raise TrainyardError(
+            "submit sends an experiment to a trainyard server: give --master URL or set "
+            f"TRAINYARD_MASTER; to run it on this machine, use `trainyard run {file}`"
+        )
+    text = yaml.safe_dump(load_experiment(file).model_dump(mode="json"), sort_keys=False)
+    found = MasterClient(master).submit(ExperimentSubmission(yaml=text, source=str(file)))
+    error_console.print(f"experiment {found.id} ({escape(found.name)}) is {found.state}")
+    sys.stdout.write(f"{found.id}\n")  # alone on stdout, for scripts
 
 
 @app.command()
@@ -124,14 +166,20 @@ def show(
             "hyperparameter, the best validation report and the checkpoint, for scripts.",
         ),
     ] = ShowFormat.TABLE,
+    master: MasterUrl = None,
 ) -> None:
     """Show an experiment and its trials."""
+    from trainyard.cli.client import MasterClient
     from trainyard.cli.display import trial_errors, trials_detail_table
-    from trainyard.cli.trial_records import records_csv, records_json, trial_records
+    from trainyard.cli.trial_records import records_csv, records_json
+    from trainyard.master.records import trial_records
 
-    service = _service()
-    found = service.get_experiment(experiment)
-    records = trial_records(service, found.id)
+    source = _source(master)
+    found = source.get_experiment(experiment)
+    if isinstance(source, MasterClient):
+        records = source.trial_records(str(found.id))
+    else:
+        records = trial_records(source, found.id)
     if output_format != ShowFormat.TABLE:
         write = records_csv if output_format == ShowFormat.CSV else records_json
         sys.stdout.write(write(records))
@@ -144,32 +192,35 @@ def show(
         console.print(line)
 
 
-def _control(experiment: str, action: str) -> None:
-    found = _service().control_experiment(experiment, action)
+def _control(experiment: str, action: str, master: str | None) -> None:
+    found = _source(master).control_experiment(experiment, action)
     console.print(f"experiment {found.id} ({found.name}) is now {found.state}", markup=False)
-    if action == "activate":
+    if action == "activate" and not master:
         console.print(
             "a `trainyard run` attached to it continues it now; if none is, continue it with "
             f"`trainyard run --resume {found.id}`"
         )
 
 
+ExperimentRef = Annotated[str, typer.Argument(help="Experiment id or name.")]
+
+
 @app.command()
-def pause(experiment: Annotated[str, typer.Argument(help="Experiment id or name.")]) -> None:
+def pause(experiment: ExperimentRef, master: MasterUrl = None) -> None:
     """Checkpoint and stop every trial of a running experiment; `activate` continues it."""
-    _control(experiment, "pause")
+    _control(experiment, "pause", master)
 
 
 @app.command()
-def activate(experiment: Annotated[str, typer.Argument(help="Experiment id or name.")]) -> None:
+def activate(experiment: ExperimentRef, master: MasterUrl = None) -> None:
     """Continue a paused experiment."""
-    _control(experiment, "activate")
+    _control(experiment, "activate", master)
 
 
 @app.command()
-def kill(experiment: Annotated[str, typer.Argument(help="Experiment id or name.")]) -> None:
+def kill(experiment: ExperimentRef, master: MasterUrl = None) -> None:
     """Stop an experiment for good: its workers are killed, its trials canceled."""
-    _control(experiment, "kill")
+    _control(experiment, "kill", master)
 
 
 @app.command()
@@ -178,14 +229,18 @@ def logs(
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Keep printing new lines.")
     ] = False,
+    master: MasterUrl = None,
 ) -> None:
     """Print a trial's worker log."""
-    service = _service()
-    found = service.get_trial(trial)
+    from trainyard.cli.client import MasterClient
+
+    source = _source(master)
+    found = source.get_trial(trial)
+    if isinstance(source, MasterClient):
+        _follow_remote_log(source, found.id, follow=follow, state=found.state)
+        return
     if not found.log_path or not Path(found.log_path).exists():
-        raise TrainyardError(
-            f"trial {trial} has no log yet ({found.state}); it is written when it starts"
-        )
+        raise TrainyardError(_no_log_yet(trial, found.state))
     with Path(found.log_path).open(errors="replace") as log:
         sys.stdout.write(log.read())
         while follow:
@@ -227,7 +282,36 @@ def export(
     )
 
 
-def _service():
+def _no_log_yet(trial: int, state: str) -> str:
+    return f"trial {trial} has no log yet ({state}); it is written when it starts"
+
+
+def _follow_remote_log(client: MasterClient, trial: int, *, follow: bool, state: str) -> None:
+    """`logs` on a server: the log in chunks from the server, then new lines every 0.5 s."""
+    chunk = client.read_log(trial, offset=0)
+    if not chunk.exists:
+        raise TrainyardError(_no_log_yet(trial, state))
+    while True:
+        sys.stdout.write(chunk.text)
+        sys.stdout.flush()
+        if not chunk.text:
+            if not follow:
+                return
+            time.sleep(0.5)
+        chunk = client.read_log(trial, offset=chunk.next_offset)
+
+
+def _source(master: str | None) -> MasterService | MasterClient:
+    """Where experiments are read and controlled: a server when `--master` is given, else
+    this machine's store. Both answer with the same models."""
+    if master:
+        from trainyard.cli.client import MasterClient
+
+        return MasterClient(master)
+    return _service()
+
+
+def _service() -> MasterService:
     from trainyard.master.service import MasterService
     from trainyard.store import open_store
 

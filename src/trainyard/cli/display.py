@@ -8,7 +8,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from trainyard.cli.trial_records import TrialRecord
+from trainyard.master.records import TrialRecord
 from trainyard.protocol import ExperimentOut, ExperimentState, MetricOut, TrialOut, TrialState
 
 

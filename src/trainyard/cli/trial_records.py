@@ -17,56 +17,7 @@ import json
 import math
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-
-from trainyard.master.service import MasterService
-from trainyard.protocol import TrialOut
-
-_FIXED = ("trial", "id", "state", "batches_trained", "total_batches", "restarts")
-
-
-class TrialRecord(BaseModel):
-    """A trial with its best validation report and newest checkpoint, as one row."""
-
-    model_config = ConfigDict(frozen=True)
-
-    trial: TrialOut
-    best_step: int | None
-    best: dict[str, float]
-    """Values of the best validation report (by the searcher's metric); empty without one."""
-    checkpoint: str | None
-
-    def row(self) -> dict[str, Any]:
-        """Column name -> typed value; hyperparameters and metrics present in this trial only."""
-        t = self.trial
-        fixed = (t.number, t.id, t.state, t.batches_trained, t.total_batches, t.num_restarts)
-        return {
-            **dict(zip(_FIXED, fixed, strict=True)),
-            **{f"hp.{k}": v for k, v in t.hyperparameters.items()},
-            "best.step": self.best_step,
-            **{f"best.{k}": v for k, v in self.best.items()},
-            "checkpoint": self.checkpoint,
-        }
-
-
-def trial_records(service: MasterService, experiment_id: int) -> list[TrialRecord]:
-    """Every trial of an experiment with what `show` reports about it, read from the store."""
-    searcher = service.experiment_config(experiment_id).searcher
-    metric = searcher.metric
-    records = []
-    for trial in service.list_trials(experiment_id):
-        best = service.best_validation(trial.id, metric=metric, mode=searcher.mode)
-        found = best.values if best else {}
-        values = {k: found[k] for k in sorted(found, key=lambda k: (k != metric, k))}
-        records.append(
-            TrialRecord(
-                trial=trial,
-                best_step=best.batches if best else None,
-                best=values,
-                checkpoint=service.latest_checkpoint_path(trial.id),
-            )
-        )
-    return records
+from trainyard.master.records import FIXED_COLUMNS, TrialRecord
 
 
 def columns(records: list[TrialRecord]) -> list[str]:
@@ -74,7 +25,7 @@ def columns(records: list[TrialRecord]) -> list[str]:
     rows = [r.row() for r in records]
     hyperparameters = dict.fromkeys(k for row in rows for k in row if k.startswith("hp."))
     best = dict.fromkeys(f"best.{k}" for r in records for k in r.best)
-    return [*_FIXED, *hyperparameters, "best.step", *best, "checkpoint"]
+    return [*FIXED_COLUMNS, *hyperparameters, "best.step", *best, "checkpoint"]
 
 
 def records_json(records: list[TrialRecord]) -> str:

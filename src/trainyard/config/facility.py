@@ -166,7 +166,7 @@ def load_facility(path: Path | str | None) -> FacilityConfig:
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
-        raise ConfigError([f"not valid YAML: {_yaml_problem(err)}"], source=source) from err
+        raise ConfigError([f"not valid YAML: {yaml_problem(err)}"], source=source) from err
     return parse_facility(raw, source=source)
 
 
@@ -186,7 +186,8 @@ def parse_facility(raw: Any, *, source: str = "facility file") -> FacilityConfig
     return facility
 
 
-def _yaml_problem(err: yaml.YAMLError) -> str:
+def yaml_problem(err: yaml.YAMLError) -> str:
+    """Where a YAML file stops parsing and why, for the facility and server files."""
     mark = getattr(err, "problem_mark", None)
     where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
     return where + (getattr(err, "problem", None) or str(err))

@@ -32,15 +32,24 @@ def load_experiment(path: Path | str, *, base_dir: Path | None = None) -> Experi
     path = Path(path)
     if not path.is_file():
         raise ConfigError([f"no such file: {path.resolve()}"], source=str(path))
+    config = parse_experiment_text(path.read_text(), source=str(path))
+    return resolve_paths(config, base_dir or Path.cwd())
+
+
+def parse_experiment_text(text: str, *, source: str) -> ExperimentConfig:
+    """Validate an experiment file's text (a server gets it over HTTP); paths stay as written.
+
+    Raises:
+        ConfigError: not YAML, or any invalid key or value; `source` names the file.
+    """
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
         problem = getattr(err, "problem", None) or str(err)
-        raise ConfigError([f"not valid YAML at {where}: {problem}"], source=str(path)) from err
-    config = parse_experiment(raw, source=str(path))
-    return resolve_paths(config, base_dir or Path.cwd())
+        raise ConfigError([f"not valid YAML at {where}: {problem}"], source=source) from err
+    return parse_experiment(raw, source=source)
 
 
 def parse_experiment(raw: Any, *, source: str = "experiment") -> ExperimentConfig:

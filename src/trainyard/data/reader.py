@@ -67,8 +67,14 @@ def _expand(entry: str, root: Path) -> list[Path]:
     else:
         matches = []
     if not matches:
+        # An absolute entry does not depend on the folder a process runs in (a server's).
+        where = (
+            f"looked for {full}"
+            if relative_or_absolute.is_absolute()
+            else (f"resolved against {root}, looked for {full}")
+        )
         raise DataError(
-            f"no dataset file matches {entry!r} (resolved against {root}, looked for {full}); "
+            f"no dataset file matches {entry!r} ({where}); "
             f"{_found_instead(full)}. trainyard reads {READ_FORMATS} files (a folder for its "
             f".parquet files): convert yours to one of those, or {_GENERATE_HINT}"
         )

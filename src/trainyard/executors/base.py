@@ -21,8 +21,15 @@ import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from trainyard.errors import ExecutorError
+
 INFRASTRUCTURE_EXIT = 256
 """The first exit code a backend may use for an end its infrastructure caused."""
+
+
+class SlotsTaken(ExecutorError):
+    """A launch found its slots taken by another experiment of a shared pool (a server's);
+    the trial stays queued for a later tick."""
 
 
 @dataclass(frozen=True)

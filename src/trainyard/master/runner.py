@@ -18,6 +18,7 @@ from pathlib import Path
 
 from trainyard.config.entrypoint import EntrypointSpec
 from trainyard.executors import Executor, WorkerLaunch
+from trainyard.executors.base import SlotsTaken
 from trainyard.master.packs import pack_size
 from trainyard.master.service import MasterService
 from trainyard.protocol import (
@@ -59,6 +60,17 @@ class ExperimentRunner:
         """A packed worker's host trial id (the executor's key) -> its member trial ids."""
         self._entrypoint: EntrypointSpec | None = None
         """The experiment's script, when its trials run the user's own command."""
+
+    def wanted_slots(self, experiment_id: int) -> int:
+        """Slots the experiment could use now (held, queued, and up to its concurrency while
+        the searcher has more trials): its demand in a server's fair share of the pool."""
+        config = self._service.experiment_config(experiment_id)
+        spt, pack = config.resources.slots_per_trial, self._pack_size
+        most = -(-config.resources.max_concurrent_trials // pack) * spt
+        if not self._search_exhausted:
+            return most
+        held = len(self._executor.running()) * spt
+        return min(most, held + -(-len(self._queued(experiment_id)) // pack) * spt)
 
     def request_pause(self) -> None:
         """Checkpoint every running trial and return PAUSED (safe from a signal handler)."""
@@ -171,17 +183,22 @@ class ExperimentRunner:
             env[PACK_TOKENS_ENV] = ",".join(tokens)
             self._packs[host.id] = [t.id for t in trials]
         script = self._entrypoint
-        self._executor.launch(
-            WorkerLaunch(
-                trial_id=host.id,
-                num_slots=num_slots,
-                log_path=Path(host.log_path),
-                # The script's own variables first: trainyard's (checked reserved) win.
-                env={**script.environment, **env} if script else env,
-                command=tuple(script.command) if script else None,
-                workdir=Path(script.workdir) if script and script.workdir else None,
+        try:
+            self._executor.launch(
+                WorkerLaunch(
+                    trial_id=host.id,
+                    num_slots=num_slots,
+                    log_path=Path(host.log_path),
+                    # The script's own variables first: trainyard's (checked reserved) win.
+                    env={**script.environment, **env} if script else env,
+                    command=tuple(script.command) if script else None,
+                    workdir=Path(script.workdir) if script and script.workdir else None,
+                )
             )
-        )
+        except SlotsTaken as taken:  # a server's other experiment was quicker: try next tick
+            logger.info("trial %d stays queued: %s", host.number, taken)
+            self._packs.pop(host.id, None)
+            return
         pid = self._executor.worker_pid(host.id)
         for trial in trials:
             self._service.update_trial(

@@ -1,4 +1,5 @@
-"""Serve the Master API from a background thread of the CLI process (embedded mode)."""
+"""Serve the Master API from a background thread: of the CLI process (embedded mode), or of
+`trainyard server`, whose main thread keeps the signals and the scheduling loop."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import secrets
 import socket
 import threading
 import time
+from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI
@@ -17,14 +19,42 @@ class EmbeddedServer:
     """uvicorn on a free port (127.0.0.1 unless told otherwise); a fresh token per run."""
 
     def __init__(
-        self, app: FastAPI, *, host: str = "127.0.0.1", advertised_host: str | None = None
+        self,
+        app: FastAPI,
+        *,
+        host: str = "127.0.0.1",
+        advertised_host: str | None = None,
+        port: int = 0,
+        tls: tuple[Path, Path] | None = None,
     ) -> None:
-        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        """`port` 0 picks a free one; `tls`: (certificate, key) files to serve HTTPS with.
+
+        Raises:
+            TrainyardError: the address is taken or cannot be bound.
+        """
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._socket = socket.socket(family, socket.SOCK_STREAM)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._socket.bind((host, 0))
+        try:
+            self._socket.bind((host.strip("[]"), port))
+        except OSError as err:
+            self._socket.close()
+            raise TrainyardError(
+                f"cannot listen on {host}:{port}: {err.strerror}; choose another `host` or "
+                "`port`, or stop what uses it"
+            ) from None
         self.port: int = self._socket.getsockname()[1]
         self._advertised_host = advertised_host or host
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+        self._scheme = "https" if tls else "http"
+        certfile, keyfile = tls or (None, None)
+        config = uvicorn.Config(
+            app,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            ssl_certfile=certfile,
+            ssl_keyfile=keyfile,
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True
@@ -32,7 +62,7 @@ class EmbeddedServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self._advertised_host}:{self.port}"
+        return f"{self._scheme}://{self._advertised_host}:{self.port}"
 
     def start(self, timeout_s: float = 10.0) -> None:
         """Start serving and wait until uvicorn accepts connections."""
@@ -40,7 +70,7 @@ class EmbeddedServer:
         deadline = time.monotonic() + timeout_s
         while not self._server.started:
             if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise TrainyardError(f"the embedded Master could not start on {self.url}")
+                raise TrainyardError(f"the Master could not start on {self.url}")
             time.sleep(0.02)
 
     def stop(self) -> None:

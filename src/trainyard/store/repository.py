@@ -7,7 +7,7 @@ NotFoundError with a message the CLI can print as is.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -93,6 +93,12 @@ def list_experiments(session: Session, *, limit: int = 100) -> list[Experiment]:
     """Newest first (ids only grow, so id order is creation order)."""
     query = select(Experiment).order_by(Experiment.id.desc()).limit(limit)
     return list(session.scalars(query))
+
+
+def experiment_ids_in_states(session: Session, states: Iterable[ExperimentState]) -> list[int]:
+    """Ids of every experiment in one of `states`, oldest first (a server's work list)."""
+    query = select(Experiment.id).where(Experiment.state.in_(list(states)))
+    return list(session.scalars(query.order_by(Experiment.id)))
 
 
 def set_experiment_state(

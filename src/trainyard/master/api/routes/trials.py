@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Query
 
 from trainyard.master.api.deps import ServiceDep, TrialIdPath
 from trainyard.master.api.errors import ERROR_RESPONSES
-from trainyard.protocol import CheckpointOut, MetricKind, MetricOut, TrialOut
+from trainyard.protocol import MAX_INT, CheckpointOut, LogChunk, MetricKind, MetricOut, TrialOut
+
+MAX_LOG_CHUNK_BYTES = 256 * 1024
 
 router = APIRouter(prefix="/trials", tags=["trials"], responses=ERROR_RESPONSES)
 
@@ -30,3 +35,21 @@ def list_metrics(
 def list_checkpoints(trial_id: TrialIdPath, service: ServiceDep) -> list[CheckpointOut]:
     """The trial's checkpoints that exist on disk, newest first."""
     return service.trial_checkpoints(trial_id)
+
+
+@router.get("/{trial_id}/log")
+def read_log(
+    trial_id: TrialIdPath,
+    service: ServiceDep,
+    offset: Annotated[int, Query(ge=0, le=MAX_INT)] = 0,
+) -> LogChunk:
+    """The worker log from byte `offset`, at most 256 KiB; `trainyard logs` on a server."""
+    log_path = service.get_trial(trial_id).log_path
+    if not log_path or not Path(log_path).is_file():
+        return LogChunk(text="", next_offset=offset, exists=False)
+    with Path(log_path).open("rb") as log:
+        log.seek(offset)
+        data = log.read(MAX_LOG_CHUNK_BYTES)
+    return LogChunk(
+        text=data.decode(errors="replace"), next_offset=offset + len(data), exists=True
+    )

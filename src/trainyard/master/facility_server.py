@@ -1,0 +1,117 @@
+"""`trainyard server`: the shared Master of a facility (master/server_checks.py: its checks).
+
+The API is served by uvicorn in a background thread; the main thread keeps SIGTERM and
+SIGINT and runs the scheduling loop, so a stop signal pauses every experiment in order
+(workers checkpoint) before the process exits, and the next start resumes them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import signal
+import threading
+from collections.abc import Callable
+
+from trainyard.config.facility import load_facility
+from trainyard.config.server import ServerConfig
+from trainyard.master.api.app import create_app
+from trainyard.master.facility_loop import FacilityLoop
+from trainyard.master.server import EmbeddedServer
+from trainyard.master.server_checks import CheckedStore
+from trainyard.master.service import MasterService
+from trainyard.settings import Settings
+from trainyard.store import Store
+
+logger = logging.getLogger(__name__)
+
+ADMIN_TOKEN_ENV = "TRAINYARD_TOKEN"
+ADMIN_TOKEN_FILE = "admin.token"
+
+
+def serve(
+    config: ServerConfig,
+    checked: CheckedStore,
+    *,
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
+    """Serve until SIGTERM or SIGINT; every experiment is paused in order first.
+
+    `checked`: the database that passed `server_checks.open_checked`; closed on return.
+    """
+    try:
+        facility = load_facility(config.facility)
+        store = Store(checked.engine)
+        settings = _settings(config)
+        service = MasterService(store, settings)
+        app = create_app(service, admin_token=admin_token(config))
+        server = EmbeddedServer(
+            app,
+            host=config.host,
+            port=config.port,
+            advertised_host=settings.advertised_master_host(),
+            tls=(config.tls.certificate, config.tls.key) if config.tls else None,
+        )
+    except BaseException:
+        checked.close()
+        raise
+    loop = FacilityLoop(
+        service=service, facility=facility, settings=settings, master_url=server.url
+    )
+    app.state.submitter = loop
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in _STOP_SIGNALS}
+    try:
+        server.start()
+        logger.info("trainyard server on %s, store %s", server.url, config.shown_database)
+        logger.info("admin token: %s", _token_source(config))
+        if on_ready is not None:
+            on_ready(server.url)
+        while not stop.is_set():
+            loop.tick()
+            stop.wait(settings.poll_interval_s)
+    finally:
+        try:
+            loop.stop()  # while the API still serves: workers report their checkpoints
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            server.stop()
+            service.tracking.close()
+            checked.close()
+
+
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def admin_token(config: ServerConfig) -> str:
+    """TRAINYARD_TOKEN when set, else a token kept in <state_dir>/admin.token (only the
+    server's user can read it), the same across restarts."""
+    if os.environ.get(ADMIN_TOKEN_ENV):
+        return os.environ[ADMIN_TOKEN_ENV]
+    path = config.state_dir / ADMIN_TOKEN_FILE
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(secrets.token_urlsafe(32))
+    return path.read_text().strip()
+
+
+def _token_source(config: ServerConfig) -> str:
+    """Where the admin token comes from, for the operator (never the token itself)."""
+    if os.environ.get(ADMIN_TOKEN_ENV):
+        return f"{ADMIN_TOKEN_ENV} of the server's environment"
+    return f"in {config.state_dir / ADMIN_TOKEN_FILE}; clients set {ADMIN_TOKEN_ENV} to it"
+
+
+def _settings(config: ServerConfig) -> Settings:
+    """The Master's settings: TRAINYARD_* variables for timing, the server file for the rest."""
+    return Settings(
+        home=config.storage_root,
+        database_url=config.database_url.render_as_string(hide_password=False),
+        facility=config.facility,
+        master_host=config.host,
+        master_advertise_host=config.advertise_host,
+    )

@@ -1,0 +1,83 @@
+"""A server's loop on a real store and real processes: two experiments run at the same time,
+sharing the pool's slots, and stopping the server queues them again for the next start.
+
+The trials are script trials that only sleep (no torch), so what is tested is the loop: which
+experiments get runners, how the slots are shared, what stopping leaves in the store.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.helpers import wait_for
+from trainyard.config import load_experiment
+from trainyard.config.facility import load_facility
+from trainyard.master.facility_loop import SERVER_STOPPED, FacilityLoop
+from trainyard.master.service import MasterService
+from trainyard.protocol import ExperimentState, TrialState
+from trainyard.settings import Settings
+from trainyard.store import open_store
+
+SLEEP = "python -c 'import time; time.sleep(120)'"
+"""Wants every slot it can get: more trials than the pool has slots, each sleeping."""
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[MasterService]:
+    settings = Settings(
+        home=tmp_path / "home", poll_interval_s=0.05, fork_workers=False, stop_grace_s=30
+    )
+    store = open_store(settings.resolved_database_url())
+    yield MasterService(store, settings)
+    store.close()
+
+
+def _sleeper(folder: Path, name: str) -> Path:
+    file = folder / f"{name}.yaml"
+    file.write_text(
+        f"name: {name}\nentrypoint: {SLEEP}\n"
+        "hyperparameters: {x: {type: int, min: 0, max: 1000}}\n"
+        "searcher: {name: random, metric: loss, mode: min, max_trials: 64}\n"
+        "resources: {max_concurrent_trials: 64}\n"
+    )
+    return file
+
+
+def test_two_experiments_share_the_pool_and_wait_queued_after_a_stop(
+    service: MasterService, tmp_path: Path
+) -> None:
+    loop = FacilityLoop(
+        service=service,
+        facility=load_facility(None),
+        settings=service.settings,
+        master_url="http://127.0.0.1:9",  # the sleeping scripts never call it
+    )
+    ids = [loop.submit(load_experiment(_sleeper(tmp_path, n))).id for n in ("a", "b")]
+    capacity = len(os.sched_getaffinity(0))
+    fair = [capacity // 2, capacity - capacity // 2]  # equal weights, one slot of rounding
+
+    def running() -> list[int]:
+        return [sum(t.state == TrialState.RUNNING for t in service.list_trials(i)) for i in ids]
+
+    try:
+        wait_for(
+            lambda: loop.tick() or sorted(running()) == sorted(fair),
+            timeout=120,
+            what=f"each experiment to run its share {fair} of {capacity} slot(s)",
+        )
+        for _ in range(20):  # and it stays there: nobody takes more than its share
+            loop.tick()
+            time.sleep(service.settings.poll_interval_s)
+            assert sorted(running()) == sorted(fair)
+    finally:
+        loop.stop()
+    for experiment_id in ids:
+        experiment = service.get_experiment(experiment_id)
+        assert (experiment.state, experiment.message) == (ExperimentState.QUEUED, SERVER_STOPPED)
+        states = {t.state for t in service.list_trials(experiment_id)}
+        assert TrialState.RUNNING not in states
