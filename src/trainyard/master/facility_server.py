@@ -17,6 +17,7 @@ from collections.abc import Callable
 from trainyard.config.facility import load_facility
 from trainyard.config.server import ServerConfig
 from trainyard.master.api.app import create_app
+from trainyard.master.cache_janitor import StagingCacheJanitor
 from trainyard.master.facility_loop import FacilityLoop
 from trainyard.master.server import EmbeddedServer
 from trainyard.master.server_checks import CheckedStore
@@ -62,6 +63,7 @@ def serve(
     app.state.submitter = loop
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in _STOP_SIGNALS}
+    janitor = StagingCacheJanitor.start_if_limited(settings)
     try:
         server.start()
         logger.info("trainyard server on %s, store %s", server.url, config.shown_database)
@@ -77,6 +79,8 @@ def serve(
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            if janitor is not None:
+                janitor.stop()
             server.stop()
             service.tracking.close()
             checked.close()
