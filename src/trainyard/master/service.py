@@ -11,7 +11,6 @@ import hashlib
 import logging
 import secrets
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,14 +47,6 @@ _PAST = {"pause": "paused", "activate": "activated", "kill": "killed"}
 
 WORKER_TOKEN_PREFIX = "tyw_"
 """Worker credentials start with this, so a leaked one is recognisable (and greppable)."""
-
-
-@dataclass(frozen=True, slots=True)
-class MetricPoint:
-    """One report's step and values, without the rest of a `MetricOut` (cheap in bulk)."""
-
-    batches: int
-    values: dict[str, float]
 
 
 def token_sha256(token: str) -> str:
@@ -210,18 +201,26 @@ class MasterService:
                 for m in repository.list_metrics(session, trial_id=trial_id, kind=kind)
             ]
 
-    def experiment_metric_points(
-        self, experiment_id: int, kind: MetricKind
-    ) -> dict[int, list[MetricPoint]]:
-        """Trial id -> its reports of `kind` by step, read in one query (dashboard pages)."""
+    def experiment_metric_series(
+        self, experiment_id: int, kind: MetricKind, metric: str
+    ) -> dict[int, list[tuple[int, float]]]:
+        """Trial id -> (step, value) of one metric, by step, in one query (dashboard pages)."""
         with self.store.session() as session:
-            rows = repository.experiment_metric_rows(
+            rows = repository.experiment_metric_series(
+                session, experiment_id=experiment_id, kind=kind, metric=metric
+            )
+        series: dict[int, list[tuple[int, float]]] = {}
+        for trial_id, batches, value in rows:
+            series.setdefault(trial_id, []).append((batches, value))
+        return series
+
+    def experiment_metric_names(self, experiment_id: int, kind: MetricKind) -> list[str]:
+        """The metrics the experiment's trials report, by name."""
+        with self.store.session() as session:
+            names = repository.experiment_metric_names(
                 session, experiment_id=experiment_id, kind=kind
             )
-        points: dict[int, list[MetricPoint]] = {}
-        for trial_id, batches, values in rows:
-            points.setdefault(trial_id, []).append(MetricPoint(batches, values))
-        return points
+        return sorted(names)
 
     def latest_metrics(self, trial_id: int) -> tuple[MetricOut | None, MetricOut | None]:
         """The newest training and validation reports of a trial (for live tables)."""

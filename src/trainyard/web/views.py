@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from trainyard.master.service import MasterService, MetricPoint
+from trainyard.master.service import MasterService
 from trainyard.protocol import (
     CheckpointOut,
     ExperimentOut,
@@ -87,13 +87,13 @@ def experiment_view(service: MasterService, experiment_id: int) -> ExperimentVie
     searcher = service.experiment_config(experiment_id).searcher
     metric, mode = searcher.metric, searcher.mode
     trials = service.list_trials(experiment_id)
-    points = service.experiment_metric_points(experiment_id, MetricKind.VALIDATION)
-    rows = [TrialRow(t, _best(points.get(t.id, []), metric, mode)) for t in trials]
+    series = service.experiment_metric_series(experiment_id, MetricKind.VALIDATION, metric)
+    rows = [TrialRow(t, _best(series.get(t.id, []), mode)) for t in trials]
     scored = [r for r in rows if r.best is not None]
     pick = max if mode == "max" else min
     best = pick(scored, key=lambda r: r.best).trial.number if scored else None
     names = sorted({name for t in trials for name in t.hyperparameters})
-    reported = sorted({name for p in points.values() for point in p for name in point.values})
+    reported = service.experiment_metric_names(experiment_id, MetricKind.VALIDATION)
     return ExperimentView(
         experiment=experiment,
         metric=metric,
@@ -105,7 +105,7 @@ def experiment_view(service: MasterService, experiment_id: int) -> ExperimentVie
             "metric": metric,
             "metricNames": reported,
             "bestTrial": best,
-            "curves": {metric: _curves(trials, points, metric)},
+            "curves": {metric: _curves(trials, series)},
             "trials": [
                 {
                     "number": r.trial.number,
@@ -124,8 +124,9 @@ def experiment_view(service: MasterService, experiment_id: int) -> ExperimentVie
 def metric_curves(service: MasterService, experiment_id: int, metric: str) -> list[dict[str, Any]]:
     """Every trial's validation curve of `metric`, as the experiment page draws them."""
     trials = service.list_trials(experiment_id)
-    points = service.experiment_metric_points(experiment_id, MetricKind.VALIDATION)
-    return _curves(trials, points, metric)
+    return _curves(
+        trials, service.experiment_metric_series(experiment_id, MetricKind.VALIDATION, metric)
+    )
 
 
 @dataclass(frozen=True)
@@ -169,24 +170,22 @@ def log_tail(trial: TrialOut) -> str:
         return f"(cannot read {path}: {error.strerror})"
 
 
-def _best(points: list[MetricPoint], metric: str, mode: str) -> float | None:
-    values = [v for p in points if _finite(v := p.values.get(metric))]
+def _best(series: list[tuple[int, float]], mode: str) -> float | None:
+    values = [value for _, value in series if math.isfinite(value)]
     if not values:
         return None
     return max(values) if mode == "max" else min(values)
 
 
 def _curves(
-    trials: list[TrialOut], points: dict[int, list[MetricPoint]], metric: str
+    trials: list[TrialOut], series: dict[int, list[tuple[int, float]]]
 ) -> list[dict[str, Any]]:
     """[{"n": trial number, "s": [steps], "v": [values]}, ...]: columns, six significant
     digits and at most MAX_POINTS_PER_CURVE points, so a thousand curves stay small."""
     curves = []
     for trial in trials:
         pairs = [
-            (p.batches, float(f"{v:.6g}"))
-            for p in points.get(trial.id, [])
-            if _finite(v := p.values.get(metric))
+            (step, float(f"{v:.6g}")) for step, v in series.get(trial.id, []) if math.isfinite(v)
         ]
         if pairs:
             pairs = _thin(pairs)
