@@ -1,43 +1,36 @@
-"""Read-only views of experiments for the CLI, dashboards and scripts (admin token)."""
+"""Read-only views of experiments for the CLI, dashboards and scripts (viewers of the project)."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Query
 
-from trainyard.master.api.deps import ServiceDep
+from trainyard.master.api.deps import AccessDep, CurrentUser, ServiceDep, ViewedExperiment
 from trainyard.master.api.errors import ERROR_RESPONSES
 from trainyard.protocol import ExperimentOut, TrialOut
 
 router = APIRouter(prefix="/experiments", tags=["experiments"], responses=ERROR_RESPONSES)
 
-ExperimentRef = Annotated[
-    str,
-    Path(
-        min_length=1,
-        max_length=128,
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
-        description="An experiment id, or a name (the newest experiment of that name).",
-    ),
-]
-
 
 @router.get("")
 def list_experiments(
-    service: ServiceDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+    service: ServiceDep,
+    user: CurrentUser,
+    access: AccessDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[ExperimentOut]:
-    """Newest first."""
-    return service.list_experiments(limit=limit)
+    """Newest first; only the experiments of the caller's projects."""
+    return service.list_experiments(limit=limit, project_ids=access.visible_project_ids(user))
 
 
 @router.get("/{ref}")
-def get_experiment(ref: ExperimentRef, service: ServiceDep) -> ExperimentOut:
-    """By id, or the newest experiment of that name."""
-    return service.get_experiment(ref)
+def get_experiment(experiment_id: ViewedExperiment, service: ServiceDep) -> ExperimentOut:
+    """By id, or the newest experiment of that name among the caller's projects."""
+    return service.get_experiment(experiment_id)
 
 
 @router.get("/{ref}/trials")
-def list_trials(ref: ExperimentRef, service: ServiceDep) -> list[TrialOut]:
+def list_trials(experiment_id: ViewedExperiment, service: ServiceDep) -> list[TrialOut]:
     """The experiment's trials by number."""
-    return service.list_trials(service.get_experiment(ref).id)
+    return service.list_trials(experiment_id)
