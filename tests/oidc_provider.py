@@ -7,12 +7,18 @@ CILogon: the discovery document and the JWKS, RS256 access tokens signed with it
 with the claims a test wants (a test-only stand-in for a login): subject, audience, lifetime,
 not-before, issuer.
 
+It also runs the OAuth 2.0 device authorization grant as `trainyard login` uses it (RFC 8628:
+`/device`, then polling `/token`) and the refresh-token grant. `POST /device/approve` plays the
+user who opens the verification page and signs in: it approves every pending request for a
+subject.
+
 Run: `python -m tests.oidc_provider`; it prints its issuer URL as the first line of stdout.
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 import subprocess
 import sys
 import threading
@@ -22,9 +28,12 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 from joserfc import jwt
 from joserfc.jwk import KeySet, RSAKey
+
+DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 
 
 class Provider:
@@ -34,7 +43,57 @@ class Provider:
         self.issuer = issuer
         self._lock = threading.Lock()
         self._keys: list[RSAKey] = []
+        self._devices: dict[str, str | None] = {}
+        """device_code -> the subject who approved it (None: pending)."""
+        self._refresh: dict[str, str] = {}
+        """refresh token -> subject."""
         self.rotate()
+
+    def start_device(self) -> dict[str, Any]:
+        code = secrets.token_urlsafe(16)
+        with self._lock:
+            self._devices[code] = None
+        user_code = secrets.token_hex(4).upper()
+        return {
+            "device_code": code,
+            "user_code": user_code,
+            "verification_uri": self.issuer + "/device/verify",
+            "verification_uri_complete": f"{self.issuer}/device/verify?user_code={user_code}",
+            "expires_in": 300,
+            "interval": 1,
+        }
+
+    def approve_all(self, subject: str) -> int:
+        with self._lock:
+            pending = [code for code, sub in self._devices.items() if sub is None]
+            for code in pending:
+                self._devices[code] = subject
+            return len(pending)
+
+    def token(self, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        """The token endpoint: device-code and refresh-token grants."""
+        grant = form.get("grant_type")
+        with self._lock:
+            if grant == DEVICE_GRANT:
+                if form.get("device_code") not in self._devices:
+                    return 400, {"error": "expired_token"}
+                subject = self._devices[form["device_code"]]
+                if subject is None:
+                    return 400, {"error": "authorization_pending"}
+                del self._devices[form["device_code"]]
+            elif grant == "refresh_token" and form.get("refresh_token") in self._refresh:
+                subject = self._refresh.pop(form["refresh_token"])
+            else:
+                return 400, {"error": "invalid_grant"}
+            refresh = secrets.token_urlsafe(16)
+            self._refresh[refresh] = subject
+        access = self.mint({"sub": subject, "exp_in": int(form.get("exp_in", 300))})
+        return 200, {
+            "access_token": access,
+            "refresh_token": refresh,
+            "token_type": "Bearer",
+            "expires_in": 300,
+        }
 
     def rotate(self) -> str:
         with self._lock:
@@ -56,6 +115,7 @@ class Provider:
             "iat": now + int(request.get("iat_in", 0)),
             "exp": now + int(request.get("exp_in", 300)),
             "preferred_username": request.get("username", request["sub"]),
+            "jti": secrets.token_hex(8),
         }
         if "nbf_in" in request:
             claims["nbf"] = now + int(request["nbf_in"])
@@ -73,7 +133,8 @@ class Handler(BaseHTTPRequestHandler):
                 {
                     "issuer": self.provider.issuer,
                     "jwks_uri": self.provider.issuer + "/jwks",
-                    "token_endpoint": self.provider.issuer + "/mint",
+                    "token_endpoint": self.provider.issuer + "/token",
+                    "device_authorization_endpoint": self.provider.issuer + "/device",
                     "id_token_signing_alg_values_supported": ["RS256"],
                 }
             )
@@ -84,11 +145,22 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         length = int(self.headers.get("content-length") or 0)
-        body = json.loads(self.rfile.read(length) or b"{}")
+        raw = self.rfile.read(length)
+        if self.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+            body = {key: values[0] for key, values in parse_qs(raw.decode()).items()}
+        else:
+            body = json.loads(raw or b"{}")
         if self.path == "/mint":
             self._json({"access_token": self.provider.mint(body), "token_type": "Bearer"})
         elif self.path == "/rotate":
             self._json({"kid": self.provider.rotate()})
+        elif self.path == "/device":
+            self._json(self.provider.start_device())
+        elif self.path == "/device/approve":
+            self._json({"approved": self.provider.approve_all(body["sub"])})
+        elif self.path == "/token":
+            status, answer = self.provider.token(body)
+            self._json(answer, status=status)
         else:
             self._json({"error": "not_found"}, status=404)
 

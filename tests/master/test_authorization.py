@@ -60,6 +60,7 @@ ROUTES: dict[tuple[str, str], Row] = {
     ("GET", "/api/v1/experiments"): Row(Level.USER),
     ("GET", "/api/v1/experiments/{ref}"): Row(Level.VIEWER),
     ("GET", "/api/v1/experiments/{ref}/trials"): Row(Level.VIEWER),
+    ("GET", "/api/v1/auth/config"): Row(Level.PUBLIC),
     ("GET", "/api/v1/me"): Row(Level.USER),
     ("GET", "/api/v1/tokens"): Row(Level.USER),
     ("POST", "/api/v1/tokens"): Row(Level.USER, {"name": "ci"}),

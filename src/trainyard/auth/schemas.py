@@ -8,7 +8,7 @@ accident.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -23,6 +23,18 @@ ProjectName = Annotated[
 
 class _Schema(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AuthInfo(_Schema):
+    """`GET /api/v1/auth/config` (no token needed): how to sign in to this Master.
+
+    `trainyard login` reads it to find the provider and the public client of the device grant.
+    """
+
+    mode: Literal["none", "oidc"]
+    issuer: str | None = None
+    audience: str | None = None
+    client_id: str | None = None
 
 
 class MeOut(_Schema):

@@ -1,4 +1,4 @@
-"""The `trainyard` command: run, validate, list, show, logs, export, data."""
+"""The `trainyard` command: run, validate, list, show, logs, export, data, login, token."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from rich.markup import escape
 
 from trainyard.cli.data import data_app
 from trainyard.cli.output import make_console
+from trainyard.cli.tokens import login, token_app
 from trainyard.errors import TrainyardError
 from trainyard.settings import Settings
 
@@ -27,6 +28,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(data_app, name="data")
+app.add_typer(token_app, name="token")
+app.command("login")(login)
 
 console = make_console()
 error_console = make_console(stderr=True)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, status
+from fastapi import APIRouter, Path, Request, status
 
-from trainyard.auth.schemas import MeOut, TokenCreated, TokenOut, TokenRequest
+from trainyard.auth.schemas import AuthInfo, MeOut, TokenCreated, TokenOut, TokenRequest
+from trainyard.config.auth import AuthSpec
 from trainyard.master.api.deps import AccountsDep, CurrentUser
 from trainyard.master.api.errors import ERROR_RESPONSES
 from trainyard.protocol import MAX_INT
@@ -14,6 +15,18 @@ from trainyard.protocol import MAX_INT
 router = APIRouter(tags=["accounts"], responses=ERROR_RESPONSES)
 
 TokenIdPath = Annotated[int, Path(ge=1, le=MAX_INT, description="The token's id.")]
+
+
+@router.get("/auth/config")
+def auth_config(request: Request) -> AuthInfo:
+    """How to sign in: the provider and its public client (no token needed)."""
+    auth = request.app.state.authenticator.auth
+    if not isinstance(auth, AuthSpec):
+        return AuthInfo(mode="none")
+    oidc = auth.oidc
+    return AuthInfo(
+        mode="oidc", issuer=oidc.issuer, audience=oidc.audience, client_id=oidc.login_client_id
+    )
 
 
 @router.get("/me")
