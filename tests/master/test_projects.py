@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import socket
 from datetime import timedelta
 from pathlib import Path
 
 from fastapi.testclient import TestClient
 
+from tests.auth.tokens import AUDIENCE, forged
 from tests.master.conftest import experiment_config
 from tests.master.yard import Yard, yard
+from trainyard.config.auth import AuthSpec, OidcSpec
 from trainyard.master.api.app import create_app
 from trainyard.master.service import MasterService
 from trainyard.store import ApiToken, utcnow
@@ -152,3 +155,14 @@ def test_the_embedded_admin_token_is_the_local_facility_admin(
     assert embedded.get("/api/v1/me").status_code == 401
     listed = embedded.get("/api/v1/experiments", headers={"Authorization": "Bearer run-token"})
     assert [(e["name"], e["project"]) for e in listed.json()] == [("embedded", "default")]
+
+
+def test_an_unreachable_provider_is_a_503_naming_it(service: MasterService) -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        issuer = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    auth = AuthSpec(oidc=OidcSpec(issuer=issuer, audience=AUDIENCE))
+    api = TestClient(create_app(service, auth=auth))
+    answer = api.get("/api/v1/me", headers={"Authorization": f"Bearer {forged(issuer, 'x')}"})
+    assert answer.status_code == 503
+    assert answer.json()["detail"].startswith(f"the identity provider {issuer} cannot be reached")
