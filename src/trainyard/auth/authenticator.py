@@ -22,6 +22,11 @@ from trainyard.store import Store, User, accounts, repository
 LOCAL_ISSUER = "trainyard:local"
 """The issuer of the local user, which no OIDC provider can have (it is not a URL)."""
 LOCAL_SUBJECT = "local-admin"
+MISSING_TOKEN = (
+    "missing `Authorization: Bearer <token>` header; sign in with `trainyard login` or use a "
+    "personal API token (embedded: the CLI's admin token is TRAINYARD_TOKEN); a worker's "
+    "credential comes from its executor"
+)
 
 
 class Authenticator:
@@ -65,7 +70,7 @@ class Authenticator:
         """
         if token is None:
             if self.needs_token:
-                raise AuthenticationError("missing `Authorization: Bearer <token>` header")
+                raise AuthenticationError(MISSING_TOKEN)
             return self._local_admin()
         if token.startswith(WORKER_TOKEN_PREFIX):
             return self._worker(token)
