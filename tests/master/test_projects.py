@@ -166,3 +166,13 @@ def test_an_unreachable_provider_is_a_503_naming_it(service: MasterService) -> N
     answer = api.get("/api/v1/me", headers={"Authorization": f"Bearer {forged(issuer, 'x')}"})
     assert answer.status_code == 503
     assert answer.json()["detail"].startswith(f"the identity provider {issuer} cannot be reached")
+
+
+def test_a_role_too_low_is_told_which_role_is_needed(yard: Yard) -> None:
+    body = {"user": "guest", "role": "viewer"}
+    answer = yard.call("PUT", "/api/v1/projects/alpha/members", "viewer", body)
+    assert answer.status_code == 403
+    assert answer.json()["detail"] == (
+        "viewer is a viewer of project 'alpha'; this needs the admin role or above; ask an "
+        "admin of 'alpha' (`GET /api/v1/projects/alpha/members` lists them)"
+    )

@@ -92,7 +92,7 @@ class Access:
         raise PermissionDeniedError(
             f"{user.display_name} is {_article(role)} of project {project.name!r}; this needs "
             f"the {needed.value} role or above; ask an admin of {project.name!r} "
-            "(`GET /api/v1/projects/{name}/members` lists them)"
+            f"(`GET /api/v1/projects/{project.name}/members` lists them)"
         )
 
 
