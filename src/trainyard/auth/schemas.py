@@ -35,6 +35,8 @@ class AuthInfo(_Schema):
     issuer: str | None = None
     audience: str | None = None
     client_id: str | None = None
+    scope: str | None = None
+    """What `trainyard login` asks the provider for."""
 
 
 class MeOut(_Schema):

@@ -104,7 +104,7 @@ def device_login(
         )
     token_endpoint = str(discovery["token_endpoint"])
     start = _provider_json(
-        device_endpoint, {"client_id": info.client_id, "scope": "openid offline_access"}
+        device_endpoint, {"client_id": info.client_id, "scope": info.scope or "openid"}
     )
     where = start.get("verification_uri_complete") or start["verification_uri"]
     say(f"Open {where} and sign in; the code is {start['user_code']}")

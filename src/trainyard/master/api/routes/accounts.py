@@ -25,7 +25,11 @@ def auth_config(request: Request) -> AuthInfo:
         return AuthInfo(mode="none")
     oidc = auth.oidc
     return AuthInfo(
-        mode="oidc", issuer=oidc.issuer, audience=oidc.audience, client_id=oidc.login_client_id
+        mode="oidc",
+        issuer=oidc.issuer,
+        audience=oidc.audience,
+        client_id=oidc.login_client_id,
+        scope=oidc.login_scope,
     )
 
 
