@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.oidc_provider import provider_process
 from tests.postgres import PostgresServer, PostgresUnavailable, start_server, stop_server
 from trainyard.store import Store, open_store
 
@@ -70,3 +71,11 @@ def store(database_url: str) -> Iterator[Store]:
     opened = open_store(database_url)
     yield opened
     opened.close()
+
+
+@pytest.fixture(scope="session")
+def oidc_issuer() -> Iterator[str]:
+    """A real OIDC provider process on 127.0.0.1 (tests/oidc_provider.py) for the session;
+    its issuer URL."""
+    with provider_process() as issuer:
+        yield issuer

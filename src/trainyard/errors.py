@@ -46,5 +46,9 @@ class PermissionDeniedError(TrainyardError):
     """A valid credential asks for something it may not reach (HTTP 403)."""
 
 
+class ServiceUnavailableError(TrainyardError):
+    """Something the Master depends on (the identity provider) cannot be reached (HTTP 503)."""
+
+
 class ExportError(TrainyardError):
     """A trained model cannot be written in another format (ONNX for CMSSW)."""

@@ -39,6 +39,11 @@ PACK_TOKENS_ENV = "TRAINYARD_PACK_TOKENS"
 """Each member's own worker credential, comma-separated in the order of the ids (tokens are
 handed over in the environment only, never on a command line)."""
 
+WORKER_TOKEN_PREFIX = "tyw_"
+"""Worker credentials start with this, so a leaked one is recognisable (and greppable)."""
+API_TOKEN_PREFIX = "typat_"
+"""Personal API tokens start with this (trainyard personal access token)."""
+
 MAX_INT = 2**31 - 1
 """The largest id or count the store holds: its integer columns are 32-bit on PostgreSQL, so
 larger values (ids beyond 2^63 included) are refused at the edge instead of failing there."""
@@ -98,6 +103,25 @@ _FINISHED_TRIAL_STATES = frozenset(
         TrialState.CANCELED,
     }
 )
+
+
+class ProjectRole(StrEnum):
+    """A member's role in a project; each role may do what the ones before it may."""
+
+    VIEWER = "viewer"
+    """Reads the project's experiments, trials, metrics and checkpoints."""
+    EDITOR = "editor"
+    """Also submits experiments and pauses, activates or kills them."""
+    ADMIN = "admin"
+    """Also adds, changes and removes the project's members."""
+
+    @property
+    def rank(self) -> int:
+        return list(ProjectRole).index(self)
+
+    def allows(self, needed: ProjectRole) -> bool:
+        """Whether this role may do what `needed` may."""
+        return self.rank >= needed.rank
 
 
 class MetricKind(StrEnum):
@@ -262,6 +286,8 @@ class ExperimentOut(_Message):
 
     id: int
     name: str
+    project: str = "default"
+    """The project whose members may see it (`default` for embedded runs)."""
     state: ExperimentState
     created_at: datetime
     ended_at: datetime | None
@@ -278,6 +304,8 @@ class ExperimentSubmission(_Message):
     yaml: str = Field(min_length=1)
     source: str = Field(min_length=1, max_length=4096)
     """The file's path on the client, to name it in messages."""
+    project: str = Field(default="default", min_length=1, max_length=128)
+    """The project the experiment belongs to; the caller must be one of its editors."""
 
 
 class LogChunk(_Message):

@@ -11,14 +11,15 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, inspect
+from sqlalchemy import Connection, Engine, inspect, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import StatementError
-from sqlalchemy.orm import Session
 
 import trainyard.store
 from trainyard.store import (
+    DEFAULT_PROJECT,
     Base,
+    Project,
     Store,
     alembic_config,
     create_experiment,
@@ -27,6 +28,7 @@ from trainyard.store import (
     default_home,
     head_revision,
     list_experiments,
+    list_trials,
     make_engine,
     open_store,
     upgrade_to_head,
@@ -42,6 +44,10 @@ TABLES = {
     "ty_metrics",
     "ty_checkpoints",
     "ty_worker_credentials",
+    "ty_users",
+    "ty_projects",
+    "ty_memberships",
+    "ty_api_tokens",
 }
 
 
@@ -57,7 +63,7 @@ def test_open_store_migrates_a_fresh_database_to_head(database_url: str) -> None
     engine.dispose()
 
     with open_store(database_url) as store:
-        assert current_revision(store.engine) == head_revision() == "0002"
+        assert current_revision(store.engine) == head_revision() == "0003"
         assert set(inspect(store.engine).get_table_names()) >= TABLES
 
 
@@ -207,12 +213,57 @@ def test_a_store_of_the_previous_release_upgrades_with_its_experiments(database_
     engine = make_engine(database_url)
     with engine.begin() as connection:
         command.upgrade(alembic_config(connection), "0001")
+        _insert_old_experiment(connection, "old")
     assert "ty_worker_credentials" not in inspect(engine).get_table_names()
-    with Session(engine) as session, session.begin():
-        create_experiment(session, name="old", config={}, home_dir="/old")
     engine.dispose()
     with open_store(database_url) as store:
         assert current_revision(store.engine) == head_revision()
         assert "ty_worker_credentials" in inspect(store.engine).get_table_names()
         with store.session() as session:
             assert [e.name for e in list_experiments(session)] == ["old"]
+
+
+def test_a_store_of_release_0002_upgrades_into_the_default_project(database_url: str) -> None:
+    """Experiments, trials and credentials written before projects existed are all kept,
+    each experiment in `default` with no owner."""
+    engine = make_engine(database_url)
+    with engine.begin() as connection:
+        command.upgrade(alembic_config(connection), "0002")
+        now = datetime.now(UTC)
+        for name in ("first", "second"):
+            _insert_old_experiment(connection, name)
+        connection.execute(
+            text(
+                "INSERT INTO ty_trials (experiment_id, number, state, hyperparameters, created_at,"
+                " batches_trained, num_restarts) SELECT id, 0, 'RUNNING', '{\"lr\": 0.1}', :now,"
+                " 7, 0 FROM ty_experiments"
+            ),
+            {"now": now},
+        )
+    engine.dispose()
+    with open_store(database_url) as store, store.session() as session:
+        experiments = list_experiments(session)
+        assert [(e.name, e.home_dir, e.owner_id) for e in experiments] == [
+            ("second", "/old/second", None),
+            ("first", "/old/first", None),
+        ]
+        default = session.scalars(select(Project).where(Project.name == DEFAULT_PROJECT)).one()
+        assert {e.project_id for e in experiments} == {default.id}
+        trials = [list_trials(session, experiment_id=e.id) for e in experiments]
+        assert [
+            [(t.number, t.hyperparameters, t.batches_trained) for t in ts] for ts in trials
+        ] == [[(0, {"lr": 0.1}, 7)]] * 2
+        new = create_experiment(session, name="new", config={}, home_dir="/new")
+        assert new.project_id == default.id
+
+
+def _insert_old_experiment(connection: Connection, name: str) -> None:
+    """An experiment row as releases before 0003 wrote it (the models have moved on since)."""
+    now = datetime.now(UTC)
+    connection.execute(
+        text(
+            "INSERT INTO ty_experiments (name, state, config, home_dir, created_at, "
+            "updated_at) VALUES (:name, 'RUNNING', '{}', :home, :now, :now)"
+        ),
+        {"name": name, "home": f"/old/{name}", "now": now},
+    )

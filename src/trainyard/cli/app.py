@@ -1,4 +1,5 @@
-"""The `trainyard` command: run, validate, submit, list, show, logs, export, data, server.
+"""The `trainyard` command: run, validate, submit, list, show, logs, export, data, server, login,
+token.
 
 `list`, `show`, `logs`, `pause`, `activate` and `kill` read this machine's store (embedded
 mode) or, with `--master URL` / TRAINYARD_MASTER, ask a `trainyard server`; both print the
@@ -20,6 +21,7 @@ from rich.markup import escape
 from trainyard.cli.data import data_app
 from trainyard.cli.output import make_console
 from trainyard.cli.server import server_app
+from trainyard.cli.tokens import login, token_app
 from trainyard.errors import TrainyardError
 from trainyard.settings import Settings
 
@@ -36,6 +38,8 @@ app = typer.Typer(
 )
 app.add_typer(data_app, name="data")
 app.add_typer(server_app, name="server")
+app.add_typer(token_app, name="token")
+app.command("login")(login)
 
 console = make_console()
 error_console = make_console(stderr=True)
@@ -136,6 +140,9 @@ def list_experiments(
 def submit(
     file: Annotated[Path, typer.Argument(help="Experiment file (YAML).")],
     master: MasterUrl = None,
+    project: Annotated[
+        str, typer.Option(help="The project it belongs to; you must be one of its editors.")
+    ] = "default",
 ) -> None:
     """Send an experiment to a trainyard server, which checks and runs it; prints its id."""
     import yaml
@@ -150,7 +157,8 @@ def submit(
             f"TRAINYARD_MASTER; to run it on this machine, use `trainyard run {file}`"
         )
     text = yaml.safe_dump(load_experiment(file).model_dump(mode="json"), sort_keys=False)
-    found = MasterClient(master).submit(ExperimentSubmission(yaml=text, source=str(file)))
+    submission = ExperimentSubmission(yaml=text, source=str(file), project=project)
+    found = MasterClient(master).submit(submission)
     error_console.print(f"experiment {found.id} ({escape(found.name)}) is {found.state}")
     sys.stdout.write(f"{found.id}\n")  # alone on stdout, for scripts
 

@@ -36,6 +36,10 @@ class OidcSpec(Strict):
     client_id: str | None = None
     """A public client of the provider for `trainyard login` (device authorization grant);
     default: `audience`."""
+    login_scope: str = Field(default="openid offline_access", min_length=1)
+    """Scopes `trainyard login` asks for; `offline_access` brings a refresh token. Some
+    providers let a public client ask only for `openid` (CILogon): then set that, and users
+    sign in again when their access token expires."""
     username_claim: str = "preferred_username"
     """The claim shown as the user's name; identity is always (issuer, sub)."""
     leeway_s: int = Field(default=30, ge=0, le=300)

@@ -35,7 +35,7 @@ from trainyard.master.service import MasterService
 from trainyard.protocol import ExperimentOut, ExperimentState
 from trainyard.scheduler.fair_share import ExperimentDemand, split_offer
 from trainyard.settings import Settings
-from trainyard.store import repository
+from trainyard.store import Project, repository
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +77,13 @@ class FacilityLoop:
 
     # -- submitting ---------------------------------------------------------------------------
 
-    def submit(self, config: ExperimentConfig) -> ExperimentOut:
+    def submit(
+        self,
+        config: ExperimentConfig,
+        *,
+        project: Project | None = None,
+        owner_id: int | None = None,
+    ) -> ExperimentOut:
         """Check an experiment as `trainyard run` does before storing it, then store it; the
         next tick starts it.
 
@@ -91,7 +97,8 @@ class FacilityLoop:
             pack_size(config, executor)
         finally:
             executor.close()
-        return self._service.get_experiment(self._service.create_experiment(config))
+        created = self._service.create_experiment(config, project=project, owner_id=owner_id)
+        return self._service.get_experiment(created)
 
     def _check_executor(self, config: ExperimentConfig) -> Executor:
         pool = self._facility.pool(config.resources.pool)  # names the pools when unknown

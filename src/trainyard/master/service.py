@@ -7,19 +7,21 @@ report goes through `master.reports.TrialReports`, which builds on this.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import secrets
 import threading
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.orm import Session
 
+from trainyard.auth.api_tokens import token_sha256
 from trainyard.config import ExperimentConfig, parse_experiment
 from trainyard.config.trial import ScriptTrialConfig, TrialConfig, resolve_any_trial
 from trainyard.errors import TrainyardError
 from trainyard.protocol import (
+    WORKER_TOKEN_PREFIX,
     CheckpointOut,
     ExperimentOut,
     ExperimentState,
@@ -30,7 +32,7 @@ from trainyard.protocol import (
 )
 from trainyard.search import Searcher, TrialResult, make_searcher, validate_searcher
 from trainyard.settings import Settings
-from trainyard.store import Metric, Store, Trial, repository
+from trainyard.store import Metric, Project, Store, Trial, repository
 from trainyard.tracking import Tracking, TrackingEvent, TrialEnded, TrialStarted
 
 logger = logging.getLogger(__name__)
@@ -44,14 +46,6 @@ _CONTROL = {
     ),
 }
 _PAST = {"pause": "paused", "activate": "activated", "kill": "killed"}
-
-WORKER_TOKEN_PREFIX = "tyw_"
-"""Worker credentials start with this, so a leaked one is recognisable (and greppable)."""
-
-
-def token_sha256(token: str) -> str:
-    """The form in which the store keeps a credential: a leaked database grants nothing."""
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 class MasterService:
@@ -67,18 +61,34 @@ class MasterService:
 
     # -- experiments -------------------------------------------------------------------------
 
-    def create_experiment(self, config: ExperimentConfig) -> int:
-        """Record a validated experiment and give it a folder; trials are created by the runner."""
+    def create_experiment(
+        self,
+        config: ExperimentConfig,
+        *,
+        project: Project | None = None,
+        owner_id: int | None = None,
+    ) -> int:
+        """Record a validated experiment and give it a folder; trials are created by the runner.
+
+        Without `project` (embedded runs) it joins the `default` project and its folder is
+        <home>/experiments/<id>-<name>; a project's experiments live under
+        <home>/projects/<project>/experiments/, so each project's checkpoints and logs sit
+        in one folder that can be measured, capped and backed up on its own.
+        """
         validate_searcher(config)
+        root = self.settings.resolved_home()
+        if project is not None:
+            root = root / "projects" / project.name
         with self.store.session() as session:
             experiment = repository.create_experiment(
-                session, name=config.name, config=config.model_dump(mode="json"), home_dir=""
+                session,
+                name=config.name,
+                config=config.model_dump(mode="json"),
+                home_dir="",
+                project_id=project.id if project is not None else None,
+                owner_id=owner_id,
             )
-            home = (
-                self.settings.resolved_home()
-                / "experiments"
-                / f"{experiment.id:05d}-{config.name}"
-            )
+            home = root / "experiments" / f"{experiment.id:05d}-{config.name}"
             experiment.home_dir = str(home)
             experiment_id = experiment.id
         home.mkdir(parents=True, exist_ok=True)
@@ -160,6 +170,7 @@ class MasterService:
             return ExperimentOut(
                 id=experiment.id,
                 name=experiment.name,
+                project=session.get_one(Project, experiment.project_id).name,
                 state=experiment.state,
                 created_at=experiment.created_at,
                 ended_at=experiment.ended_at,
@@ -167,9 +178,13 @@ class MasterService:
                 num_trials=num_trials,
             )
 
-    def list_experiments(self, *, limit: int = 100) -> list[ExperimentOut]:
+    def list_experiments(
+        self, *, limit: int = 100, project_ids: Collection[int] | None = None
+    ) -> list[ExperimentOut]:
+        """Newest first; with `project_ids`, only those projects' experiments."""
         with self.store.session() as session:
-            ids = [e.id for e in repository.list_experiments(session, limit=limit)]
+            found = repository.list_experiments(session, limit=limit, project_ids=project_ids)
+            ids = [e.id for e in found]
         return [self.get_experiment(i) for i in ids]
 
     # -- trials ------------------------------------------------------------------------------

@@ -19,15 +19,20 @@ from trainyard.store.migrate import (
     upgrade_to_head,
 )
 from trainyard.store.models import (
+    DEFAULT_PROJECT,
+    ApiToken,
     Base,
     Checkpoint,
     CheckpointState,
     Experiment,
     ExperimentState,
+    Membership,
     Metric,
     MetricKind,
+    Project,
     Trial,
     TrialState,
+    User,
     WorkerCredential,
     utcnow,
 )
@@ -55,16 +60,21 @@ from trainyard.store.repository import (
 )
 
 __all__ = [
+    "DEFAULT_PROJECT",
+    "ApiToken",
     "Base",
     "Checkpoint",
     "CheckpointState",
     "Experiment",
     "ExperimentState",
+    "Membership",
     "Metric",
     "MetricKind",
+    "Project",
     "Store",
     "Trial",
     "TrialState",
+    "User",
     "WorkerCredential",
     "add_checkpoint",
     "add_metrics",

@@ -1,4 +1,4 @@
-"""ORM tables for experiments, trials, metrics, checkpoints and worker credentials.
+"""ORM tables for experiments, trials, metrics, checkpoints, credentials, users and projects.
 
 The store is the single source of truth: a restarted Master rebuilds its view from these rows.
 Everything here must work on SQLite and PostgreSQL alike, so types are portable (JSON,
@@ -29,7 +29,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from trainyard.protocol import ExperimentState, MetricKind, TrialState
+from trainyard.protocol import ExperimentState, MetricKind, ProjectRole, TrialState
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -146,6 +146,10 @@ class Experiment(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     ended_at: Mapped[datetime | None]
     message: Mapped[str | None] = mapped_column(Text)
+    project_id: Mapped[int] = mapped_column(ForeignKey("ty_projects.id"), index=True)
+    """Whose members may see and control it; `default` for embedded runs and old stores."""
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("ty_users.id"))
+    """Who submitted it; None for experiments written before users existed."""
 
     def __repr__(self) -> str:
         return f"Experiment(id={self.id}, name={self.name!r}, state={self.state})"
@@ -246,3 +250,82 @@ class WorkerCredential(Base):
 
     def __repr__(self) -> str:
         return f"WorkerCredential(trial_id={self.trial_id}, attempt={self.attempt})"
+
+
+DEFAULT_PROJECT = "default"
+"""The project of embedded runs and of every experiment written before projects existed."""
+
+
+class User(Base):
+    """A person, keyed on the identity provider's (issuer, subject), never on a name.
+
+    Created the first time one of their tokens is accepted; `username` and `email` are what the
+    provider last said, for display only.
+    """
+
+    __tablename__ = "ty_users"
+    __table_args__ = (UniqueConstraint("issuer", "subject"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    issuer: Mapped[str] = mapped_column(String(512))
+    subject: Mapped[str] = mapped_column(String(255))
+    username: Mapped[str | None] = mapped_column(String(255))
+    email: Mapped[str | None] = mapped_column(String(320))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime | None]
+
+    def __repr__(self) -> str:
+        return f"User(id={self.id}, subject={self.subject!r}, username={self.username!r})"
+
+
+class Project(Base):
+    """A group of people sharing experiments, checkpoints and (later) a share of the slots."""
+
+    __tablename__ = "ty_projects"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    def __repr__(self) -> str:
+        return f"Project(id={self.id}, name={self.name!r})"
+
+
+class Membership(Base):
+    """One user's role in one project."""
+
+    __tablename__ = "ty_memberships"
+    __table_args__ = (UniqueConstraint("project_id", "user_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(
+        ForeignKey("ty_projects.id", ondelete="CASCADE"), index=True
+    )
+    user_id: Mapped[int] = mapped_column(ForeignKey("ty_users.id", ondelete="CASCADE"), index=True)
+    role: Mapped[ProjectRole] = mapped_column(_enum_column(ProjectRole))
+
+    def __repr__(self) -> str:
+        return f"Membership(project_id={self.project_id}, user_id={self.user_id}, {self.role})"
+
+
+class ApiToken(Base):
+    """A personal API token for scripts and batch jobs, stored only as its SHA-256.
+
+    `prefix` (the first characters of the token) is shown in listings so a user can tell which
+    token is which; it is too short to guess the rest from.
+    """
+
+    __tablename__ = "ty_api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("ty_users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+    last_used_at: Mapped[datetime | None]
+
+    def __repr__(self) -> str:
+        return f"ApiToken(id={self.id}, user_id={self.user_id}, name={self.name!r})"

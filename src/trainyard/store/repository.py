@@ -7,7 +7,7 @@ NotFoundError with a message the CLI can print as is.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -17,12 +17,14 @@ from sqlalchemy.orm import Session
 from trainyard.errors import NotFoundError
 from trainyard.protocol import MAX_INT, CheckpointEntry
 from trainyard.store.models import (
+    DEFAULT_PROJECT,
     Checkpoint,
     CheckpointState,
     Experiment,
     ExperimentState,
     Metric,
     MetricKind,
+    Project,
     Trial,
     TrialState,
     WorkerCredential,
@@ -52,8 +54,15 @@ UPDATABLE_TRIAL_FIELDS = frozenset(
 
 
 def create_experiment(
-    session: Session, *, name: str, config: dict[str, Any], home_dir: str
+    session: Session,
+    *,
+    name: str,
+    config: dict[str, Any],
+    home_dir: str,
+    project_id: int | None = None,
+    owner_id: int | None = None,
 ) -> Experiment:
+    """A new QUEUED experiment, in the `default` project unless `project_id` says otherwise."""
     now = utcnow()
     experiment = Experiment(
         name=name,
@@ -62,25 +71,35 @@ def create_experiment(
         home_dir=home_dir,
         created_at=now,
         updated_at=now,
+        project_id=project_id if project_id is not None else default_project_id(session),
+        owner_id=owner_id,
     )
     session.add(experiment)
     session.flush()
     return experiment
 
 
-def get_experiment(session: Session, ref: int | str) -> Experiment:
+def get_experiment(
+    session: Session, ref: int | str, *, project_ids: Collection[int] | None = None
+) -> Experiment:
     """By id (an int or a string of digits), else the newest experiment with that name.
 
-    Names are not unique because reruns share them; the newest is what a user means.
+    Names are not unique because reruns share them; the newest is what a user means. With
+    `project_ids`, experiments of other projects are treated exactly as missing ones, so a
+    caller learns nothing about projects they do not belong to.
     """
     if isinstance(ref, int) or (ref.isascii() and ref.isdigit()):
         experiment = session.get(Experiment, int(ref)) if int(ref) <= MAX_INT else None
-        if experiment is None:
+        if experiment is None or (
+            project_ids is not None and experiment.project_id not in project_ids
+        ):
             raise NotFoundError(
                 f"no experiment with id {ref}; run `trainyard list` to see experiments"
             )
         return experiment
     newest = select(Experiment).where(Experiment.name == ref).order_by(Experiment.id.desc())
+    if project_ids is not None:
+        newest = newest.where(Experiment.project_id.in_(list(project_ids)))
     experiment = session.scalars(newest.limit(1)).first()
     if experiment is None:
         raise NotFoundError(
@@ -89,9 +108,14 @@ def get_experiment(session: Session, ref: int | str) -> Experiment:
     return experiment
 
 
-def list_experiments(session: Session, *, limit: int = 100) -> list[Experiment]:
-    """Newest first (ids only grow, so id order is creation order)."""
+def list_experiments(
+    session: Session, *, limit: int = 100, project_ids: Collection[int] | None = None
+) -> list[Experiment]:
+    """Newest first (ids only grow, so id order is creation order); with `project_ids`, only
+    those projects' experiments."""
     query = select(Experiment).order_by(Experiment.id.desc()).limit(limit)
+    if project_ids is not None:
+        query = query.where(Experiment.project_id.in_(list(project_ids)))
     return list(session.scalars(query))
 
 
@@ -99,6 +123,11 @@ def experiment_ids_in_states(session: Session, states: Iterable[ExperimentState]
     """Ids of every experiment in one of `states`, oldest first (a server's work list)."""
     query = select(Experiment.id).where(Experiment.state.in_(list(states)))
     return list(session.scalars(query.order_by(Experiment.id)))
+
+
+def default_project_id(session: Session) -> int:
+    """The id of the `default` project, which migration 0003 creates in every store."""
+    return session.scalars(select(Project.id).where(Project.name == DEFAULT_PROJECT)).one()
 
 
 def set_experiment_state(
@@ -146,8 +175,14 @@ def create_trial(
     return trial
 
 
-def get_trial(session: Session, trial_id: int) -> Trial:
+def get_trial(
+    session: Session, trial_id: int, *, project_ids: Collection[int] | None = None
+) -> Trial:
+    """By id; with `project_ids`, other projects' trials are reported missing."""
     trial = session.get(Trial, trial_id) if 0 <= trial_id <= MAX_INT else None
+    if trial is not None and project_ids is not None:
+        experiment = session.get(Experiment, trial.experiment_id)
+        trial = trial if experiment is not None and experiment.project_id in project_ids else None
     if trial is None:
         raise NotFoundError(
             f"no trial with id {trial_id}; run `trainyard list` to see experiments and trials"

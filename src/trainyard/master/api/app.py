@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, FastAPI
+from fastapi import APIRouter, FastAPI
 
 from trainyard import __version__
-from trainyard.master.api.deps import require_admin
+from trainyard.auth import Access, Accounts, Authenticator
+from trainyard.config.auth import ApiTokenPolicy, AuthConfig, AuthSpec
 from trainyard.master.api.errors import BodySizeLimit, install_error_handlers
-from trainyard.master.api.routes import experiments, trials, worker
+from trainyard.master.api.routes import accounts, experiments, projects, trials, worker
 from trainyard.master.api.routes.experiments import Submitter
 from trainyard.master.reports import TrialReports
 from trainyard.master.service import MasterService
@@ -19,7 +20,9 @@ DEFAULT_MAX_REQUEST_BYTES = 1024 * 1024
 def create_app(
     service: MasterService,
     *,
-    admin_token: str,
+    admin_token: str | None = None,
+    auth: AuthConfig = "none",
+    authenticator: Authenticator | None = None,
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     submitter: Submitter | None = None,
 ) -> FastAPI:
@@ -27,8 +30,12 @@ def create_app(
 
     Args:
         service: the Master's service over its store.
-        admin_token: the token of the read endpoints (the CLI's). Workers use their own
-            per-attempt credentials, issued by the service when a trial is launched.
+        admin_token: the embedded Master's per-run token (the CLI's), which acts as the local
+            facility admin. Workers use their own per-attempt credentials, issued by the
+            service when a trial is launched.
+        auth: the server file's `auth` section; `none` (the default) has no provider.
+        authenticator: resolves bearer tokens; built from `auth` and `admin_token` when not
+            given (tests pass one whose provider they run).
         max_request_bytes: larger request bodies are refused with 413.
         submitter: what runs submitted experiments (a server's loop); without one, as in
             `trainyard run`, submissions are refused.
@@ -36,16 +43,20 @@ def create_app(
     app = FastAPI(title="trainyard Master", version=__version__)
     app.state.service = service
     app.state.reports = TrialReports(service)
-    app.state.admin_token = admin_token
     app.state.submitter = submitter
+    app.state.authenticator = authenticator or Authenticator(
+        service.store, auth, local_token=admin_token
+    )
+    app.state.access = Access(service.store)
+    policy = auth.api_tokens if isinstance(auth, AuthSpec) else ApiTokenPolicy()
+    app.state.accounts = Accounts(service.store, app.state.access, policy)
     app.add_middleware(BodySizeLimit, max_bytes=max_request_bytes)
     install_error_handlers(app)
     api = APIRouter(prefix=API_PREFIX)
-    api.include_router(worker.router)
-    reads = APIRouter(dependencies=[Depends(require_admin)])
-    reads.include_router(trials.router)
-    reads.include_router(experiments.router)
-    api.include_router(reads)
+    for router in (worker.router, trials.router, experiments.router):
+        api.include_router(router)
+    for router in (accounts.router, projects.router):
+        api.include_router(router)
     app.include_router(api)
 
     @app.get("/healthz", tags=["health"])

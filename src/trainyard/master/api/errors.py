@@ -23,6 +23,7 @@ from trainyard.errors import (
     ConfigError,
     NotFoundError,
     PermissionDeniedError,
+    ServiceUnavailableError,
     TrainyardError,
 )
 from trainyard.protocol import ErrorOut, FieldError
@@ -34,6 +35,7 @@ _STATUS_BY_ERROR: list[tuple[type[TrainyardError], int]] = [
     (PermissionDeniedError, status.HTTP_403_FORBIDDEN),
     (NotFoundError, status.HTTP_404_NOT_FOUND),
     (ConfigError, status.HTTP_422_UNPROCESSABLE_CONTENT),
+    (ServiceUnavailableError, status.HTTP_503_SERVICE_UNAVAILABLE),
 ]
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -46,6 +48,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (409, "The request conflicts with the current state"),
         (413, "The request body is over the size limit"),
         (422, "A field of the request is malformed"),
+        (503, "The identity provider cannot be reached"),
     ]
 }
 """Documented on every router, so the OpenAPI document lists what each route can answer."""

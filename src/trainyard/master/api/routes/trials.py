@@ -1,4 +1,4 @@
-"""Read-only views of trials for the CLI, dashboards and scripts (admin token)."""
+"""Read-only views of trials for the CLI, dashboards and scripts (viewers of the project)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from trainyard.master.api.deps import ServiceDep, TrialIdPath
+from trainyard.master.api.deps import ServiceDep, ViewedTrial
 from trainyard.master.api.errors import ERROR_RESPONSES
 from trainyard.protocol import MAX_INT, CheckpointOut, LogChunk, MetricKind, MetricOut, TrialOut
 
@@ -17,29 +17,28 @@ router = APIRouter(prefix="/trials", tags=["trials"], responses=ERROR_RESPONSES)
 
 
 @router.get("/{trial_id}")
-def get_trial(trial_id: TrialIdPath, service: ServiceDep) -> TrialOut:
+def get_trial(trial_id: ViewedTrial, service: ServiceDep) -> TrialOut:
     """A trial's state and progress."""
     return service.get_trial(trial_id)
 
 
 @router.get("/{trial_id}/metrics")
 def list_metrics(
-    trial_id: TrialIdPath, service: ServiceDep, kind: MetricKind | None = None
+    trial_id: ViewedTrial, service: ServiceDep, kind: MetricKind | None = None
 ) -> list[MetricOut]:
     """Every report of a trial, oldest first; `kind` keeps training or validation ones."""
-    service.get_trial(trial_id)
     return service.trial_metrics(trial_id, kind)
 
 
 @router.get("/{trial_id}/checkpoints")
-def list_checkpoints(trial_id: TrialIdPath, service: ServiceDep) -> list[CheckpointOut]:
+def list_checkpoints(trial_id: ViewedTrial, service: ServiceDep) -> list[CheckpointOut]:
     """The trial's checkpoints that exist on disk, newest first."""
     return service.trial_checkpoints(trial_id)
 
 
 @router.get("/{trial_id}/log")
 def read_log(
-    trial_id: TrialIdPath,
+    trial_id: ViewedTrial,
     service: ServiceDep,
     offset: Annotated[int, Query(ge=0, le=MAX_INT)] = 0,
 ) -> LogChunk:
