@@ -29,6 +29,7 @@ class Level(Enum):
     PUBLIC = "anyone, no token"
     USER = "any signed-in user"
     VIEWER = "viewer of the project"
+    EDITOR = "editor of the project"
     ADMIN = "admin of the project"
     FACILITY = "facility admin"
     WORKER = "that trial's worker"
@@ -38,6 +39,9 @@ class Level(Enum):
 class Row:
     level: Level
     body: dict[str, Any] | None = None
+    allowed: tuple[int, str] = (200, "")
+    """What an allowed caller gets: a success, or (on this Master, which runs no loop and whose
+    experiment is RUNNING) the state's refusal, which proves the role check let it through."""
 
 
 ROUTES: dict[tuple[str, str], Row] = {
@@ -60,6 +64,16 @@ ROUTES: dict[tuple[str, str], Row] = {
     ("GET", "/api/v1/experiments"): Row(Level.USER),
     ("GET", "/api/v1/experiments/{ref}"): Row(Level.VIEWER),
     ("GET", "/api/v1/experiments/{ref}/trials"): Row(Level.VIEWER),
+    ("GET", "/api/v1/experiments/{ref}/records"): Row(Level.VIEWER),
+    ("GET", "/api/v1/trials/{trial_id}/log"): Row(Level.VIEWER),
+    ("POST", "/api/v1/experiments"): Row(
+        Level.EDITOR,
+        {"yaml": "name: x", "source": "x.yaml", "project": "alpha"},
+        allowed=(409, "this Master is a `trainyard run`, which runs its one experiment"),
+    ),
+    ("POST", "/api/v1/experiments/{ref}/{action}"): Row(
+        Level.EDITOR, allowed=(409, "only a PAUSED experiment can be activated")
+    ),
     ("GET", "/api/v1/auth/config"): Row(Level.PUBLIC),
     ("GET", "/api/v1/me"): Row(Level.USER),
     ("GET", "/api/v1/tokens"): Row(Level.USER),
@@ -91,10 +105,11 @@ def test_every_route_has_a_row(yard: Yard) -> None:
     assert sorted(_walk(yard.app.routes)) == sorted(ROUTES)
 
 
-def _expected(level: Level, caller: str, yard: Yard) -> tuple[int, str]:
+def _expected(row: Row, caller: str, yard: Yard) -> tuple[int, str]:
     """The status the rules give (200 for any success) and a part of the message."""
+    level = row.level
     if level is Level.PUBLIC:
-        return 200, ""
+        return row.allowed
     if level is Level.WORKER:
         if caller == "none":
             return 401, "missing `Authorization: Bearer <token>` header"
@@ -112,11 +127,13 @@ def _expected(level: Level, caller: str, yard: Yard) -> tuple[int, str]:
         return refusals[caller]
     if level is Level.FACILITY and caller != "facility":
         return 403, f"{caller} is not a facility admin"
-    if caller == "outsider" and level in (Level.VIEWER, Level.ADMIN):
+    if caller == "outsider" and level in (Level.VIEWER, Level.EDITOR, Level.ADMIN):
         return 404, "no "  # exactly as if it did not exist: see the next test
     if level is Level.ADMIN and caller in ("viewer", "editor"):
         return 403, f"{caller} is a{'n' if caller == 'editor' else ''} {caller} of project 'alpha'"
-    return 200, ""
+    if level is Level.EDITOR and caller == "viewer":
+        return 403, "viewer is a viewer of project 'alpha'"
+    return row.allowed
 
 
 def _path(yard: Yard, method: str, template: str, caller: str) -> str:
@@ -126,6 +143,7 @@ def _path(yard: Yard, method: str, template: str, caller: str) -> str:
         name="alpha",
         member="sub-guest",
         token_id=1,
+        action="activate",
     )
     if template.endswith("{token_id}") and caller in ("outsider", "facility", *MEMBERS):
         own = yard.call("POST", "/api/v1/tokens", caller, {"name": "to-revoke"}).json()
@@ -150,7 +168,7 @@ def test_each_route_answers_each_caller_by_the_rules(
     if template == "/api/v1/projects" and method == "POST":
         body = {"name": f"p-{uuid.uuid4().hex[:8]}"}
     response = yard.call(method, _path(yard, method, template, caller), caller, body)
-    status, message = _expected(row.level, caller, yard)
+    status, message = _expected(row, caller, yard)
     if status == 200:
         assert response.is_success, (response.status_code, response.text)
     else:

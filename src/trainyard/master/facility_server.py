@@ -46,7 +46,7 @@ def serve(
         store = Store(checked.engine)
         settings = _settings(config)
         service = MasterService(store, settings)
-        app = create_app(service, admin_token=admin_token(config))
+        app = create_app(service, admin_token=admin_token(config), auth=config.auth)
         server = EmbeddedServer(
             app,
             host=config.host,

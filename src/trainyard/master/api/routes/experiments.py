@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Protocol
 
-from fastapi import APIRouter, Depends, Query, Request, status
+from fastapi import APIRouter, Query, Request, status
 
 from trainyard.config import ExperimentConfig
 from trainyard.config.loader import parse_experiment_text
@@ -74,15 +74,13 @@ def list_records(experiment_id: ViewedExperiment, service: ServiceDep) -> list[T
 
 @router.post("", status_code=status.HTTP_201_CREATED)
 def submit_experiment(
-    submission: ExperimentSubmission,
-    user: CurrentUser,
-    access: AccessDep,
-    submitter: Annotated[Submitter, Depends(_submitter)],
+    request: Request, submission: ExperimentSubmission, user: CurrentUser, access: AccessDep
 ) -> ExperimentOut:
     """Check an experiment file as `trainyard run` does (schema, data paths, model, pool),
     store it in the project (the caller must be its editor) and queue it; a mistake answers
     422 with the message `trainyard run` prints."""
-    project = access.project(user, submission.project, ProjectRole.EDITOR)
+    project = access.project(user, submission.project, ProjectRole.EDITOR)  # before anything else
+    submitter = _submitter(request)
     config = parse_experiment_text(submission.yaml, source=submission.source)
     return submitter.submit(config, project=project, owner_id=user.user_id)
 
