@@ -119,7 +119,7 @@ def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
         load_facility(empty)
 
 
-KUBERNETES_EXAMPLE = Path(__file__).parents[2] / "deploy" / "kubernetes" / "facility.example.yaml"
+KUBERNETES_EXAMPLE = EXAMPLE.parents[1] / "kubernetes" / "base" / "config" / "facility.yaml"
 K8S = {
     "namespace": "trials",
     "image": "registry.example.org/trainyard:0.1",
