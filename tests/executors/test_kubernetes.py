@@ -6,6 +6,7 @@ injected as a cluster would show it. No real cluster is reached by these tests."
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,12 +17,15 @@ import yaml
 
 from tests.executors.kube_fake.api import FakeKubernetes, Obj
 from tests.executors.kube_fake.cluster import FakeCluster, container_status, write_kubeconfig
+from trainyard.config.facility import parse_facility
 from trainyard.config.kubernetes_pool import KubernetesPoolSpec
+from trainyard.config.schema import ResourcesSpec
 from trainyard.errors import ConfigError, ExecutorError
 from trainyard.executors import WorkerLaunch
 from trainyard.executors.kubernetes import KubernetesExecutor
 from trainyard.executors.kubernetes_api import API_RULES
 from trainyard.executors.kubernetes_status import EXIT_CODES, Cause
+from trainyard.executors.pools import executor_for_pool
 
 NS = "trials"
 TOKEN = "tyw_not-in-any-pod-spec"
@@ -281,16 +285,26 @@ def test_watch_lists_again_after_410_gone_and_after_the_api_was_down(
     assert _until(lambda: executor.poll(7)) == 0
 
 
-def test_a_taken_name_is_a_leftover_deleted_before_the_next_attempt(
-    api: FakeKubernetes, cluster: FakeCluster, make_executor: Callable, tmp_path: Path
+@pytest.mark.parametrize("finished", [False, True])
+def test_a_taken_name_is_an_earlier_masters_attempt_and_the_next_number_is_used(
+    api: FakeKubernetes,
+    cluster: FakeCluster,
+    make_executor: Callable,
+    tmp_path: Path,
+    finished: bool,
 ) -> None:
-    leftover = make_executor()
-    _launch(leftover, tmp_path)  # an earlier Master's attempt 1
+    """An unfinished earlier attempt is deleted (its workers hold the old Master's token);
+    a finished one stays until its TTL."""
+    _launch(make_executor(), tmp_path)  # an earlier Master's attempt 1
+    if finished:
+        (pod,) = _pods(cluster, 1)
+        _end(cluster, pod, 0, ended="Completed")
     executor = make_executor()
     _launch(executor, tmp_path)
     assert api.get("jobs", NS, "ty-exp-7-2") is not None
-    assert ("jobs", "ty-exp-7-1") in [(r, n) for r, n, _ in api.deletions]
-    assert ("create", "batch", "jobs") in api.requests
+    deleted = ("jobs", "ty-exp-7-1") in [(r, n) for r, n, _ in api.deletions]
+    assert deleted is not finished
+    assert executor.running() == [7]
 
 
 def test_stop_gives_the_grace_period_and_kill_deletes_at_once(
@@ -411,3 +425,26 @@ def test_the_trial_role_grants_exactly_the_verbs_the_executor_uses(
         for resource in rule["resources"]
     }
     assert used == declared == granted
+
+
+def test_a_kubernetes_pool_without_the_client_says_which_extra_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pool = {
+        "executor": "kubernetes",
+        "kubernetes": {
+            "namespace": NS,
+            "image": "i",
+            "volumes": {"data": {"claim": "d", "mount_path": "/d"}},
+        },
+    }
+    facility = parse_facility({"pools": {"k8s": pool}})
+    monkeypatch.setitem(sys.modules, "trainyard.executors.kubernetes", None)
+    with pytest.raises(ExecutorError) as caught:
+        executor_for_pool(
+            facility, ResourcesSpec(pool="k8s"), experiment="exp", fork_workers=False
+        )
+    assert (
+        "pool 'k8s' is a Kubernetes pool, which needs the Kubernetes client: pip install "
+        "'trainyard[kubernetes]'"
+    ) in str(caught.value)

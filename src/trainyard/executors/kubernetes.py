@@ -46,9 +46,6 @@ from trainyard.suggest import did_you_mean
 
 logger = logging.getLogger(__name__)
 
-MAX_TAKEN_NAMES = 5
-"""Attempt numbers tried when names are taken by leftovers before launch gives up."""
-
 
 @dataclass
 class _Attempt:
@@ -245,16 +242,7 @@ class KubernetesExecutor(Executor):
             logger.warning("cannot delete the pods of Job %s: %s", attempt.names.job, err)
 
     def end_leftover(self, trial_id: int, worker_pid: int | None) -> None:
-        selector = f"{experiment_selector(self._label)},{LABEL_PREFIX}trial={trial_id}"
-        jobs = self._call(
-            "list jobs",
-            self._batch.list_namespaced_job,
-            self._spec.namespace,
-            label_selector=selector,
-        )
-        for job in jobs.items:
-            logger.warning("trial %d: deleting leftover Job %s", trial_id, job.metadata.name)
-            self._delete(job.metadata.name, grace_s=0, propagation="Background")
+        self._end_earlier_attempts(trial_id)
 
     def running(self) -> list[int]:
         return list(self._attempts)
@@ -265,32 +253,52 @@ class KubernetesExecutor(Executor):
     # -- helpers -------------------------------------------------------------------------------
 
     def _create_job(self, launch: WorkerLaunch) -> tuple[TrialNames, client.V1Job]:
-        """Create the attempt's Job under the first free attempt number: a name taken (409)
-        is a leftover of an earlier Master, deleted before the next number is tried."""
-        for _ in range(MAX_TAKEN_NAMES):
-            attempt = self._launches.get(launch.trial_id, 0) + 1
-            self._launches[launch.trial_id] = attempt
-            names = TrialNames(self._label, launch.trial_id, attempt)
-            body = manifest(self._job(names, launch), self._spec)
-            try:
-                job = self._batch.create_namespaced_job(self._spec.namespace, body)
-            except ApiException as err:
-                if err.status != 409:
-                    raise self._failure(err, "create jobs") from err
-                logger.warning(
-                    "trial %d: Job %s exists (a leftover); deleting it", launch.trial_id, names.job
-                )
-                self._delete(names.job, grace_s=0, propagation="Background")
-                continue
-            except Exception as err:
-                raise self._failure(err, "create jobs") from err
-            return names, job
-        raise ExecutorError(
-            f"trial {launch.trial_id}: {MAX_TAKEN_NAMES} Job names in a row were taken in "
-            f"namespace {self._spec.namespace!r}; delete the experiment's old Jobs "
-            f"(`kubectl delete jobs -n {self._spec.namespace} -l "
-            f"{experiment_selector(self._label)}`)"
-        )
+        """Create the attempt's Job. A name that is taken (409) belongs to an earlier
+        Master's attempt of this trial: its unfinished Jobs are deleted (their workers hold
+        that Master's token), and the attempt after the highest one found is created."""
+        attempt = self._launches.get(launch.trial_id, 0) + 1
+        try:
+            names, job = self._post_job(launch, attempt)
+        except ApiException:  # 409 only (see _post_job)
+            logger.warning(
+                "trial %d: attempt %d exists (an earlier Master's)", launch.trial_id, attempt
+            )
+            attempt = self._end_earlier_attempts(launch.trial_id) + 1
+            names, job = self._post_job(launch, attempt, taken_is_error=True)
+        self._launches[launch.trial_id] = attempt
+        return names, job
+
+    def _post_job(
+        self, launch: WorkerLaunch, attempt: int, *, taken_is_error: bool = False
+    ) -> tuple[TrialNames, client.V1Job]:
+        """POST the attempt's Job; a 409 is raised as it is unless `taken_is_error`."""
+        names = TrialNames(self._label, launch.trial_id, attempt)
+        body = manifest(self._job(names, launch), self._spec)
+        try:
+            return names, self._batch.create_namespaced_job(self._spec.namespace, body)
+        except ApiException as err:
+            if err.status == 409 and not taken_is_error:
+                raise
+            raise self._failure(err, "create jobs") from err
+        except Exception as err:
+            raise self._failure(err, "create jobs") from err
+
+    def _end_earlier_attempts(self, trial_id: int) -> int:
+        """Delete the trial's unfinished Jobs; the highest attempt number it has (0: none).
+        Finished ones stay until their TTL, with their pods' logs."""
+        selector = f"{experiment_selector(self._label)},{LABEL_PREFIX}trial={trial_id}"
+        jobs = self._call(
+            "list jobs",
+            self._batch.list_namespaced_job,
+            self._spec.namespace,
+            label_selector=selector,
+        ).items
+        for job in jobs:
+            if attempt_status(job, []).ending is None:
+                logger.warning("trial %d: deleting leftover Job %s", trial_id, job.metadata.name)
+                self._delete(job.metadata.name, grace_s=0, propagation="Background")
+        labels = [(job.metadata.labels or {}).get(LABEL_PREFIX + "attempt", "0") for job in jobs]
+        return max((int(n) for n in labels if n.isdigit()), default=0)
 
     def _job(self, names: TrialNames, launch: WorkerLaunch) -> client.V1Job:
         return build_job(self._spec, names, launch, experiment_name=self._experiment)

@@ -34,6 +34,9 @@ class _Picture:
 
     objects: dict[str, Any] = field(default_factory=dict)
     deleted: set[str] = field(default_factory=set)
+    unconfirmed: set[str] = field(default_factory=set)
+    """Noted by this process and not yet seen from the API: a list that was answered before
+    they were created must not count them as deleted."""
 
 
 class ClusterState:
@@ -75,8 +78,10 @@ class ClusterState:
     def note(self, kind: str, obj: Any) -> None:
         """An object this process just created or changed, ahead of its watch event."""
         with self._changed:
-            self._pictures[kind].objects[obj.metadata.name] = obj
-            self._pictures[kind].deleted.discard(obj.metadata.name)
+            picture = self._pictures[kind]
+            picture.objects[obj.metadata.name] = obj
+            picture.deleted.discard(obj.metadata.name)
+            picture.unconfirmed.add(obj.metadata.name)
             self._changed.notify_all()
 
     def job(self, name: str) -> tuple[client.V1Job | None, list[client.V1Pod]]:
@@ -93,6 +98,7 @@ class ClusterState:
             jobs, pods = self._pictures["jobs"], self._pictures["pods"]
             jobs.objects.pop(name, None)
             jobs.deleted.discard(name)
+            jobs.unconfirmed.discard(name)
             for pod in [n for n, p in pods.objects.items() if _job_of(p) == name]:
                 del pods.objects[pod]
                 pods.deleted.discard(pod)
@@ -117,9 +123,10 @@ class ClusterState:
         picture = self._pictures[kind]
         with self._changed:
             listed = {obj.metadata.name: obj for obj in listing.items}
-            picture.deleted |= set(picture.objects) - set(listed)
+            picture.deleted |= set(picture.objects) - set(listed) - picture.unconfirmed
             picture.objects.update(listed)
             picture.deleted -= set(listed)
+            picture.unconfirmed -= set(listed)
             self._changed.notify_all()
         if self.unreachable is not None:
             logger.warning("the Kubernetes API answers again (%s)", kind)
@@ -149,6 +156,7 @@ class ClusterState:
         picture = self._pictures[kind]
         with self._changed:
             picture.objects[obj.metadata.name] = obj
+            picture.unconfirmed.discard(obj.metadata.name)
             if event == "DELETED":
                 picture.deleted.add(obj.metadata.name)
             self._changed.notify_all()
