@@ -1,8 +1,10 @@
 """`trainyard run` on a Kubernetes pool, end to end against the fake API
 (tests/executors/kube_fake) whose kubelet starts each pod's command as a local process: the
 runner launches a trial of 2 ranks as a Job of 2 pods, torchrun in each pod meets the other at
-the first pod (the fake's DNS is this machine), rank 0 reports to the Master, and the Job's
-completion ends the trial. The same experiment file validates on a local and a SLURM pool.
+the first pod (the fake's DNS is this machine), rank 0 reports to the Master and checkpoints;
+the first pod is then evicted, the runner retries the trial as a new attempt (a new Job) from
+its checkpoint, and the Job's completion ends it. The same experiment file validates on a
+local and a SLURM pool.
 No real cluster: what a real one adds (scheduling, images, the network) is not exercised."""
 
 from __future__ import annotations
@@ -16,7 +18,14 @@ import yaml
 
 from tests.executors.kube_fake.api import FakeKubernetes
 from tests.executors.kube_fake.cluster import FakeCluster, write_kubeconfig
-from tests.integration.helpers import cli_env, experiment, run_cli, stored_trials
+from tests.integration.helpers import (
+    checkpoint_steps,
+    cli_env,
+    experiment,
+    start_cli,
+    stored_trials,
+    wait_for,
+)
 from trainyard.config import load_experiment
 from trainyard.config.facility import load_facility
 from trainyard.store import TrialState
@@ -34,7 +43,7 @@ def cluster() -> Iterator[tuple[FakeKubernetes, FakeCluster]]:
     api.stop()
 
 
-def test_a_two_pod_trial_trains_and_completes_on_a_kubernetes_pool(
+def test_a_two_pod_trial_is_evicted_retried_from_its_checkpoint_and_completes(
     cluster: tuple[FakeKubernetes, FakeCluster], toy_data: Path, tmp_path: Path
 ) -> None:
     api, fake = cluster
@@ -63,25 +72,31 @@ def test_a_two_pod_trial_trains_and_completes_on_a_kubernetes_pool(
         )
     )
     config = experiment(toy_data, resources={"slots_per_trial": 2, "pool": "k8s"})
-    config["training"].update(max_length={"batches": 10}, validation_period={"batches": 10})
-    config["checkpoint"] = {"period": {"batches": 10}, "keep": 1}
+    config["training"].update(max_length={"batches": 20}, validation_period={"batches": 20})
     file = tmp_path / "e2e.yaml"
     file.write_text(yaml.safe_dump(config))
-    loaded = load_experiment(file)
+    assert load_experiment(file).resources.pool == "k8s"
     for name in ("k8s", "gpu", "default"):  # one experiment file, any kind of pool
         load_facility(facility).pool(name)
-    assert loaded.resources.pool == "k8s"
 
-    result = run_cli(["run", str(file)], cli_env(home, TRAINYARD_FACILITY=str(facility)))
+    run = start_cli(["run", str(file)], cli_env(home, TRAINYARD_FACILITY=str(facility)))
+    try:
+        wait_for(lambda: bool(checkpoint_steps(home)), timeout=300, what="a checkpoint")
+        (first,) = [p for p in fake.pods("ty-e2e-1-1") if p["spec"]["hostname"].endswith("-0")]
+        fake.evict(first["metadata"]["name"], "The node was low on resource: memory.")
+        output, _ = run.communicate(timeout=600)
+    finally:
+        if run.poll() is None:
+            run.kill()
 
-    assert result.returncode == 0, result.stdout + result.stderr
-    (state,) = stored_trials(home, lambda _, trial: trial.state)
-    assert state == TrialState.COMPLETED
-    (job,) = [o for (r, _, _), o in api.objects.items() if r == "jobs"]
-    assert job["metadata"]["labels"]["trainyard.io/trial"] == "1"
-    assert [c["type"] for c in job["status"]["conditions"]] == ["Complete"]
-    assert len(fake.processes) == 2 and all(p.returncode == 0 for p in fake.processes.values())
+    assert run.returncode == 0, output
+    ((state, restarts),) = stored_trials(home, lambda _, t: (t.state, t.num_restarts))
+    assert (state, restarts) == (TrialState.COMPLETED, 1), output
+    assert "evicted (Evicted: The node was low on resource: memory.)" in output
+    job = api.get("jobs", "trials", "ty-e2e-1-2")  # the retry, a new attempt
+    assert job is not None and [c["type"] for c in job["status"]["conditions"]] == ["Complete"]
     (log,) = home.glob("experiments/*/trials/*/worker.log")
     text = log.read_text()
-    assert "trainyard: pod ty-e2e-1-1-0, index 0 of 2" in text
-    assert "trainyard: pod ty-e2e-1-1-1, index 1 of 2" in text
+    for attempt in (1, 2):
+        for index in (0, 1):
+            assert f"trainyard: pod ty-e2e-1-{attempt}-{index}, index {index} of 2" in text

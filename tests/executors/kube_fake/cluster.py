@@ -43,6 +43,7 @@ class FakeCluster:
         self._ports: dict[str, int] = {}
         self._lock = threading.RLock()
         self._started: set[str] = set()
+        self._evicted: dict[str, str] = {}
         api.on_change.append(self._changed)
         api.on_delete.append(self._deleted)
 
@@ -79,6 +80,14 @@ class FakeCluster:
                 "lastTimestamp": now(),
             },
         )
+
+    def evict(self, name: str, message: str) -> None:
+        """Evict a running pod as the kubelet does under memory pressure: its processes are
+        killed and it fails with reason Evicted."""
+        with self._lock:
+            self._evicted[name] = message
+            process = self.processes[name]
+        _kill_group(process)
 
     # -- the controllers -----------------------------------------------------------------------
 
@@ -280,14 +289,15 @@ class FakeCluster:
             "reason": "Completed" if code == 0 else "Error",
             "finishedAt": now(),
         }
-        self.set_pod(
-            meta["name"],
-            meta["namespace"],
-            {
-                "phase": "Succeeded" if code == 0 else "Failed",
-                "containerStatuses": [container_status({"terminated": terminated})],
-            },
-        )
+        status: Obj = {
+            "phase": "Succeeded" if code == 0 else "Failed",
+            "containerStatuses": [container_status({"terminated": terminated})],
+        }
+        with self._lock:
+            evicted = self._evicted.get(meta["name"])
+        if evicted is not None:
+            status.update(reason="Evicted", message=evicted)
+        self.set_pod(meta["name"], meta["namespace"], status)
         current = self.api.get("pods", meta["namespace"], meta["name"])
         if current is not None and "deletionTimestamp" in current["metadata"]:
             self.api.remove("pods", meta["namespace"], meta["name"])
