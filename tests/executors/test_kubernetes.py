@@ -448,3 +448,33 @@ def test_a_kubernetes_pool_without_the_client_says_which_extra_to_install(
         "pool 'k8s' is a Kubernetes pool, which needs the Kubernetes client: pip install "
         "'trainyard[kubernetes]'"
     ) in str(caught.value)
+
+
+def test_an_experiment_name_that_is_no_dns_label_is_mapped_and_the_mapping_logged(
+    api: FakeKubernetes, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO")
+    spec = {
+        "kubeconfig": str(write_kubeconfig(tmp_path / "kubeconfig", api)),
+        "namespace": NS,
+        "image": "i",
+        "volumes": {"data": {"claim": "d", "mount_path": "/d"}},
+    }
+    executor = KubernetesExecutor(
+        pool="k8s",
+        spec=KubernetesPoolSpec.model_validate(spec),
+        experiment="Top_Tag v2",
+        source="f.yaml",
+    )
+    try:
+        _launch(executor, tmp_path)
+    finally:
+        executor.close()
+    (job,) = [o for (r, _, _), o in api.objects.items() if r == "jobs"]
+    label = job["metadata"]["labels"]["trainyard.io/experiment"]
+    assert label.startswith("top-tag-v2-") and job["metadata"]["name"] == f"ty-{label}-7-1"
+    assert job["metadata"]["annotations"]["trainyard.io/experiment-name"] == "Top_Tag v2"
+    assert (
+        f"experiment 'Top_Tag v2' is '{label}' in Kubernetes names and labels "
+        "(trainyard.io/experiment)"
+    ) in caplog.text
