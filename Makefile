@@ -11,7 +11,7 @@ TORCH := torch==2.13.0
 TORCH_MIN := 2.6
 HAS_TORCH = -c "import sys, torch; sys.exit(torch.__version__ < '$(TORCH_MIN)')"
 
-.PHONY: setup run test lint clean slurm-deps postgres-deps test-deps
+.PHONY: setup run test test-k8s lint clean slurm-deps postgres-deps test-deps
 
 setup: $(STAMP)
 
@@ -66,6 +66,13 @@ slurm-deps:
 
 postgres-deps:
 	$(call install_missing,$(MISSING_POSTGRES))
+
+# A trial on whatever cluster the current kubeconfig reaches (a kind cluster on a laptop, ...);
+# not part of `make test`: nothing here has a cluster. K8S_IMAGE, K8S_HOME, K8S_CLAIM and
+# K8S_MASTER_HOST are required: see deploy/kubernetes/test-k8s.sh and
+# docs/operators/kubernetes.md, "Proving a cluster works".
+test-k8s: $(STAMP)
+	TRAINYARD=$(VENV)/bin/trainyard deploy/kubernetes/test-k8s.sh
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -69,7 +69,7 @@ def test_misspelt_keys_get_did_you_mean_at_every_level() -> None:
     ("pool", "expected"),
     [
         ({"executor": "slurm"}, "executor slurm needs a `slurm:` section"),
-        ({"executor": "lsf"}, "'lsf' is not allowed; use one of 'local' or 'slurm'"),
+        ({"executor": "lsf"}, "'lsf' is not allowed; use one of 'local', 'slurm' or 'kubernetes'"),
         ({"slurm": {"partition": "gpu", "gpus_per_node": 4}}, "needs executor: slurm"),
         ({"executor": "slurm", "slurm": {"partition": "cpu"}}, "needs tasks_per_node"),
         (
@@ -117,3 +117,73 @@ def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
     empty.write_text(yaml.safe_dump({"pools": {}}))
     with pytest.raises(ConfigError, match="`pools`"):
         load_facility(empty)
+
+
+KUBERNETES_EXAMPLE = EXAMPLE.parents[1] / "kubernetes" / "base" / "config" / "facility.yaml"
+K8S = {
+    "namespace": "trials",
+    "image": "registry.example.org/trainyard:0.1",
+    "volumes": {"data": {"claim": "trainyard-data", "mount_path": "/trainyard"}},
+}
+
+
+def _k8s_pool(**fields: object) -> dict[str, object]:
+    return {"pools": {"p": {"executor": "kubernetes", "kubernetes": {**K8S, **fields}}}}
+
+
+def test_kubernetes_example_facility_validates() -> None:
+    facility = load_facility(KUBERNETES_EXAMPLE)
+    pool = facility.pool("h100").kubernetes
+    assert pool is not None and pool.slots_per_pod == 8 and pool.kueue_queue == "hep-ml"
+    assert facility.pool("cpu").kubernetes.slots_per_pod == 4
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        (
+            {"gpus_per_pod": 8, "gpus_per_node": 4},
+            "`pools.p.kubernetes`: gpus_per_pod (8) exceeds gpus_per_node (4): such a pod fits "
+            "no node; lower gpus_per_pod (larger trials span several pods)",
+        ),
+        ({"namespace": "HEP_Trials"}, "`pools.p.kubernetes.namespace`: String should match"),
+        ({"memory_per_gpu": "64GB"}, "`pools.p.kubernetes.memory_per_gpu`: String should match"),
+        (
+            {"tolerations": [{"operator": "Exists", "value": "x"}]},
+            "`pools.p.kubernetes.tolerations.0`: operator Exists takes no value",
+        ),
+        (
+            {"tolerations": [{"key": "gpu", "effect": "NoRun"}]},
+            "`pools.p.kubernetes.tolerations.0.effect`: 'NoRun' is not allowed",
+        ),
+        ({"node_selector": {"gpu type": "h100"}}, "`pools.p.kubernetes.node_selector.gpu type"),
+        (
+            {"pod_spec": {"containers": [], "restartPolicy": "Always", "hostNetwork": True}},
+            "`pools.p.kubernetes.pod_spec`: trainyard sets containers, restartPolicy of the pod "
+            "spec itself (containers: use image, gpus_per_pod",
+        ),
+        ({"pod_spec": ["hostNetwork"]}, "`pools.p.kubernetes.pod_spec`: "),
+        (
+            {"in_cluster": True, "context": "prod"},
+            "in_cluster uses the pod's service account; remove kubeconfig/context",
+        ),
+        ({"gpus_per_pod": 4, "ranks_per_pod": 2}, "ranks_per_pod is for CPU-only pools"),
+        ({"max_pods": 2, "max_pods_per_trial": 4}, "max_pods_per_trial (4) exceeds max_pods (2)"),
+        ({"volumes": {"data": {"claim": "d", "mount_path": "rel"}}}, "mount_path`: String"),
+        ({"kueue_queue": "HEP queue"}, "`pools.p.kubernetes.kueue_queue`: String should match"),
+    ],
+)
+def test_each_kubernetes_pool_mistake_has_its_message(fields: dict, expected: str) -> None:
+    assert expected in _problems(_k8s_pool(**fields))
+
+
+def test_kubernetes_pool_needs_its_section_and_keys() -> None:
+    message = _problems({"pools": {"p": {"executor": "kubernetes"}}})
+    assert "executor kubernetes needs a `kubernetes:` section (namespace, image, ...)" in message
+    message = _problems({"pools": {"p": {"executor": "kubernetes", "kubernetes": {}}}})
+    for key in ("namespace", "image", "volumes"):
+        assert f"`pools.p.kubernetes.{key}`" in message
+    message = _problems({"pools": {"p": {"kubernetes": K8S}}})
+    assert "a `kubernetes:` section needs executor: kubernetes" in message
+    message = _problems(_k8s_pool(gpus_per_pd=2))
+    assert "`pools.p.kubernetes.gpus_per_pd`: unknown key 'gpus_per_pd'; did you mean " in message

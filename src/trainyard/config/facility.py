@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
+from trainyard.config.kubernetes_pool import KubernetesPoolSpec
 from trainyard.config.loader import format_validation_error
 from trainyard.errors import ConfigError
 from trainyard.suggest import did_you_mean
@@ -105,17 +106,22 @@ class SlurmPoolSpec(_Strict):
 class PoolSpec(_Strict):
     """A named group of machines an experiment can run on."""
 
-    executor: Literal["local", "slurm"] = "local"
-    """local: this machine's GPUs or CPU cores; slurm: jobs on a SLURM cluster."""
+    executor: Literal["local", "slurm", "kubernetes"] = "local"
+    """local: this machine's GPUs or CPU cores; slurm: jobs on a SLURM cluster; kubernetes:
+    Jobs on a Kubernetes cluster."""
     slurm: SlurmPoolSpec | None = None
     """Required with executor: slurm."""
+    kubernetes: KubernetesPoolSpec | None = None
+    """Required with executor: kubernetes."""
 
     @model_validator(mode="after")
     def _section_matches(self) -> PoolSpec:
-        if self.executor == "slurm" and self.slurm is None:
-            raise ValueError("executor slurm needs a `slurm:` section (partition, ...)")
-        if self.executor == "local" and self.slurm is not None:
-            raise ValueError("a `slurm:` section needs executor: slurm")
+        for kind, section in (("slurm", self.slurm), ("kubernetes", self.kubernetes)):
+            if self.executor == kind and section is None:
+                first = "partition" if kind == "slurm" else "namespace, image"
+                raise ValueError(f"executor {kind} needs a `{kind}:` section ({first}, ...)")
+            if self.executor != kind and section is not None:
+                raise ValueError(f"a `{kind}:` section needs executor: {kind}")
         return self
 
 

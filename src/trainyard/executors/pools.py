@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from trainyard.config import load_experiment
 from trainyard.config.facility import FacilityConfig, load_facility
 from trainyard.config.schema import ResourcesSpec
-from trainyard.errors import TrainyardError
+from trainyard.errors import ExecutorError, TrainyardError
 from trainyard.executors.base import Executor
 from trainyard.executors.fork_server import ForkServer
 from trainyard.executors.local import LocalExecutor, cpu_thread_policy
+
+if TYPE_CHECKING:
+    from trainyard.executors.kubernetes import KubernetesExecutor
 
 
 def executor_for_pool(
@@ -31,9 +35,13 @@ def executor_for_pool(
         ExecutorError: the pool's cluster cannot be reached or refuses such jobs.
     """
     pool = facility.pool(resources.pool)
+    if pool.executor != "local" and warm_fork_server is not None:
+        warm_fork_server.close()
+    if pool.kubernetes is not None:
+        executor = _kubernetes_executor(facility, resources.pool, experiment=experiment)
+        executor.check(resources.slots_per_trial)
+        return executor
     if pool.slurm is not None:
-        if warm_fork_server is not None:
-            warm_fork_server.close()
         from trainyard.executors.slurm import SlurmExecutor
 
         executor = SlurmExecutor(
@@ -59,4 +67,20 @@ def start_fork_server_early(file: Path, *, facility_file: Path | None) -> ForkSe
         pool = load_facility(facility_file).pool(load_experiment(file).resources.pool)
     except TrainyardError:
         return None
-    return None if pool.slurm is not None else ForkServer(env=cpu_thread_policy())
+    return None if pool.executor != "local" else ForkServer(env=cpu_thread_policy())
+
+
+def _kubernetes_executor(
+    facility: FacilityConfig, pool: str, *, experiment: str
+) -> KubernetesExecutor:
+    """The Kubernetes pool's executor; its client library is an optional extra."""
+    spec = facility.pools[pool].kubernetes
+    assert spec is not None, "only called for kubernetes pools"
+    try:
+        from trainyard.executors.kubernetes import KubernetesExecutor
+    except ImportError as err:
+        raise ExecutorError(
+            f"pool {pool!r} is a Kubernetes pool, which needs the Kubernetes client: "
+            f"pip install 'trainyard[kubernetes]' ({err})"
+        ) from err
+    return KubernetesExecutor(pool=pool, spec=spec, experiment=experiment, source=facility.source)
