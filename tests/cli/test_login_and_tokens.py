@@ -61,14 +61,13 @@ def test_tokens_are_created_listed_and_revoked(master: str, oidc_issuer: str) ->
     revoked = trainyard("token", "revoke", token_id, "--master", master, token=jwt)
     assert f"revoked token {token_id} (ci)" in revoked.output
     refused = trainyard("token", "list", "--master", master, token=secret)
-    assert "answered 401: API token 'ci' (typat_" in str(refused.exception)
+    assert "API token 'ci' (typat_" in str(refused.exception)
     assert "was revoked at" in str(refused.exception)
 
 
 def test_bad_requests_come_back_with_the_masters_message(master: str, oidc_issuer: str) -> None:
     jwt = mint(oidc_issuer, "sub-dana")
     too_long = trainyard("token", "create", "x", "--days", "999", "--master", master, token=jwt)
-    assert "answered 422" in str(too_long.exception)
     assert "999 days is over this Master's maximum of 365" in str(too_long.exception)
     nowhere = trainyard("token", "list", token=jwt)
     assert "no Master to talk to: pass --master URL or set TRAINYARD_MASTER" in str(
@@ -104,6 +103,11 @@ def test_login_keeps_tokens_only_the_user_can_read_and_refreshes_them(
     assert stat.S_IMODE(stored.stat().st_mode) == 0o600
     me = trainyard("token", "list", "--master", master, config=tmp_path)
     assert me.exit_code == 0, me.output
+    # Every command that talks to the Master sends the stored sign-in, not only `token`.
+    listed = trainyard("list", "--master", master, config=tmp_path)
+    assert listed.exit_code == 0, listed.output
+    unknown = trainyard("show", "nothing-here", "--master", master, config=tmp_path)
+    assert "no experiment" in str(unknown.exception).lower(), unknown.output
 
     logins = json.loads(stored.read_text())
     first = logins[master]["access_token"]

@@ -158,7 +158,7 @@ def submit(
         )
     text = yaml.safe_dump(load_experiment(file).model_dump(mode="json"), sort_keys=False)
     submission = ExperimentSubmission(yaml=text, source=str(file), project=project)
-    found = MasterClient(master).submit(submission)
+    found = MasterClient.signed_in(master).submit(submission)
     error_console.print(f"experiment {found.id} ({escape(found.name)}) is {found.state}")
     sys.stdout.write(f"{found.id}\n")  # alone on stdout, for scripts
 
@@ -315,7 +315,7 @@ def _source(master: str | None) -> MasterService | MasterClient:
     if master:
         from trainyard.cli.client import MasterClient
 
-        return MasterClient(master)
+        return MasterClient.signed_in(master)
     return _service()
 
 

@@ -1,19 +1,21 @@
-"""The CLI's client of a `trainyard server` (`--master URL` or TRAINYARD_MASTER).
+"""The CLI's one client of a shared Master (`--master URL` or TRAINYARD_MASTER).
 
-Typed both ways: requests and answers are the API's pydantic models (trainyard.protocol),
-validated on arrival. A refusal comes back as the server's own message, raised as a
-`TrainyardError` so the CLI prints it, and exits, exactly as in embedded mode.
+Typed both ways: requests and answers are the API's pydantic models (trainyard.protocol,
+trainyard.auth.schemas), validated on arrival. A refusal comes back as the server's own
+message, raised as a `TrainyardError` so the CLI prints it, and exits, exactly as in embedded
+mode. Every command sends the same credential (cli/credentials.py: TRAINYARD_TOKEN, else the
+stored `trainyard login`).
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from trainyard.cli.credentials import bearer_for
 from trainyard.errors import NotFoundError, TrainyardError
 from trainyard.master.records import TrialRecord
 from trainyard.protocol import (
@@ -25,7 +27,6 @@ from trainyard.protocol import (
     TrialOut,
 )
 
-TOKEN_ENV = "TRAINYARD_TOKEN"
 TIMEOUT_S = 120.0
 """Generous: a submission is preflighted (data read, model built) before the answer."""
 
@@ -33,41 +34,51 @@ T = TypeVar("T")
 
 
 class MasterClient:
-    """One server, one token; each method is one API call."""
+    """One server, one token (None for a Master with `auth: none`); each method is one call."""
 
-    def __init__(self, url: str, *, token: str | None = None) -> None:
+    def __init__(self, url: str, *, token: str | None) -> None:
         self.url = url.rstrip("/")
-        token = token if token is not None else os.environ.get(TOKEN_ENV, "")
         self._http = httpx.Client(
             base_url=self.url + API_PREFIX,
-            headers={"Authorization": f"Bearer {token}"},
+            headers={"Authorization": f"Bearer {token}"} if token else {},
             timeout=TIMEOUT_S,
         )
 
+    @classmethod
+    def signed_in(cls, url: str) -> MasterClient:
+        """A client sending the user's credential (TRAINYARD_TOKEN or their `trainyard login`)."""
+        return cls(url, token=bearer_for(url))
+
     def submit(self, submission: ExperimentSubmission) -> ExperimentOut:
-        return self._call("POST", "/experiments", ExperimentOut, body=submission)
+        return self.call("POST", "/experiments", ExperimentOut, body=submission)
 
     def list_experiments(self, *, limit: int) -> list[ExperimentOut]:
-        return self._call("GET", f"/experiments?limit={limit}", list[ExperimentOut])
+        return self.call("GET", f"/experiments?limit={limit}", list[ExperimentOut])
 
     def get_experiment(self, ref: str) -> ExperimentOut:
-        return self._call("GET", f"/experiments/{quote(ref, safe='')}", ExperimentOut)
+        return self.call("GET", f"/experiments/{quote(ref, safe='')}", ExperimentOut)
 
     def trial_records(self, ref: str) -> list[TrialRecord]:
         path = f"/experiments/{quote(ref, safe='')}/records"
-        return self._call("GET", path, list[TrialRecord])
+        return self.call("GET", path, list[TrialRecord])
 
     def control_experiment(self, ref: str, action: str) -> ExperimentOut:
         path = f"/experiments/{quote(ref, safe='')}/{action}"
-        return self._call("POST", path, ExperimentOut)
+        return self.call("POST", path, ExperimentOut)
 
     def get_trial(self, trial_id: int) -> TrialOut:
-        return self._call("GET", f"/trials/{trial_id}", TrialOut)
+        return self.call("GET", f"/trials/{trial_id}", TrialOut)
 
     def read_log(self, trial_id: int, *, offset: int) -> LogChunk:
-        return self._call("GET", f"/trials/{trial_id}/log?offset={offset}", LogChunk)
+        return self.call("GET", f"/trials/{trial_id}/log?offset={offset}", LogChunk)
 
-    def _call(self, method: str, path: str, answer: type[T], body: BaseModel | None = None) -> T:
+    def call(self, method: str, path: str, answer: type[T], body: BaseModel | None = None) -> T:
+        """`method` on the API's `path`, the answer parsed as `answer` (None for no content).
+
+        Raises:
+            NotFoundError: the server answered 404 (its message).
+            TrainyardError: the server cannot be reached, or refused the request.
+        """
         content = body.model_dump_json() if body is not None else None
         headers = {"Content-Type": "application/json"} if body is not None else None
         try:
@@ -79,6 +90,8 @@ class MasterClient:
             ) from None
         if response.is_error:
             raise _refusal(response)
+        if answer is type(None):
+            return None  # type: ignore[return-value]
         try:
             return TypeAdapter(answer).validate_json(response.content)
         except ValidationError as err:

@@ -18,7 +18,7 @@ from trainyard.errors import TrainyardError
 
 if TYPE_CHECKING:
     from trainyard.auth.schemas import TokenOut
-    from trainyard.cli.master_http import MasterHttp
+    from trainyard.cli.client import MasterClient
 
 token_app = typer.Typer(
     help="Personal API tokens for scripts and batch jobs.", no_args_is_help=True
@@ -31,26 +31,26 @@ MasterOption = Annotated[
 ]
 
 
-def _master(master: str | None, *, signed_in: bool = True) -> MasterHttp:
-    from trainyard.cli.login import bearer_for
-    from trainyard.cli.master_http import MasterHttp
+def _master(master: str | None, *, signed_in: bool = True) -> MasterClient:
+    from trainyard.cli.client import MasterClient
 
     if not master:
         raise TrainyardError(
             "no Master to talk to: pass --master URL or set TRAINYARD_MASTER "
             "(e.g. https://trainyard.example.org)"
         )
-    return MasterHttp(master, bearer_for(master) if signed_in else None)
+    return MasterClient.signed_in(master) if signed_in else MasterClient(master, token=None)
 
 
 def login(master: MasterOption = None) -> None:
     """Sign in to a shared Master's identity provider (device code); tokens are kept 0600."""
-    from trainyard.cli.login import credentials_file, device_login, save_login
+    from trainyard.cli.credentials import credentials_file, save_login
+    from trainyard.cli.login import device_login
 
     client = _master(master, signed_in=False)
     stored = device_login(client, say=lambda line: console.print(escape(line)))
     save_login(credentials_file(), stored)
-    console.print(f"signed in to {escape(client.master)}")
+    console.print(f"signed in to {escape(client.url)}")
 
 
 @token_app.command("create")
@@ -65,9 +65,7 @@ def create(
     from trainyard.auth.schemas import TokenCreated, TokenRequest
 
     request = TokenRequest(name=name, lifetime_days=days)
-    created = _master(master).call(
-        "POST", "/tokens", TokenCreated, request.model_dump(mode="json")
-    )
+    created = _master(master).call("POST", "/tokens", TokenCreated, body=request)
     console.print(created.token, highlight=False, soft_wrap=True)
     console.print(
         f"token {created.info.id} ({escape(created.info.name)}) expires "
