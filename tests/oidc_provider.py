@@ -12,11 +12,18 @@ It also runs the OAuth 2.0 device authorization grant as `trainyard login` uses 
 user who opens the verification page and signs in: it approves every pending request for a
 subject.
 
+And the authorization code grant with PKCE as the dashboard uses it (RFC 6749 4.1, RFC 7636):
+`GET /authorize` signs in the subject a test chose with `POST /authorize/as {"sub": ...}` and
+redirects back with a one-time code; `/token` gives tokens for the code only with the verifier
+whose S256 is the challenge, the same client and the same redirect URI.
+
 Run: `python -m tests.oidc_provider`; it prints its issuer URL as the first line of stdout.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import secrets
 import subprocess
@@ -28,7 +35,7 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from joserfc import jwt
 from joserfc.jwk import KeySet, RSAKey
@@ -47,6 +54,10 @@ class Provider:
         """device_code -> the subject who approved it (None: pending)."""
         self._refresh: dict[str, str] = {}
         """refresh token -> subject."""
+        self.signs_in_as: str | None = None
+        """Who `/authorize` signs in (a test's choice); None refuses with access_denied."""
+        self._codes: dict[str, dict[str, str]] = {}
+        """authorization code -> subject, client_id, redirect_uri, code_challenge."""
         self.rotate()
 
     def start_device(self) -> dict[str, Any]:
@@ -70,11 +81,49 @@ class Provider:
                 self._devices[code] = subject
             return len(pending)
 
+    def authorize(self, query: dict[str, str]) -> str:
+        """Where the browser goes next: back to the client with a code (or an error)."""
+        back = query["redirect_uri"]
+        answer = {"state": query.get("state", "")}
+        if query.get("response_type") != "code" or query.get("code_challenge_method") != "S256":
+            answer["error"] = "invalid_request"
+        elif self.signs_in_as is None:
+            answer["error"] = "access_denied"
+        else:
+            code = secrets.token_urlsafe(16)
+            with self._lock:
+                self._codes[code] = {
+                    "sub": self.signs_in_as,
+                    "client_id": query.get("client_id", ""),
+                    "redirect_uri": back,
+                    "challenge": query.get("code_challenge", ""),
+                }
+            answer["code"] = code
+        return f"{back}{'&' if urlsplit(back).query else '?'}{urlencode(answer)}"
+
+    def _redeem(self, form: dict[str, str]) -> str | None:
+        """The subject of an authorization code, once; None when anything does not match."""
+        issued = self._codes.pop(form.get("code", ""), None)
+        if issued is None:
+            return None
+        digest = hashlib.sha256(form.get("code_verifier", "").encode()).digest()
+        challenge = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+        same = (
+            issued["client_id"] == form.get("client_id")
+            and issued["redirect_uri"] == form.get("redirect_uri")
+            and secrets.compare_digest(issued["challenge"], challenge)
+        )
+        return issued["sub"] if same else None
+
     def token(self, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
-        """The token endpoint: device-code and refresh-token grants."""
+        """The token endpoint: device-code, authorization-code and refresh-token grants."""
         grant = form.get("grant_type")
         with self._lock:
-            if grant == DEVICE_GRANT:
+            if grant == "authorization_code":
+                subject = self._redeem(form)
+                if subject is None:
+                    return 400, {"error": "invalid_grant"}
+            elif grant == DEVICE_GRANT:
                 if form.get("device_code") not in self._devices:
                     return 400, {"error": "expired_token"}
                 subject = self._devices[form["device_code"]]
@@ -134,12 +183,19 @@ class Handler(BaseHTTPRequestHandler):
                     "issuer": self.provider.issuer,
                     "jwks_uri": self.provider.issuer + "/jwks",
                     "token_endpoint": self.provider.issuer + "/token",
+                    "authorization_endpoint": self.provider.issuer + "/authorize",
                     "device_authorization_endpoint": self.provider.issuer + "/device",
                     "id_token_signing_alg_values_supported": ["RS256"],
                 }
             )
         elif self.path == "/jwks":
             self._json(self.provider.jwks())
+        elif self.path.startswith("/authorize?"):
+            query = {k: v[0] for k, v in parse_qs(urlsplit(self.path).query).items()}
+            self.send_response(302)
+            self.send_header("location", self.provider.authorize(query))
+            self.send_header("content-length", "0")
+            self.end_headers()
         else:
             self._json({"error": "not_found"}, status=404)
 
@@ -156,6 +212,9 @@ class Handler(BaseHTTPRequestHandler):
             self._json({"kid": self.provider.rotate()})
         elif self.path == "/device":
             self._json(self.provider.start_device())
+        elif self.path == "/authorize/as":
+            self.provider.signs_in_as = body.get("sub")
+            self._json({"signs_in_as": self.provider.signs_in_as})
         elif self.path == "/device/approve":
             self._json({"approved": self.provider.approve_all(body["sub"])})
         elif self.path == "/token":

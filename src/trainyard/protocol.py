@@ -288,6 +288,8 @@ class ExperimentOut(_Message):
     name: str
     project: str = "default"
     """The project whose members may see it (`default` for embedded runs)."""
+    owner: str | None = None
+    """Who submitted it (their username, else their subject); None for embedded runs."""
     state: ExperimentState
     created_at: datetime
     ended_at: datetime | None

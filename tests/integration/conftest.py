@@ -3,14 +3,16 @@ and one finished run of the default experiment that several tests read."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from playwright.sync_api import Browser, sync_playwright
 
 from tests.integration.helpers import cli_env, experiment, run_cli
 from trainyard.datasets.toy import write_toy_dataset
@@ -53,3 +55,15 @@ def finished_run(toy_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Fi
     result = run_cli(["run", str(file)], cli_env(root / "home"))
     assert result.returncode == 0, result.stdout + result.stderr
     return FinishedRun(home=root / "home", result=result)
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    """Debian's Chromium driven by Playwright (`playwright install` cannot download one here),
+    one for the session's browser tests."""
+    chromium = shutil.which("chromium")
+    assert chromium is not None, "Debian's chromium is missing: `make test` installs it"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        yield browser
+        browser.close()

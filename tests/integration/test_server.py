@@ -68,6 +68,21 @@ def test_the_api_checks_a_submitted_file_itself(server: ServerProcess) -> None:
     assert refused.status_code == 401
 
 
+def test_the_dashboard_link_of_a_loopback_server_is_private(server: ServerProcess) -> None:
+    """`auth: none` (loopback): the dashboard's sign-in link goes to a 0600 file, never to
+    the log, and signs a browser in."""
+    link_file = server.root / "state" / "dashboard.url"
+    assert link_file.stat().st_mode & 0o777 == 0o600
+    link = link_file.read_text().strip()
+    assert link.startswith(f"{server.url}/login?token=")
+    assert link.split("token=")[1] not in server.log.read_text()
+    assert f"its sign-in link is in {link_file}" in server.log.read_text()
+    with httpx.Client() as browser:
+        assert browser.get(f"{server.url}/").status_code == 401
+        assert browser.get(link).status_code == 303
+        assert browser.get(f"{server.url}/").status_code == 200
+
+
 def test_submit_needs_a_server(server: ServerProcess, tmp_path: Path) -> None:
     result = run_cli(["submit", "any.yaml"], server.env, cwd=tmp_path)
     assert result.returncode == 2

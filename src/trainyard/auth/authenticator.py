@@ -71,19 +71,19 @@ class Authenticator:
         if token is None:
             if self.needs_token:
                 raise AuthenticationError(MISSING_TOKEN)
-            return self._local_admin()
+            return self.local_admin()
         if token.startswith(WORKER_TOKEN_PREFIX):
             return self._worker(token)
         if self._local_token is not None and secrets.compare_digest(
             token.encode(), self._local_token.encode()
         ):
-            return self._local_admin()
+            return self.local_admin()
         if token.startswith(API_TOKEN_PREFIX):
             with self._store.session() as session:
                 return self._principal(session.get_one(User, check_token(session, token).user_id))
         if self._verifier is None:
             if self._local_token is None:
-                return self._local_admin()
+                return self.local_admin()
             raise AuthenticationError(
                 "wrong bearer token: this Master's admin token is TRAINYARD_TOKEN"
             )
@@ -110,7 +110,7 @@ class Authenticator:
                 )
             return WorkerPrincipal(trial_id=credential.trial_id, attempt=credential.attempt)
 
-    def _local_admin(self) -> UserPrincipal:
+    def local_admin(self) -> UserPrincipal:
         """The local user, created once; kept so local requests write nothing."""
         if self._local is None:
             with self._store.session() as session:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 from pathlib import Path
@@ -30,6 +29,7 @@ from trainyard.protocol import ExperimentState
 from trainyard.settings import Settings
 from trainyard.store import open_store
 from trainyard.web.dashboard import install_dashboard
+from trainyard.web.signin import write_link_file
 
 EXIT_CODES = {
     ExperimentState.COMPLETED: 0,
@@ -141,11 +141,7 @@ def _announce_dashboard(link: str, settings: Settings, console: Console) -> None
         console.print(f"dashboard: {link}", markup=False)
         return
     path = settings.resolved_home() / "dashboard.url"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as out:
-        out.write(link + "\n")
-    os.chmod(path, 0o600)  # an older file keeps its mode through O_CREAT
+    write_link_file(path, link)
     console.print(f"dashboard: the sign-in link is in {path} (readable only by you)", markup=False)
 
 

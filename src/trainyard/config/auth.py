@@ -40,6 +40,12 @@ class OidcSpec(Strict):
     """Scopes `trainyard login` asks for; `offline_access` brings a refresh token. Some
     providers let a public client ask only for `openid` (CILogon): then set that, and users
     sign in again when their access token expires."""
+    dashboard_client_id: str | None = None
+    """The provider's client the dashboard signs in with (authorization code with PKCE, a
+    public client whose redirect URI is https://<server>/login/callback); default: the
+    `trainyard login` client, where the provider lets one client do both."""
+    dashboard_scope: str = Field(default="openid", min_length=1)
+    """Scopes the dashboard asks for; its session needs no refresh token."""
     username_claim: str = "preferred_username"
     """The claim shown as the user's name; identity is always (issuer, sub)."""
     leeway_s: int = Field(default=30, ge=0, le=300)

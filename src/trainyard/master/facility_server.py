@@ -14,21 +14,27 @@ import signal
 import threading
 from collections.abc import Callable
 
+from fastapi import FastAPI
+
+from trainyard.config.auth import AuthSpec
 from trainyard.config.facility import load_facility
 from trainyard.config.server import ServerConfig
 from trainyard.master.api.app import create_app
 from trainyard.master.cache_janitor import StagingCacheJanitor
 from trainyard.master.facility_loop import FacilityLoop
-from trainyard.master.server import EmbeddedServer
+from trainyard.master.server import EmbeddedServer, new_token
 from trainyard.master.server_checks import CheckedStore
 from trainyard.master.service import MasterService
 from trainyard.settings import Settings
 from trainyard.store import Store
+from trainyard.web.dashboard import install_dashboard
+from trainyard.web.signin import write_link_file
 
 logger = logging.getLogger(__name__)
 
 ADMIN_TOKEN_ENV = "TRAINYARD_TOKEN"
 ADMIN_TOKEN_FILE = "admin.token"
+DASHBOARD_LINK_FILE = "dashboard.url"
 
 
 def serve(
@@ -47,6 +53,7 @@ def serve(
         settings = _settings(config)
         service = MasterService(store, settings)
         app = create_app(service, admin_token=admin_token(config), auth=config.auth)
+        dashboard_link = _install_dashboard(app, config)
         server = EmbeddedServer(
             app,
             host=config.host,
@@ -68,6 +75,7 @@ def serve(
         server.start()
         logger.info("trainyard server on %s, store %s", server.url, config.shown_database)
         logger.info("admin token: %s", _token_source(config))
+        _announce_dashboard(server.url, dashboard_link, config)
         if on_ready is not None:
             on_ready(server.url)
         while not stop.is_set():
@@ -101,6 +109,29 @@ def admin_token(config: ServerConfig) -> str:
         with os.fdopen(descriptor, "w") as handle:
             handle.write(secrets.token_urlsafe(32))
     return path.read_text().strip()
+
+
+def _install_dashboard(app: FastAPI, config: ServerConfig) -> str | None:
+    """The dashboard at `/`: signed in through the provider; with `auth: none` (loopback
+    only) by a link with a token of its own, as `trainyard run` prints. That token (None
+    with a provider)."""
+    if isinstance(config.auth, AuthSpec):
+        install_dashboard(app, oidc=config.auth.oidc)
+        return None
+    token = new_token()
+    install_dashboard(app, login_token=token)
+    return token
+
+
+def _announce_dashboard(url: str, token: str | None, config: ServerConfig) -> None:
+    """Where the dashboard is; its sign-in link goes to a file only the server's user can
+    read, never to the log."""
+    if token is None:
+        logger.info("dashboard: %s/ (sign-in with the identity provider)", url)
+        return
+    path = config.state_dir / DASHBOARD_LINK_FILE
+    write_link_file(path, f"{url}/login?token={token}")
+    logger.info("dashboard: %s/ ; its sign-in link is in %s (readable only by you)", url, path)
 
 
 def _token_source(config: ServerConfig) -> str:

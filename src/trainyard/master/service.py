@@ -32,7 +32,7 @@ from trainyard.protocol import (
 )
 from trainyard.search import Searcher, TrialResult, make_searcher, validate_searcher
 from trainyard.settings import Settings
-from trainyard.store import Metric, Project, Store, Trial, repository
+from trainyard.store import Metric, Project, Store, Trial, User, repository
 from trainyard.tracking import Tracking, TrackingEvent, TrialEnded, TrialStarted
 
 logger = logging.getLogger(__name__)
@@ -167,10 +167,12 @@ class MasterService:
         with self.store.session() as session:
             experiment = repository.get_experiment(session, ref)
             num_trials = len(repository.list_trials(session, experiment_id=experiment.id))
+            owner = session.get(User, experiment.owner_id) if experiment.owner_id else None
             return ExperimentOut(
                 id=experiment.id,
                 name=experiment.name,
                 project=session.get_one(Project, experiment.project_id).name,
+                owner=(owner.username or owner.subject) if owner else None,
                 state=experiment.state,
                 created_at=experiment.created_at,
                 ended_at=experiment.ended_at,

@@ -8,9 +8,11 @@ trials stays a page the browser can take.
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import yaml
 
@@ -31,31 +33,67 @@ PAGE_SIZE = 50
 
 
 @dataclass(frozen=True)
+class ExperimentFilters:
+    """The experiments page's filters; empty strings match everything."""
+
+    state: ExperimentState | None = None
+    query: str = ""
+    """A substring of the name, in any case."""
+    project: str = ""
+    owner: str = ""
+
+    def matches(self, experiment: ExperimentOut) -> bool:
+        return (
+            (self.state is None or experiment.state == self.state)
+            and self.query.lower() in experiment.name.lower()
+            and (not self.project or experiment.project == self.project)
+            and (not self.owner or experiment.owner == self.owner)
+        )
+
+    def query_string(self, page: int) -> str:
+        """The address of another page of the same listing."""
+        state = self.state.value if self.state else ""
+        return urlencode(
+            {
+                "q": self.query,
+                "state": state,
+                "project": self.project,
+                "owner": self.owner,
+                "page": page,
+            }
+        )
+
+
+@dataclass(frozen=True)
 class ExperimentsPage:
     experiments: list[ExperimentOut]
-    state: ExperimentState | None
-    query: str
+    filters: ExperimentFilters
     page: int
     has_next: bool
+    projects: list[str]
+    """The projects the user sees experiments of, for the project filter."""
+    owners: list[str]
 
 
 def experiments_page(
-    service: MasterService, *, state: ExperimentState | None, query: str, page: int
+    service: MasterService,
+    *,
+    project_ids: Collection[int] | None,
+    filters: ExperimentFilters,
+    page: int,
 ) -> ExperimentsPage:
-    """Newest first, filtered by state and by a substring of the name, PAGE_SIZE per page."""
-    found = [
-        e
-        for e in service.list_experiments(limit=10_000)
-        if (state is None or e.state == state) and query.lower() in e.name.lower()
-    ]
+    """Newest first, of the projects in `project_ids` (None: all), filtered, PAGE_SIZE a page."""
+    visible = service.list_experiments(limit=10_000, project_ids=project_ids)
+    found = [e for e in visible if filters.matches(e)]
     found.sort(key=lambda e: (e.created_at, e.id), reverse=True)
     start = (page - 1) * PAGE_SIZE
     return ExperimentsPage(
         experiments=found[start : start + PAGE_SIZE],
-        state=state,
-        query=query,
+        filters=filters,
         page=page,
         has_next=len(found) > start + PAGE_SIZE,
+        projects=sorted({e.project for e in visible}),
+        owners=sorted({e.owner for e in visible if e.owner}),
     )
 
 
