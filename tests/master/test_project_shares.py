@@ -8,11 +8,15 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 
 from tests.master.conftest import experiment_config
 from trainyard.config import ExperimentConfig
+from trainyard.config.facility import load_facility
 from trainyard.config.server import SharesSpec
 from trainyard.errors import PermissionDeniedError, QuotaExceededError
+from trainyard.master.api.app import create_app
+from trainyard.master.facility_loop import FacilityLoop
 from trainyard.master.project_disk import ProjectDisk, folder_bytes, format_bytes
 from trainyard.master.project_shares import ProjectShares
 from trainyard.master.service import MasterService
@@ -153,3 +157,34 @@ def test_disk_use_is_cached_for_the_refresh_interval(tmp_path: Path) -> None:
     (tmp_path / "projects" / "p" / "log3").write_bytes(b"x")
     assert disk.bytes_used("p") == 16
     assert (format_bytes(512), format_bytes(3 * 2**30)) == ("512 B", "3.0 GiB")
+
+
+def test_the_api_answers_a_refused_submission_with_its_status_and_message(
+    service: MasterService,
+) -> None:
+    _project(service, "alpha", pools=["gpu"])
+    _project(service, "beta", max_concurrent_trials=0)
+    loop = FacilityLoop(
+        service=service,
+        facility=load_facility(None),
+        settings=service.settings,
+        master_url="http://127.0.0.1:9",
+    )
+    api = TestClient(create_app(service, submitter=loop))  # auth none: the local admin
+    submission = {
+        "yaml": "name: s\nentrypoint: python -c 'pass'\n",
+        "source": "s.yaml",
+        "project": "alpha",
+    }
+    refused = api.post("/api/v1/experiments", json=submission)
+    assert refused.status_code == 403
+    assert (
+        "project 'alpha' may not use pool 'default' (resources.pool); its pools: gpu"
+        in (refused.json()["detail"])
+    )
+    refused = api.post("/api/v1/experiments", json={**submission, "project": "beta"})
+    assert refused.status_code == 409
+    assert refused.json()["detail"].startswith(
+        "project 'beta' may run 0 trials at once (max_concurrent_trials)"
+    )
+    assert service.list_experiments() == []
