@@ -76,18 +76,10 @@ def parse_size(text: str) -> int:
 def _settings(options: dict[str, Any]) -> dict[str, Any]:
     """The PATCH body from a command's options (its `locals()`): the settings given, and null
     for each one cleared."""
+    from trainyard.auth.schemas import ProjectSettings
+
     pools, disk_cap = options["pools"], options["disk_cap"]
-    given: dict[str, Any] = {
-        key: options[key]
-        for key in (
-            "share",
-            "priority",
-            "max_slots",
-            "max_concurrent_trials",
-            "user_max_slots",
-            "user_max_concurrent_trials",
-        )
-    }
+    given: dict[str, Any] = {key: options.get(key) for key in ProjectSettings.model_fields}
     given["pools"] = [p.strip() for p in pools.split(",") if p.strip()] if pools else None
     given["disk_cap_bytes"] = parse_size(disk_cap) if disk_cap is not None else None
     body = {key: value for key, value in given.items() if value is not None}
