@@ -52,3 +52,8 @@ class ServiceUnavailableError(TrainyardError):
 
 class ExportError(TrainyardError):
     """A trained model cannot be written in another format (ONNX for CMSSW)."""
+
+
+class QuotaExceededError(TrainyardError):
+    """A project's quota or disk cap refuses a submission (HTTP 409): which quota, the current
+    use and the limit."""

@@ -104,3 +104,21 @@ def test_a_missing_file_and_bad_yaml(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not valid YAML: line"):
         load_server_config(tmp_path / "server.yaml")
     assert "the top level must be a mapping" in _problems(tmp_path, [1])
+
+
+def test_shares_have_defaults_and_checked_values(tmp_path: Path) -> None:
+    shares = load_server_config(_write(tmp_path, {})).shares
+    assert (shares.half_life_hours, shares.default_share, shares.preemption.enabled) == (
+        168.0,
+        1.0,
+        False,
+    )
+    message = _problems(
+        tmp_path,
+        {"shares": {"half_life_hours": 0, "preemption": {"enabled": True, "min_run_minute": 5}}},
+    )
+    assert "`shares.half_life_hours`: " in message and "greater than 0" in message
+    assert (
+        "`shares.preemption.min_run_minute`: unknown key 'min_run_minute'; did you mean "
+        "'min_run_minutes'?" in message
+    )

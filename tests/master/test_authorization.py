@@ -86,6 +86,9 @@ ROUTES: dict[tuple[str, str], Row] = {
         Level.ADMIN, {"user": "sub-guest", "role": "viewer"}
     ),
     ("DELETE", "/api/v1/projects/{name}/members/{member}"): Row(Level.ADMIN),
+    ("GET", "/api/v1/admin/projects"): Row(Level.FACILITY),
+    ("GET", "/api/v1/admin/projects/{name}"): Row(Level.FACILITY),
+    ("PATCH", "/api/v1/admin/projects/{name}"): Row(Level.FACILITY, {"priority": 0}),
 }
 
 

@@ -21,7 +21,7 @@ from trainyard.master.facility_loop import SERVER_STOPPED, FacilityLoop
 from trainyard.master.service import MasterService
 from trainyard.protocol import ExperimentState, TrialState
 from trainyard.settings import Settings
-from trainyard.store import open_store
+from trainyard.store import accounts, open_store, shares
 
 SLEEP = "python -c 'import time; time.sleep(120)'"
 """Wants every slot it can get: more trials than the pool has slots, each sleeping."""
@@ -81,3 +81,35 @@ def test_two_experiments_share_the_pool_and_wait_queued_after_a_stop(
         assert (experiment.state, experiment.message) == (ExperimentState.QUEUED, SERVER_STOPPED)
         states = {t.state for t in service.list_trials(experiment_id)}
         assert TrialState.RUNNING not in states
+
+
+def test_a_project_quota_limits_launches_and_the_experiment_says_why(
+    service: MasterService, tmp_path: Path
+) -> None:
+    with service.store.session() as session:
+        project = accounts.create_project(session, name="alpha")
+        shares.update_project(session, project, {"max_concurrent_trials": 1})
+    loop = FacilityLoop(
+        service=service,
+        facility=load_facility(None),
+        settings=service.settings,
+        master_url="http://127.0.0.1:9",
+    )
+    experiment_id = loop.submit(load_experiment(_sleeper(tmp_path, "a")), project=project).id
+
+    def running() -> int:
+        return sum(t.state == TrialState.RUNNING for t in service.list_trials(experiment_id))
+
+    try:
+        wait_for(lambda: loop.tick() or running() == 1, timeout=60, what="one trial to run")
+        for _ in range(10):  # and no second one, whatever the pool's free slots
+            loop.tick()
+            time.sleep(service.settings.poll_interval_s)
+            assert running() == 1
+        message = service.get_experiment(experiment_id).message or ""
+        assert message.startswith(
+            "waiting for quota max_concurrent_trials: project 'alpha' may use 1 trial(s) at "
+            "once and use 1 now"
+        )
+    finally:
+        loop.stop()

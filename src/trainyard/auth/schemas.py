@@ -99,3 +99,47 @@ class TokenCreated(_Schema):
 
     token: str
     info: TokenOut
+
+
+Limit = Annotated[int, Field(ge=0, le=1_000_000)]
+PoolName = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
+class ProjectSettings(_Schema):
+    """`PATCH /api/v1/admin/projects/{name}` (facility admins): the settings given change, a
+    null clears one (the server's default share, priority 0, no limit, every pool)."""
+
+    share: float | None = Field(default=None, gt=0, le=1_000_000)
+    """Weight in the fair share of each pool (default: the server file's
+    `shares.default_share`)."""
+    priority: int | None = Field(default=None, ge=-1000, le=1000)
+    """Higher tiers are served first; default 0."""
+    max_slots: Limit | None = None
+    max_concurrent_trials: Limit | None = None
+    user_max_slots: Limit | None = None
+    """Per member, in this project."""
+    user_max_concurrent_trials: Limit | None = None
+    pools: list[PoolName] | None = Field(default=None, max_length=100)
+    """The pools its experiments may use; null: every pool."""
+    disk_cap_bytes: int | None = Field(default=None, ge=0)
+    """New submissions are refused while its checkpoints and logs take this much."""
+
+
+class PoolUsage(_Schema):
+    pool: str
+    slot_hours: float
+    """Decayed slot-hours as of `updated_at` (the fair share's history)."""
+    updated_at: datetime
+
+
+class ProjectAdminOut(_Schema):
+    """A project as facility admins see it: settings, disk use, history, members."""
+
+    name: str
+    created_at: datetime
+    settings: ProjectSettings
+    disk_used_bytes: int
+    """Its checkpoints' and logs' bytes, measured at most the server's
+    `shares.disk_usage_refresh_s` ago."""
+    usage: list[PoolUsage]
+    members: list[MemberOut]

@@ -1,5 +1,5 @@
 """The `trainyard` command: run, validate, submit, list, show, logs, export, data, server, login,
-token.
+token, admin.
 
 `list`, `show`, `logs`, `pause`, `activate` and `kill` read this machine's store (embedded
 mode) or, with `--master URL` / TRAINYARD_MASTER, ask a `trainyard server`; both print the
@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.markup import escape
 
+from trainyard.cli.admin import admin_app
 from trainyard.cli.data import data_app
 from trainyard.cli.output import make_console
 from trainyard.cli.server import server_app
@@ -39,6 +40,7 @@ app = typer.Typer(
 app.add_typer(data_app, name="data")
 app.add_typer(server_app, name="server")
 app.add_typer(token_app, name="token")
+app.add_typer(admin_app, name="admin")
 app.command("login")(login)
 
 console = make_console()

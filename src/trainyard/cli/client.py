@@ -79,7 +79,8 @@ class MasterClient:
             NotFoundError: the server answered 404 (its message).
             TrainyardError: the server cannot be reached, or refused the request.
         """
-        content = body.model_dump_json() if body is not None else None
+        # Only the fields set: a PATCH's absent keys change nothing, its nulls clear.
+        content = body.model_dump_json(exclude_unset=True) if body is not None else None
         headers = {"Content-Type": "application/json"} if body is not None else None
         try:
             response = self._http.request(method, path, content=content, headers=headers)

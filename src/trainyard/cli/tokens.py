@@ -31,7 +31,8 @@ MasterOption = Annotated[
 ]
 
 
-def _master(master: str | None, *, signed_in: bool = True) -> MasterClient:
+def master_client(master: str | None, *, signed_in: bool = True) -> MasterClient:
+    """The client of `--master` / TRAINYARD_MASTER, sending the user's credential."""
     from trainyard.cli.client import MasterClient
 
     if not master:
@@ -47,7 +48,7 @@ def login(master: MasterOption = None) -> None:
     from trainyard.cli.credentials import credentials_file, save_login
     from trainyard.cli.login import device_login
 
-    client = _master(master, signed_in=False)
+    client = master_client(master, signed_in=False)
     stored = device_login(client, say=lambda line: console.print(escape(line)))
     save_login(credentials_file(), stored)
     console.print(f"signed in to {escape(client.url)}")
@@ -65,7 +66,7 @@ def create(
     from trainyard.auth.schemas import TokenCreated, TokenRequest
 
     request = TokenRequest(name=name, lifetime_days=days)
-    created = _master(master).call("POST", "/tokens", TokenCreated, body=request)
+    created = master_client(master).call("POST", "/tokens", TokenCreated, body=request)
     console.print(created.token, highlight=False, soft_wrap=True)
     console.print(
         f"token {created.info.id} ({escape(created.info.name)}) expires "
@@ -79,7 +80,7 @@ def list_tokens(master: MasterOption = None) -> None:
     """Your tokens: never their secrets, only the first characters."""
     from trainyard.auth.schemas import TokenOut
 
-    tokens = _master(master).call("GET", "/tokens", list[TokenOut])
+    tokens = master_client(master).call("GET", "/tokens", list[TokenOut])
     table = Table("id", "name", "starts with", "expires", "last used", "state")
     for token in tokens:
         table.add_row(
@@ -101,7 +102,7 @@ def revoke(
     """Revoke a token; it stops working at once."""
     from trainyard.auth.schemas import TokenOut
 
-    token = _master(master).call("DELETE", f"/tokens/{token_id}", TokenOut)
+    token = master_client(master).call("DELETE", f"/tokens/{token_id}", TokenOut)
     console.print(f"revoked token {token.id} ({escape(token.name)})")
 
 

@@ -247,6 +247,10 @@ class ResourcesSpec(_Strict):
     """GPUs per trial; on a machine without GPUs, groups of CPU threads."""
     pool: str = "default"
     max_concurrent_trials: int = Field(default=1, gt=0)
+    weight: float = Field(default=1.0, gt=0, le=1000)
+    """On a `trainyard server`: this experiment's weight among its project's experiments in
+    the project's share of the pool (determined's resources.weight); 2 gets twice the slots
+    of 1 when they contend."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """auto: CUDA when the executor gives the trial a GPU, else CPU."""
     strategy: Literal["auto", "ddp", "fsdp"] = "auto"

@@ -1,4 +1,5 @@
-"""The server file: how one shared `trainyard server` runs (store, address, TLS, sign-in, pools).
+"""The server file: how one shared `trainyard server` runs (store, address, TLS, sign-in, pools,
+shares).
 
 Written by a facility's operators. Validated like the experiment and facility files: every
 problem at once, key paths, did-you-mean for misspelt keys. Relative paths are taken against
@@ -38,6 +39,28 @@ class TlsSpec(Strict):
     """PEM private key file of the certificate."""
 
 
+class PreemptionSpec(Strict):
+    """A starved project may take slots back from over-share ones (off by default)."""
+
+    enabled: bool = False
+    min_run_minutes: float = Field(default=10.0, ge=0)
+    """A trial runs at least this long before it may be preempted (checkpoint, requeue)."""
+
+
+class SharesSpec(Strict):
+    """How a pool's slots are shared between projects (docs/operators/server.md, "Shares and
+    quotas"); each project's own share, quotas and pools are set with `trainyard admin`."""
+
+    half_life_hours: float = Field(default=168.0, gt=0)
+    """Past use counts half after this long (Slurm's PriorityDecayHalfLife, Kueue's
+    usageHalfLifeTime; both suggest a week)."""
+    default_share: float = Field(default=1.0, gt=0)
+    """The weight of a project whose share was never set."""
+    disk_usage_refresh_s: float = Field(default=300.0, gt=0)
+    """How long a project's measured disk use is trusted before its folders are walked again."""
+    preemption: PreemptionSpec = PreemptionSpec()
+
+
 class ServerConfig(Strict):
     """One server file."""
 
@@ -61,6 +84,7 @@ class ServerConfig(Strict):
     storage: Path | None = None
     """Folder under which each experiment gets its folder (checkpoints, logs); it must be
     visible to the workers at the same path. Default: state_dir."""
+    shares: SharesSpec = SharesSpec()
 
     @field_validator("database")
     @classmethod

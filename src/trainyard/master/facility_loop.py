@@ -6,8 +6,11 @@ Each experiment gets an `ExperimentRunner` in a thread of its own, the same runn
 pauses or kills (up to TRAINYARD_STOP_GRACE_S for workers to checkpoint), while a searcher
 proposes trials (Optuna's samplers) and while SLURM answers; in a thread each of those delays
 only its own experiment. The loop itself only decides shares: every tick, each pool's slots
-are split between the experiments that want them by weighted max-min
-(`scheduler.fair_share.split_offer`, equal weights until projects and shares exist).
+are placed by `scheduler.placement.place` (quotas, priority tiers, projects' shares with
+decayed usage, then each project's experiments by weight; master/project_shares.py feeds it
+from the store), and, when the server file enables it, a starved project preempts trials of
+experiments above their offer (`scheduler.preemption`): they checkpoint, and their runner
+requeues them.
 
 The store is the work list: experiments QUEUED or RUNNING get a runner, also after a restart
 (the runner requeues their unfinished trials, which resume from their checkpoints). Stopping
@@ -25,15 +28,19 @@ from dataclasses import dataclass
 from trainyard.config import ExperimentConfig
 from trainyard.config.facility import FacilityConfig
 from trainyard.config.schema import ResourcesSpec
+from trainyard.config.server import SharesSpec
 from trainyard.executors.base import Executor
 from trainyard.executors.pools import executor_for_pool
 from trainyard.master.packs import pack_size
 from trainyard.master.pool_share import ExperimentSlots, PoolShare
 from trainyard.master.preflight import preflight
+from trainyard.master.project_disk import ProjectDisk
+from trainyard.master.project_shares import ProjectShares
 from trainyard.master.runner import ExperimentRunner
 from trainyard.master.service import MasterService
 from trainyard.protocol import ExperimentOut, ExperimentState
-from trainyard.scheduler.fair_share import ExperimentDemand, split_offer
+from trainyard.scheduler.placement import ExperimentWant
+from trainyard.scheduler.preemption import RunningTrial, preemptions
 from trainyard.settings import Settings
 from trainyard.store import Project, repository
 
@@ -51,6 +58,9 @@ class _Run:
     thread: threading.Thread
     slots: ExperimentSlots
     pool: PoolShare
+    project: str
+    owner: str | None
+    resources: ResourcesSpec
 
 
 class FacilityLoop:
@@ -63,7 +73,9 @@ class FacilityLoop:
         facility: FacilityConfig,
         settings: Settings,
         master_url: str,
+        shares: SharesSpec | None = None,
     ) -> None:
+        """`shares`: the server file's section (default: its defaults, preemption off)."""
         self._service = service
         self._facility = facility
         self._settings = settings
@@ -74,6 +86,11 @@ class FacilityLoop:
         """Guards the runs (the loop's thread and stop)."""
         self._pools_lock = threading.Lock()
         """Guards the pools (the loop's thread and the API's submissions)."""
+        spec = shares or SharesSpec()
+        disk = ProjectDisk(settings.resolved_home(), refresh_s=spec.disk_usage_refresh_s)
+        self.shares = ProjectShares(service.store, spec, disk)
+        self._preempted: set[int] = set()
+        """Workers told to checkpoint for a starved project, not yet exited."""
 
     # -- submitting ---------------------------------------------------------------------------
 
@@ -90,7 +107,12 @@ class FacilityLoop:
         Raises:
             ConfigError, DataError, ModelError: with the same messages `trainyard run` prints.
             ExecutorError: the pool's cluster cannot run such trials.
+            PermissionDeniedError: the project may not use the pool.
+            QuotaExceededError: a trial is larger than a quota, or the project is at its
+                disk cap.
         """
+        if project is not None:
+            self.shares.check_submission(config, project)
         executor = self._check_executor(config)
         try:
             preflight(config, pool_capacity=executor.capacity())
@@ -99,6 +121,10 @@ class FacilityLoop:
             executor.close()
         created = self._service.create_experiment(config, project=project, owner_id=owner_id)
         return self._service.get_experiment(created)
+
+    def pool_names(self) -> list[str]:
+        """The facility's pools, for checking a project's allowed pools."""
+        return sorted(self._facility.pools)
 
     def _check_executor(self, config: ExperimentConfig) -> Executor:
         pool = self._facility.pool(config.resources.pool)  # names the pools when unknown
@@ -149,6 +175,7 @@ class FacilityLoop:
         except Exception as err:  # a pool gone from the facility file, a config of another version
             self._fail(experiment_id, err)
             return
+        project, owner = self.shares.describe(experiment_id)
         slots = pool.slots_for(experiment_id, config.name)
         runner = ExperimentRunner(
             service=self._service,
@@ -161,7 +188,15 @@ class FacilityLoop:
             args=(experiment_id, runner, slots),
             name=f"experiment-{experiment_id}",
         )
-        self._runs[experiment_id] = _Run(runner=runner, thread=thread, slots=slots, pool=pool)
+        self._runs[experiment_id] = _Run(
+            runner=runner,
+            thread=thread,
+            slots=slots,
+            pool=pool,
+            project=project,
+            owner=owner,
+            resources=config.resources,
+        )
         thread.start()
         logger.info(
             "experiment %d (%s): running on pool %s", experiment_id, config.name, pool.name
@@ -183,17 +218,64 @@ class FacilityLoop:
         )
 
     def _share(self) -> None:
-        """Each pool's slots split between its experiments by what each wants now."""
-        by_pool: dict[str, list[ExperimentDemand]] = {}
+        """Place each pool's experiments (quotas, priorities, fair share), note who waits for
+        a quota, and preempt for a starved project when the server file allows it."""
+        by_pool: dict[str, list[ExperimentWant]] = {}
         for experiment_id, run in self._runs.items():
             try:
                 wanted = run.runner.wanted_slots(experiment_id)
             except Exception:
                 wanted = 0
-            by_pool.setdefault(run.pool.name, []).append(ExperimentDemand(experiment_id, wanted))
-        for name, demands in by_pool.items():
+            by_pool.setdefault(run.pool.name, []).append(
+                ExperimentWant(
+                    experiment_id=experiment_id,
+                    project=run.project,
+                    demand=wanted,
+                    slots_per_trial=run.resources.slots_per_trial,
+                    owner=run.owner,
+                    weight=run.resources.weight,
+                    held=run.pool.held(experiment_id),
+                )
+            )
+        for name, wants in by_pool.items():
             pool = self._pools[name]
-            pool.set_offers(split_offer(pool.capacity, demands))
+            placement = self.shares.place(name, pool.capacity, wants)
+            pool.set_offers(placement.offers)
+            self.shares.note_waits([w.experiment_id for w in wants], placement.waits)
+            if self.shares.spec.preemption.enabled:
+                self._preempt(pool, wants, placement.offers)
+
+    def _preempt(
+        self, pool: PoolShare, wants: list[ExperimentWant], offers: dict[int, int]
+    ) -> None:
+        """Tell the trials `preemptions` picks to checkpoint; their runners requeue them."""
+        workers = {w.experiment_id: pool.running_since(w.experiment_id) for w in wants}
+        self._preempted &= {worker for running in workers.values() for worker in running}
+        held: dict[int, int] = {}
+        running: list[RunningTrial] = []
+        for experiment_id, trials in workers.items():
+            held[experiment_id] = 0
+            for worker, (slots, run_s) in trials.items():
+                if worker not in self._preempted:  # those stopping count as free already
+                    held[experiment_id] += slots
+                    running.append(RunningTrial(worker, experiment_id, slots, run_s))
+        minimum_s = self.shares.spec.preemption.min_run_minutes * 60
+        for trial in preemptions(
+            offers=offers,
+            held=held,
+            running=running,
+            free=pool.capacity - sum(held.values()),
+            min_run_s=minimum_s,
+        ):
+            experiment_id = next(t.experiment_id for t in running if t.trial_id == trial)
+            logger.info(
+                "trial %d of experiment %d: preempted for a project below its share "
+                "(it checkpoints and is requeued)",
+                trial,
+                experiment_id,
+            )
+            self._preempted.add(trial)
+            self._runs[experiment_id].slots.stop(trial)
 
     # -- pools --------------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from trainyard.config.server import ServerConfig
 from trainyard.master.api.app import create_app
 from trainyard.master.cache_janitor import StagingCacheJanitor
 from trainyard.master.facility_loop import FacilityLoop
+from trainyard.master.project_admin import ProjectAdmin
 from trainyard.master.server import EmbeddedServer, new_token
 from trainyard.master.server_checks import CheckedStore
 from trainyard.master.service import MasterService
@@ -65,9 +66,14 @@ def serve(
         checked.close()
         raise
     loop = FacilityLoop(
-        service=service, facility=facility, settings=settings, master_url=server.url
+        service=service,
+        facility=facility,
+        settings=settings,
+        master_url=server.url,
+        shares=config.shares,
     )
     app.state.submitter = loop
+    app.state.project_admin = ProjectAdmin(store, loop.shares.disk, loop.pool_names())
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in _STOP_SIGNALS}
     janitor = StagingCacheJanitor.start_if_limited(settings)

@@ -16,6 +16,7 @@ a restarted server finds each experiment's leftover jobs; its slots are counted 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
 from trainyard.executors.base import Executor, SlotsTaken, WorkerLaunch
@@ -38,6 +39,8 @@ class PoolShare:
         self._offers: dict[int, int] = {}
         self._held: dict[int, dict[int, int]] = {}
         """Experiment id -> its launched trials (worker id) -> their slots."""
+        self._started: dict[int, float] = {}
+        """Worker id -> when it was launched (monotonic), for preemption's minimum run time."""
 
     def probe(self, experiment: str) -> Executor:
         """An executor of this pool for checks before storing an experiment (preflight,
@@ -60,6 +63,13 @@ class PoolShare:
     def held(self, experiment_id: int) -> int:
         with self._lock:
             return sum(self._held.get(experiment_id, {}).values())
+
+    def running_since(self, experiment_id: int) -> dict[int, tuple[int, float]]:
+        """The experiment's workers -> (their slots, seconds since launch)."""
+        now = time.monotonic()
+        with self._lock:
+            held = self._held.get(experiment_id, {})
+            return {w: (slots, now - self._started.get(w, now)) for w, slots in held.items()}
 
     def forget(self, experiment_id: int) -> None:
         """The experiment's runner ended; its workers were reaped or stopped."""
@@ -108,12 +118,14 @@ class ExperimentSlots(Executor):
                 )
             self._executor.launch(launch)
             self._pool._held.setdefault(self._id, {})[launch.trial_id] = launch.num_slots
+            self._pool._started[launch.trial_id] = time.monotonic()
 
     def poll(self, trial_id: int) -> int | None:
         with self._pool._lock:
             code = self._executor.poll(trial_id)
             if code is not None:
                 self._pool._held.get(self._id, {}).pop(trial_id, None)
+                self._pool._started.pop(trial_id, None)
             return code
 
     def running(self) -> list[int]:

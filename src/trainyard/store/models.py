@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     DateTime,
     Dialect,
     Double,
@@ -279,13 +280,26 @@ class User(Base):
 
 
 class Project(Base):
-    """A group of people sharing experiments, checkpoints and (later) a share of the slots."""
+    """A group of people sharing experiments, checkpoints and a share of the slots.
+
+    Unset (None) settings mean the server file's default (share) or no limit (quotas, pools,
+    disk cap); facility admins set them with `trainyard admin project set`."""
 
     __tablename__ = "ty_projects"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    share: Mapped[float | None] = mapped_column(Double)
+    priority: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    max_slots: Mapped[int | None] = mapped_column(Integer)
+    max_concurrent_trials: Mapped[int | None] = mapped_column(Integer)
+    user_max_slots: Mapped[int | None] = mapped_column(Integer)
+    """Per member: the most slots one user's experiments of this project hold at once."""
+    user_max_concurrent_trials: Mapped[int | None] = mapped_column(Integer)
+    pools: Mapped[list[str] | None] = mapped_column(JSON)
+    """The pools its experiments may use; None: every pool of the facility."""
+    disk_cap_bytes: Mapped[int | None] = mapped_column(BigInteger)
 
     def __repr__(self) -> str:
         return f"Project(id={self.id}, name={self.name!r})"
@@ -329,3 +343,19 @@ class ApiToken(Base):
 
     def __repr__(self) -> str:
         return f"ApiToken(id={self.id}, user_id={self.user_id}, name={self.name!r})"
+
+
+class ProjectUsage(Base):
+    """A project's past use of one pool: slot-seconds decayed by the server's half-life, the
+    history the fair share weighs (Slurm's RawUsage, Kueue's usageHalfLifeTime)."""
+
+    __tablename__ = "ty_project_usage"
+    __table_args__ = (UniqueConstraint("project_id", "pool"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(
+        ForeignKey("ty_projects.id", ondelete="CASCADE"), index=True
+    )
+    pool: Mapped[str] = mapped_column(String(64))
+    slot_seconds: Mapped[float] = mapped_column(Double, default=0.0)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -8,13 +8,18 @@ from trainyard import __version__
 from trainyard.auth import Access, Accounts, Authenticator
 from trainyard.config.auth import ApiTokenPolicy, AuthConfig, AuthSpec
 from trainyard.master.api.errors import BodySizeLimit, install_error_handlers
-from trainyard.master.api.routes import accounts, experiments, projects, trials, worker
+from trainyard.master.api.routes import accounts, admin, experiments, projects, trials, worker
 from trainyard.master.api.routes.experiments import Submitter
+from trainyard.master.project_admin import ProjectAdmin
+from trainyard.master.project_disk import ProjectDisk
 from trainyard.master.reports import TrialReports
 from trainyard.master.service import MasterService
 from trainyard.protocol import API_PREFIX
 
 DEFAULT_MAX_REQUEST_BYTES = 1024 * 1024
+DISK_REFRESH_S = 300.0
+"""How long a project's measured disk use is shown; a server replaces `project_admin` with
+one on its loop's measurements (the server file's `shares.disk_usage_refresh_s`)."""
 
 
 def create_app(
@@ -50,12 +55,15 @@ def create_app(
     app.state.access = Access(service.store)
     policy = auth.api_tokens if isinstance(auth, AuthSpec) else ApiTokenPolicy()
     app.state.accounts = Accounts(service.store, app.state.access, policy)
+    app.state.project_admin = ProjectAdmin(
+        service.store, ProjectDisk(service.settings.resolved_home(), refresh_s=DISK_REFRESH_S)
+    )
     app.add_middleware(BodySizeLimit, max_bytes=max_request_bytes)
     install_error_handlers(app)
     api = APIRouter(prefix=API_PREFIX)
     for router in (worker.router, trials.router, experiments.router):
         api.include_router(router)
-    for router in (accounts.router, projects.router):
+    for router in (accounts.router, projects.router, admin.router):
         api.include_router(router)
     app.include_router(api)
 

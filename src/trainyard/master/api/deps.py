@@ -106,7 +106,8 @@ def current_user(principal: Annotated[Principal, Depends(current_principal)]) ->
 def require_facility_admin(user: Annotated[UserPrincipal, Depends(current_user)]) -> UserPrincipal:
     if not user.is_facility_admin:
         raise PermissionDeniedError(
-            f"{user.display_name} is not a facility admin; creating projects needs one "
+            f"{user.display_name} is not a facility admin; managing projects, shares and "
+            "quotas needs one "
             "(the server file's auth.facility_admins lists their subjects)"
         )
     return user
