@@ -147,7 +147,8 @@ def set_project(
             "--max-concurrent-trials, --user-max-slots, --user-max-concurrent-trials, "
             "--pools, --disk-cap or --clear"
         )
-    shown = master_client(master).call("PATCH", f"/admin/projects/{name}", ProjectAdminOut, body=body)
+    client = master_client(master)
+    shown = client.call("PATCH", f"/admin/projects/{name}", ProjectAdminOut, body=body)
     _print_project(shown)
 
 
@@ -159,7 +160,8 @@ def show(
     """A project's settings, disk use (measured now), pool usage and members."""
     from trainyard.auth.schemas import ProjectAdminOut
 
-    shown = master_client(master).call("GET", f"/admin/projects/{name}?fresh=true", ProjectAdminOut)
+    client = master_client(master)
+    shown = client.call("GET", f"/admin/projects/{name}?fresh=true", ProjectAdminOut)
     _print_project(shown)
 
 
@@ -196,7 +198,8 @@ def add_member(
     from trainyard.auth.schemas import MemberIn, MemberOut
 
     body = MemberIn.model_construct(user=user, role=role)
-    member = master_client(master).call("PUT", f"/projects/{project}/members", MemberOut, body=body)
+    client = master_client(master)
+    member = client.call("PUT", f"/projects/{project}/members", MemberOut, body=body)
     console.print(
         f"{escape(member.username or member.subject)} is {member.role.value} of {escape(project)}"
     )
