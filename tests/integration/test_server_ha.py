@@ -97,11 +97,11 @@ def test_the_follower_takes_over_a_search_when_the_leader_is_killed(
         timeout=120,
         what=f"a trial to train {KILL_AT_BATCHES} batches under the first leader",
     )
+    records = client.trial_records(ref)
     running = {
-        r.trial.id: r.trial.worker_pid
-        for r in client.trial_records(ref)
-        if r.trial.state == TrialState.RUNNING
+        r.trial.id: r.trial.worker_pid for r in records if r.trial.state == TrialState.RUNNING
     }
+    checkpointed = {r.trial.id for r in records if r.trial.batches_trained >= KILL_AT_BATCHES}
     killed_at = datetime.now()  # local time, as in the servers' log lines
     leader.stop(signal.SIGKILL)
 
@@ -138,7 +138,7 @@ def test_the_follower_takes_over_a_search_when_the_leader_is_killed(
                 0,
             )
             assert _attempts(engine, trial.id) == (2 if trial.id in running else 1), trial
-            if trial.id in running:  # from its checkpoint, not from scratch
+            if trial.id in checkpointed:  # from its checkpoint, not from scratch
                 assert trial.log_path is not None
                 assert " resumed from " in Path(trial.log_path).read_text()
     finally:

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from tests.integration.helpers import wait_for
 from trainyard.master.leadership import (
     LOCK_KEY,
     AdvisoryLeadership,
@@ -52,7 +53,9 @@ def test_closing_the_leader_frees_the_lock_for_a_follower(
     assert first.poll()
     assert not second.poll()
     first.close()
-    assert second.poll()
+    # The server ends the session (and frees the lock) a moment after the client closes it:
+    # a follower takes over at one of its next ticks.
+    wait_for(second.poll, timeout=10, what="the follower to take the freed lock")
     assert second.holder() == "trainyard pid 2 http://b:8080"
     assert not first.poll()  # a closed leader may come back, as a follower
 
@@ -78,7 +81,7 @@ def test_a_leader_whose_session_ends_stops_leading_and_a_follower_takes_over(
             assert list(ended) == [True]
     finally:
         admin.dispose()
-    assert second.poll()
+    wait_for(second.poll, timeout=10, what="the follower to take the lock of the ended session")
     with caplog.at_level(logging.ERROR, logger="trainyard.master.leadership"):
         assert not first.poll()
     (record,) = caplog.records
