@@ -96,10 +96,12 @@ class AdvisoryLeadership(Leadership):
         )
         self._connection: Connection | None = None
         self._leading = False
-        self._shown_holder: str | None = None
+        self._shown: str | None = None
+        """The last follower's line logged: repeated only when it changes, not every tick."""
 
     @property
     def identity(self) -> str:
+        """This server's name in `pg_stat_activity` (cut to what PostgreSQL keeps)."""
         return self._identity
 
     def poll(self) -> bool:
@@ -123,7 +125,9 @@ class AdvisoryLeadership(Leadership):
                     _first_line(err),
                 )
             else:
-                logger.warning("following: cannot reach PostgreSQL (%s)", _first_line(err))
+                self._say(
+                    logging.WARNING, f"following: cannot reach PostgreSQL ({_first_line(err)})"
+                )
             self._leading = False
             self._disconnect()
         return self._leading
@@ -153,13 +157,16 @@ class AdvisoryLeadership(Leadership):
             logger.info(
                 "leading: this server (%s) holds advisory lock %d", self._identity, LOCK_KEY
             )
-            self._shown_holder = None
+            self._shown = None
             return True
         holder = connection.execute(_HOLDER, _key_parts()).scalar()
-        if holder != self._shown_holder:
-            logger.info("following (leader is %s)", holder or "being replaced")
-            self._shown_holder = holder
+        self._say(logging.INFO, f"following (leader is {holder or 'being replaced'})")
         return False
+
+    def _say(self, level: int, line: str) -> None:
+        if line != self._shown:
+            logger.log(level, "%s", line)
+            self._shown = line
 
     def _still_held(self) -> bool:
         connection = self._connect()
