@@ -34,19 +34,25 @@ def free_port() -> int:
 
 @dataclass
 class ServerProcess:
-    """`trainyard server --config <root>/server.yaml`, migrated first; `start` again after
-    `stop` to restart it on the same store."""
+    """`trainyard server --config <root>/server.yaml`, migrated first (unless a replica of
+    another on the same database, `migrate=False`); `start` again after `stop` to restart it
+    on the same store."""
 
     root: Path
     database: str | None = None
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    storage: str = "storage"
+    """Relative to root; replicas of one facility share an absolute one."""
+    migrate: bool = True
 
     def __post_init__(self) -> None:
-        raw: dict[str, Any] = {"port": self.port, "storage": "storage"}
+        raw: dict[str, Any] = {"port": self.port, "storage": self.storage}
         if self.database:
             raw["database"] = self.database
         self.config.write_text(yaml.safe_dump(raw))
+        if not self.migrate:
+            return
         result = run_cli(["server", "migrate", "--config", str(self.config)], self.env)
         assert result.returncode == 0, result.stdout + result.stderr
         assert "from revision (empty) to " in result.stdout
@@ -73,7 +79,8 @@ class ServerProcess:
     def client(self) -> MasterClient:
         return MasterClient(self.url, token=TOKEN)
 
-    def start(self) -> None:
+    def start(self, *, wait: bool = True) -> None:
+        """Start the server; unless `wait` is False, until it answers (`wait_ready`)."""
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 [*CLI, "server", "--config", str(self.config)],
@@ -82,6 +89,10 @@ class ServerProcess:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> None:
         wait_for(self._answers, timeout=START_TIMEOUT_S, what=f"the server on {self.url}")
 
     def stop(self, sig: signal.Signals = signal.SIGTERM) -> int:

@@ -113,6 +113,7 @@ def test_start_up_refusals(server: ServerProcess, tmp_path: Path) -> None:
     second = run_cli(["server", "--config", str(server.config)], server.env)
     assert second.returncode == 2
     assert "one SQLite file serves one server" in second.stderr
+    assert "high availability (two servers on one store) needs PostgreSQL" in second.stderr
     fresh = tmp_path / "server.yaml"
     fresh.write_text("prot: 1\n")
     misspelt = run_cli(["server", "migrate", "--config", str(fresh)], server.env)

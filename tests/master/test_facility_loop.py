@@ -17,6 +17,7 @@ import pytest
 from tests.integration.helpers import wait_for
 from trainyard.config import load_experiment
 from trainyard.config.facility import load_facility
+from trainyard.executors.fork_server import is_running
 from trainyard.master.facility_loop import SERVER_STOPPED, FacilityLoop
 from trainyard.master.service import MasterService
 from trainyard.protocol import ExperimentState, TrialState
@@ -113,3 +114,48 @@ def test_a_project_quota_limits_launches_and_the_experiment_says_why(
         )
     finally:
         loop.stop()
+
+
+def test_a_loop_that_stops_leading_leaves_its_trials_to_the_next_leader(
+    service: MasterService, tmp_path: Path
+) -> None:
+    """`abandon` (the lock was lost) writes nothing and ends no worker; the next leader's
+    runner ends the leftovers on its restart path and relaunches the trials."""
+    file = tmp_path / "left.yaml"
+    file.write_text(
+        f"name: left\nentrypoint: {SLEEP}\n"
+        "hyperparameters: {x: {type: int, min: 0, max: 1000}}\n"
+        "searcher: {name: random, metric: loss, mode: min, max_trials: 1}\n"
+    )
+    loops = [
+        FacilityLoop(
+            service=service,
+            facility=load_facility(None),
+            settings=service.settings,
+            master_url=f"http://127.0.0.1:{port}",  # the sleeping script never calls it
+        )
+        for port in (9, 10)
+    ]
+    experiment_id = loops[0].submit(load_experiment(file)).id
+
+    def trial_pid() -> int | None:
+        running = [t for t in service.list_trials(experiment_id) if t.state == TrialState.RUNNING]
+        return running[0].worker_pid if running else None
+
+    try:
+        wait_for(lambda: loops[0].tick() or trial_pid() is not None, timeout=60, what="a run")
+        old_pid = trial_pid()
+        assert old_pid is not None
+        loops[0].abandon()
+        assert service.get_experiment(experiment_id).state == ExperimentState.RUNNING
+        assert trial_pid() == old_pid and is_running(old_pid)
+        wait_for(
+            lambda: loops[1].tick() or trial_pid() not in (None, old_pid),
+            timeout=60,
+            what="the next leader to relaunch the trial",
+        )
+        assert not is_running(old_pid)
+        (trial,) = service.list_trials(experiment_id)
+        assert trial.num_restarts == 0  # a takeover is no failure of the trial
+    finally:
+        loops[1].stop()

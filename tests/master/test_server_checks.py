@@ -3,6 +3,7 @@ and what `trainyard server migrate` reports."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -90,8 +91,13 @@ def test_a_second_server_on_one_sqlite_file_is_refused(tmp_path: Path) -> None:
     try:
         with pytest.raises(TrainyardError) as caught:
             lock_sqlite(config)
-        assert "one SQLite file serves one server" in str(caught.value)
-        assert "PostgreSQL, which high availability will need" in str(caught.value)
+        message = str(caught.value)
+        assert f"another trainyard server (pid {os.getpid()}) already serves sqlite:///" in (
+            message
+        )
+        assert "one SQLite file serves one server" in message
+        assert "high availability (two servers on one store) needs PostgreSQL" in message
+        assert "the same `database: postgresql+psycopg://...` URL" in message
     finally:
         first.close()
     lock_sqlite(config).close()  # released with the first server

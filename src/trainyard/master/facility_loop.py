@@ -16,6 +16,11 @@ The store is the work list: experiments QUEUED or RUNNING get a runner, also aft
 (the runner requeues their unfinished trials, which resume from their checkpoints). Stopping
 the server pauses every runner (workers checkpoint) and puts the experiments it paused back to
 QUEUED, so the next server start continues them; experiments a user paused stay PAUSED.
+
+With several servers on one PostgreSQL only the leader ticks (master/leadership.py). A leader
+that loses its lock calls `abandon`: its runners stop without touching workers or the store,
+and the new leader's runners take the experiments over on the restart path above (ending the
+leftover workers, resuming the trials from their checkpoints).
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from trainyard.master.pool_share import ExperimentSlots, PoolShare
 from trainyard.master.preflight import preflight
 from trainyard.master.project_disk import ProjectDisk
 from trainyard.master.project_shares import ProjectShares
-from trainyard.master.runner import ExperimentRunner
+from trainyard.master.runner import ExperimentRunner, RunAbandoned
 from trainyard.master.service import MasterService
 from trainyard.protocol import ExperimentOut, ExperimentState
 from trainyard.scheduler.placement import ExperimentWant
@@ -168,6 +173,22 @@ class FacilityLoop:
         for pool in self._pools.values():
             pool.close()
 
+    def abandon(self) -> None:
+        """This server no longer leads: stop every runner at its next tick, leaving workers
+        and the store to the new leader. Not `stop`: pausing would write trial states that
+        the new leader's runners own by now, and the new leader ends these workers itself
+        (`Executor.end_leftover`) before it relaunches their trials."""
+        with self._lock:
+            runs = dict(self._runs)
+            self._runs.clear()
+        for run in runs.values():
+            run.runner.request_abandon()
+        for experiment_id, run in runs.items():
+            run.thread.join()
+            run.pool.forget(experiment_id)
+        if runs:
+            logger.warning("left %d experiment(s) to the new leader", len(runs))
+
     def _start(self, experiment_id: int) -> None:
         try:
             config = self._service.experiment_config(experiment_id)
@@ -206,8 +227,13 @@ class FacilityLoop:
         try:
             state = runner.run(experiment_id)
             logger.info("experiment %d: %s", experiment_id, state)
+        except RunAbandoned:
+            logger.warning("experiment %d: left to the new leader", experiment_id)
         except Exception as err:  # one experiment's failure must not stop the server
-            self._fail(experiment_id, err)
+            if runner.abandoned:  # the store is the new leader's now (or unreachable)
+                logger.exception("experiment %d: failed while leaving it", experiment_id)
+            else:
+                self._fail(experiment_id, err)
         finally:
             slots.close()
 

@@ -3,6 +3,11 @@
 The API is served by uvicorn in a background thread; the main thread keeps SIGTERM and
 SIGINT and runs the scheduling loop, so a stop signal pauses every experiment in order
 (workers checkpoint) before the process exits, and the next start resumes them.
+
+Several servers may share one PostgreSQL store: all of them answer the API, and only the
+leader (master/leadership.py) ticks the loop. A leader that loses its lock abandons its
+runners to the next leader; a stopping leader pauses its experiments first and only then
+releases the lock, so the next leader resumes them from their checkpoints.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from trainyard.config.server import ServerConfig
 from trainyard.master.api.app import create_app
 from trainyard.master.cache_janitor import StagingCacheJanitor
 from trainyard.master.facility_loop import FacilityLoop
+from trainyard.master.leadership import Leadership, leadership_for
 from trainyard.master.project_admin import ProjectAdmin
 from trainyard.master.server import EmbeddedServer, new_token
 from trainyard.master.server_checks import CheckedStore
@@ -77,6 +83,7 @@ def serve(
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in _STOP_SIGNALS}
     janitor = StagingCacheJanitor.start_if_limited(settings)
+    leadership = leadership_for(config.database_url, server_url=server.url)
     try:
         server.start()
         logger.info("trainyard server on %s, store %s", server.url, config.shown_database)
@@ -84,13 +91,15 @@ def serve(
         _announce_dashboard(server.url, dashboard_link, config)
         if on_ready is not None:
             on_ready(server.url)
+        leading = False
         while not stop.is_set():
-            loop.tick()
+            leading = _lead_or_follow(loop, leadership, was_leading=leading)
             stop.wait(settings.poll_interval_s)
     finally:
         try:
             loop.stop()  # while the API still serves: workers report their checkpoints
         finally:
+            leadership.close()  # after the pause: the next leader resumes what it paused
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             if janitor is not None:
@@ -101,6 +110,17 @@ def serve(
 
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def _lead_or_follow(loop: FacilityLoop, leadership: Leadership, *, was_leading: bool) -> bool:
+    """One tick: schedule while leading; on losing the lead, leave the runners at once.
+    Whether this server leads now."""
+    if leadership.poll():
+        loop.tick()
+        return True
+    if was_leading:
+        loop.abandon()
+    return False
 
 
 def admin_token(config: ServerConfig) -> str:

@@ -36,6 +36,10 @@ logger = logging.getLogger(__name__)
 _RESUMABLE = {TrialState.QUEUED, TrialState.RUNNING, TrialState.PAUSED}
 
 
+class RunAbandoned(Exception):
+    """`run` stopped on `request_abandon`: its server no longer leads (master/leadership.py)."""
+
+
 class ExperimentRunner:
     """Runs an experiment's trials on one executor until they finish, or it is paused or killed."""
 
@@ -52,6 +56,7 @@ class ExperimentRunner:
         self._settings = settings
         self._master_url = master_url
         self._pause_requested = threading.Event()
+        self._abandon_requested = threading.Event()
         self._hung: dict[int, str] = {}
         self._waiting: set[int] = set()
         self._search_exhausted = False
@@ -76,10 +81,24 @@ class ExperimentRunner:
         """Checkpoint every running trial and return PAUSED (safe from a signal handler)."""
         self._pause_requested.set()
 
+    def request_abandon(self) -> None:
+        """Stop `run` at its next tick without touching workers or the store: another Master
+        now leads, and its runner ends these workers on its restart path (`end_leftover`)."""
+        self._abandon_requested.set()
+
+    @property
+    def abandoned(self) -> bool:
+        """Whether `request_abandon` was called: the store is no longer this runner's to write."""
+        return self._abandon_requested.is_set()
+
     def run(
         self, experiment_id: int, *, on_tick: Callable[[], None] | None = None
     ) -> ExperimentState:
-        """Run until every trial is finished, a pause was requested, or it was killed."""
+        """Run until every trial is finished, a pause was requested, or it was killed.
+
+        Raises:
+            RunAbandoned: after `request_abandon`.
+        """
         self._requeue_unfinished(experiment_id)
         self._service.set_experiment_state(experiment_id, ExperimentState.RUNNING)
         self._service.recover_searcher(experiment_id)
@@ -87,6 +106,8 @@ class ExperimentRunner:
         self._pack_size = pack_size(config, self._executor)
         self._entrypoint = config.entrypoint
         while True:
+            if self._abandon_requested.is_set():
+                raise RunAbandoned(f"experiment {experiment_id}: another Master leads now")
             if self._pause_requested.is_set():
                 self._stop_workers(experiment_id, ExperimentState.PAUSED, graceful=True)
                 return ExperimentState.PAUSED

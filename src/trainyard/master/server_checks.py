@@ -121,8 +121,9 @@ def lock_sqlite(config: ServerConfig) -> IO[str] | None:
         handle.close()
         raise TrainyardError(
             f"another trainyard server (pid {owner}) already serves {config.shown_database} "
-            f"(it holds {path}); one SQLite file serves one server: stop that one, or move "
-            "to PostgreSQL, which high availability will need"
+            f"(it holds {path}); one SQLite file serves one server, and high availability "
+            "(two servers on one store) needs PostgreSQL: stop that server, or give both "
+            "servers' files the same `database: postgresql+psycopg://...` URL"
         ) from None
     handle.truncate(0)
     handle.write(f"{os.getpid()}\n")
