@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
@@ -21,9 +22,11 @@ from trainyard.config import parse_experiment
 from trainyard.master.api.app import create_app
 from trainyard.master.server import EmbeddedServer, new_token
 from trainyard.master.service import MasterService
+from trainyard.metrics import ROC_POINTS, background_rejection
 from trainyard.protocol import ExperimentState, MetricKind
 from trainyard.settings import Settings
 from trainyard.store import open_store
+from trainyard.store.rocs import validation_roc
 from trainyard.web.dashboard import SESSION_COOKIE, install_dashboard
 
 pytestmark = pytest.mark.integration
@@ -145,6 +148,40 @@ def test_experiment_page_shows_trials_and_charts(page: Page, dashboard: Dashboar
     page.select_option("#curve-metric", "val_auc")
     page.wait_for_selector("#curve-val_auc canvas")
     _shot(page, "experiment")
+
+
+def test_experiment_page_shows_the_best_trials_roc_curve_as_the_worker_stored_it(
+    page: Page, dashboard: Dashboard
+) -> None:
+    """The real run's worker sent a down-sampled ROC with each validation; the page draws the
+    best validation's, and prints 1/eps_B at 30% and 50% as background_rejection reads them
+    off that curve, which equal the rejections the worker computed on its full curve."""
+    service = dashboard.service
+    (trial,) = service.list_trials(dashboard.finished_id)
+    best = service.best_validation(trial.id, metric="val_auc", mode="max")
+    assert best is not None
+    with service.store.session() as session:
+        stored = validation_roc(session, trial_id=trial.id, batches=best.batches)
+    assert stored is not None and len(stored.signal_efficiency) == ROC_POINTS
+    page.goto(f"{dashboard.url}/experiments/{dashboard.finished_id}")
+    page.wait_for_selector("#roc canvas")
+    shown = page.evaluate("JSON.parse(document.getElementById('chart-data').textContent).roc")
+    expected = [
+        [s, 1 / b]
+        for s, b in zip(stored.signal_efficiency, stored.background_efficiency, strict=True)
+        if b > 0
+    ]
+    assert shown["trial"] == trial.number and len(shown["points"]) == len(expected)
+    for (s, r), (s_expected, r_expected) in zip(shown["points"], expected, strict=True):
+        assert s == s_expected and r == pytest.approx(r_expected, rel=1e-12)
+    marks = page.locator("#roc-marks").inner_text()
+    signal, background = np.array(stored.signal_efficiency), np.array(stored.background_efficiency)
+    for efficiency, reported in ((0.3, "val_rej30"), (0.5, "val_rej50")):
+        rejection = background_rejection(signal, background, efficiency)
+        assert rejection == pytest.approx(best.values[reported], rel=1e-6)
+        assert [efficiency, rejection] in shown["marks"]
+        assert f"= {rejection:.1f} at" in marks and f"{efficiency:.0%}" in marks
+    _shot(page, "experiment-roc")
 
 
 def test_trial_page_shows_checkpoints_config_and_log(page: Page, dashboard: Dashboard) -> None:

@@ -221,3 +221,33 @@ def test_telling_every_grid_point_ends_the_search_cleanly(storage_url: str) -> N
             searcher_trial_id=proposal.searcher_trial_id, result="completed", best_value=0.5
         )
     assert [t.state.name for t in searcher._study.trials] == ["COMPLETE"] * 8
+
+
+def test_asha_rungs_show_who_was_stopped_where(storage_url: str) -> None:
+    config = _config(
+        {"name": "asha", "max_trials": 4, "asha": {"reduction_factor": 2}},
+        {"lr": {"type": "log", "min": 1e-4, "max": 1e-2}},
+    )
+    searcher = OptunaSearcher(config, storage_url=storage_url, study_name="rungs")
+    ids = [p.searcher_trial_id for p in searcher.next_trials(num_created=0, num_free=4)]
+    assert searcher.rungs() == []  # nobody judged yet
+    outcome: dict[int | None, str] = {}
+    for step in (10, 20):  # rungs at 10 and 20 (first validation, then x2)
+        for rank, trial_id in enumerate(ids):
+            if trial_id in outcome:
+                continue
+            metrics = {"val_auc": 0.9 - rank * 0.01 + step / 1000}
+            decision = searcher.on_validation(
+                searcher_trial_id=trial_id, batches=step, metrics=metrics
+            )
+            if decision.action == "stop":
+                outcome[trial_id] = "stopped"
+                searcher.on_trial_end(
+                    searcher_trial_id=trial_id, result="stopped", best_value=None
+                )
+    rungs = searcher.rungs()
+    assert [(r.bracket, r.index, r.step) for r in rungs] == [(0, 0, 10), (0, 1, 20)]
+    assert sorted(rungs[0].reached) == sorted(ids)
+    assert set(rungs[0].stopped) | set(rungs[1].stopped) == set(outcome)
+    assert set(rungs[0].promoted) == set(rungs[1].reached)
+    assert not set(rungs[1].promoted) & set(rungs[1].stopped)

@@ -15,6 +15,7 @@ import hmac
 import secrets
 import time
 from collections.abc import AsyncIterator
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -28,6 +29,7 @@ from fastapi.templating import Jinja2Templates
 from trainyard.errors import PermissionDeniedError, TrainyardError
 from trainyard.master.service import MasterService
 from trainyard.protocol import ExperimentState
+from trainyard.web.curve_cache import CurveCache
 from trainyard.web.views import (
     experiment_view,
     experiments_page,
@@ -84,6 +86,10 @@ def _service(request: Request) -> MasterService:
     return request.app.state.service
 
 
+def _curve_cache(request: Request) -> CurveCache:
+    return request.app.state.curve_cache
+
+
 def require_session(request: Request) -> str:
     session = request.cookies.get(SESSION_COOKIE)
     if not _sessions(request).valid(session):
@@ -94,12 +100,14 @@ def require_session(request: Request) -> str:
 
 Session = Annotated[str, Depends(require_session)]
 Service = Annotated[MasterService, Depends(_service)]
+Curves = Annotated[CurveCache, Depends(_curve_cache)]
 router = APIRouter(include_in_schema=False)
 
 
 def install_dashboard(app: FastAPI, *, login_token: str) -> None:
     """Serve the dashboard on `app` (the Master's API app, which holds the service)."""
     app.state.dashboard_sessions = DashboardSessions(login_token)
+    app.state.curve_cache = CurveCache(app.state.service)
     # ECharts and a thousand curves compress 3-5x (level 5: most of level 9's gain in a third
     # of its time); event streams are left alone by Starlette.
     app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=5)
@@ -157,8 +165,10 @@ def experiments(
 
 
 @router.get("/experiments/{experiment_id}", response_class=HTMLResponse)
-def experiment(request: Request, session: Session, service: Service, experiment_id: int):
-    view = experiment_view(service, experiment_id)
+def experiment(
+    request: Request, session: Session, service: Service, curves: Curves, experiment_id: int
+):
+    view = experiment_view(service, experiment_id, cache=curves)
     return _page(request, session, "experiment.html", view=view)
 
 
@@ -166,16 +176,18 @@ def experiment(request: Request, session: Session, service: Service, experiment_
 def experiment_curves(
     session: Session,
     service: Service,
+    curves: Curves,
     experiment_id: int,
     metric: Annotated[str, Query(min_length=1, max_length=200)],
-) -> list[dict[str, Any]]:
+) -> Response:
     """One validation metric's curves for every trial (the page loads the searcher's)."""
-    return metric_curves(service, experiment_id, metric)
+    body = metric_curves(service, experiment_id, metric, cache=curves)
+    return Response(body, media_type="application/json")
 
 
 @router.get("/experiments/{experiment_id}/events")
 async def experiment_events(
-    request: Request, session: Session, service: Service, experiment_id: int
+    request: Request, session: Session, service: Service, curves: Curves, experiment_id: int
 ) -> StreamingResponse:
     """Server-sent events: the trial table, re-rendered whenever it changes."""
 
@@ -183,7 +195,9 @@ async def experiment_events(
         last = ""
         while not await request.is_disconnected():
             started = time.monotonic()
-            view = await run_in_threadpool(experiment_view, service, experiment_id)
+            view = await run_in_threadpool(
+                partial(experiment_view, cache=curves, panels=False), service, experiment_id
+            )
             html = templates.get_template("_trials.html").render(view=view)
             if html != last:
                 last = html
