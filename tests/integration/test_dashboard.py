@@ -23,11 +23,12 @@ from trainyard.master.api.app import create_app
 from trainyard.master.server import EmbeddedServer, new_token
 from trainyard.master.service import MasterService
 from trainyard.metrics import ROC_POINTS, background_rejection
-from trainyard.protocol import ExperimentState, MetricKind
+from trainyard.protocol import ExperimentState, MetricKind, TrialState
 from trainyard.settings import Settings
 from trainyard.store import open_store
 from trainyard.store.rocs import validation_roc
 from trainyard.web.dashboard import SESSION_COOKIE, install_dashboard
+from trainyard.web.pools import PoolSlots
 
 pytestmark = pytest.mark.integration
 
@@ -35,6 +36,8 @@ ROOT = Path(__file__).parents[2]
 ARTIFACTS = ROOT / "test-artifacts" / "dashboard"
 VENDOR = ROOT / "src" / "trainyard" / "web" / "static" / "vendor"
 LOGIN_TOKEN = "dashboard-test-token"
+POOL = PoolSlots(name="default", executor="local", capacity=4, free=2, node="node-a")
+"""What the test's executor reports: the pool every test experiment uses."""
 
 
 @dataclass
@@ -67,7 +70,7 @@ def dashboard(finished_run, toy_data, tmp_path_factory) -> Iterator[Dashboard]:
     service.set_experiment_state(running_id, ExperimentState.RUNNING)
     service.create_trials(running_id, num_free=1)
     app = create_app(service, admin_token=new_token())
-    install_dashboard(app, login_token=LOGIN_TOKEN)
+    install_dashboard(app, login_token=LOGIN_TOKEN, pools=lambda: [POOL])
     server = EmbeddedServer(app)
     server.start()
     try:
@@ -219,6 +222,61 @@ def test_live_update_and_kill_from_the_page(page: Page, dashboard: Dashboard) ->
     page.click("#kill")
     page.wait_for_selector("#experiment-state:has-text('CANCELED')")
     assert dashboard.service.get_experiment(dashboard.running_id).state == "CANCELED"
+
+
+def test_pools_page_shows_slots_projects_and_nodes_and_follows_the_store(
+    page: Page, dashboard: Dashboard, toy_data: Path
+) -> None:
+    service = dashboard.service
+    grid = {"type": "categorical", "vals": [0.001, 0.002, 0.003]}
+    experiment_id = service.create_experiment(
+        parse_experiment(
+            experiment(
+                toy_data,
+                name="pool-search",
+                hyperparameters={"lr": grid, "batch_size": 64},
+                searcher={"name": "grid"},
+            )
+        )
+    )
+    service.set_experiment_state(experiment_id, ExperimentState.RUNNING)
+    first, second, _ = service.create_trials(experiment_id, num_free=3)
+    service.update_trial(first, state=TrialState.RUNNING)
+    page.goto(f"{dashboard.url}/pools")
+    row = page.locator("#pools tr[data-pool=default]")
+    cells = ("in-use", "queued", "capacity", "free")
+    shown = {cell: row.locator(f".{cell}").inner_text() for cell in cells}
+    in_use, queued = (
+        _trials_in(service, TrialState.RUNNING),
+        _trials_in(service, TrialState.QUEUED),
+    )
+    assert in_use >= 1 and queued >= 2  # this test's, and any other unfinished experiment's
+    assert shown == {"in-use": str(in_use), "queued": str(queued), "capacity": "4", "free": "2"}
+    projects = page.locator("table.by-project[data-pool=default]").inner_text()
+    assert f"default\t{in_use}" in projects
+    nodes = page.locator("table.by-node[data-pool=default]").inner_text()
+    assert "node-a\tpool-search #0" in nodes
+    _shot(page, "pools")
+    service.update_trial(second, state=TrialState.RUNNING)  # the table follows without a reload
+    page.wait_for_function(
+        "document.querySelector('#pools tr[data-pool=default] .in-use').textContent === "
+        f"'{in_use + 1}'",
+        timeout=10_000,
+    )
+    assert "pool-search #0, pool-search #1" in page.locator("table.by-node").inner_text()
+    service.set_experiment_state(experiment_id, ExperimentState.CANCELED)
+
+
+def _trials_in(service: MasterService, state: TrialState) -> int:
+    """Trials in `state` of the unfinished experiments (one slot each), by the store."""
+    unfinished = (ExperimentState.QUEUED, ExperimentState.RUNNING, ExperimentState.PAUSED)
+    return sum(
+        1
+        for e in service.list_experiments()
+        if e.state in unfinished
+        for t in service.list_trials(e.id)
+        if t.state == state
+    )
 
 
 def test_vendored_files_are_the_recorded_releases() -> None:

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from sqlalchemy import JSON, select, type_coerce
+from sqlalchemy import JSON, func, select, type_coerce
 from sqlalchemy.orm import Session
 
-from trainyard.protocol import MetricKind, TrialOut
-from trainyard.store.models import Metric, Trial
+from trainyard.protocol import ExperimentState, MetricKind, TrialOut, TrialState
+from trainyard.store.models import Experiment, Metric, Project, Trial
 
 _TRIAL_COLUMNS = [getattr(Trial, name) for name in TrialOut.model_fields]
 
@@ -89,3 +89,35 @@ def searcher_trial_numbers(session: Session, *, experiment_id: int) -> dict[int,
 
 def _value(metric: str):
     return type_coerce(Metric.values, JSON)[metric].as_string()
+
+
+def unfinished_experiments(
+    session: Session, *, project_ids: Collection[int] | None = None
+) -> list[tuple[int, str, str, dict[str, int]]]:
+    """(id, name, project, {trial state: count}) of every QUEUED, RUNNING or PAUSED experiment
+    (with `project_ids`, of those projects only), for the pools page."""
+    active = (ExperimentState.QUEUED, ExperimentState.RUNNING, ExperimentState.PAUSED)
+    query = (
+        select(Experiment.id, Experiment.name, Project.name, Trial.state, func.count(Trial.id))
+        .join(Project, Project.id == Experiment.project_id)
+        .outerjoin(Trial, Trial.experiment_id == Experiment.id)
+        .where(Experiment.state.in_(active))
+        .group_by(Experiment.id, Experiment.name, Project.name, Trial.state)
+        .order_by(Experiment.id)
+    )
+    if project_ids is not None:
+        query = query.where(Experiment.project_id.in_(list(project_ids)))
+    found: dict[int, tuple[int, str, str, dict[str, int]]] = {}
+    for experiment_id, name, project, state, count in session.execute(query):
+        entry = found.setdefault(experiment_id, (experiment_id, name, project, {}))
+        if state is not None:
+            entry[3][str(state)] = count
+    return list(found.values())
+
+
+def running_trials(session: Session, *, experiment_ids: Collection[int]) -> list[tuple[int, int]]:
+    """(experiment id, trial number) of the RUNNING trials of these experiments."""
+    query = select(Trial.experiment_id, Trial.number).where(
+        Trial.experiment_id.in_(list(experiment_ids)), Trial.state == TrialState.RUNNING
+    )
+    return [(experiment_id, number) for experiment_id, number in session.execute(query)]

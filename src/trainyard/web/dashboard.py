@@ -30,6 +30,7 @@ from trainyard.errors import PermissionDeniedError, TrainyardError
 from trainyard.master.service import MasterService
 from trainyard.protocol import ExperimentState
 from trainyard.web.curve_cache import CurveCache
+from trainyard.web.pools import PoolSource, pools_view
 from trainyard.web.views import (
     experiment_view,
     experiments_page,
@@ -104,9 +105,11 @@ Curves = Annotated[CurveCache, Depends(_curve_cache)]
 router = APIRouter(include_in_schema=False)
 
 
-def install_dashboard(app: FastAPI, *, login_token: str) -> None:
-    """Serve the dashboard on `app` (the Master's API app, which holds the service)."""
+def install_dashboard(app: FastAPI, *, login_token: str, pools: PoolSource | None = None) -> None:
+    """Serve the dashboard on `app` (the Master's API app, which holds the service);
+    `pools` reports the executors' pools for the pools page."""
     app.state.dashboard_sessions = DashboardSessions(login_token)
+    app.state.pool_source = pools
     app.state.curve_cache = CurveCache(app.state.service)
     # ECharts and a thousand curves compress 3-5x (level 5: most of level 9's gain in a third
     # of its time); event streams are left alone by Starlette.
@@ -208,6 +211,19 @@ async def experiment_events(
             await asyncio.sleep(max(LIVE_INTERVAL_S, 2 * (time.monotonic() - started)))
 
     return StreamingResponse(stream(), media_type="text/event-stream")
+
+
+@router.get("/pools", response_class=HTMLResponse)
+def pools(request: Request, session: Session, service: Service) -> HTMLResponse:
+    rows = pools_view(service, request.app.state.pool_source)
+    return _page(request, session, "pools.html", pools=rows)
+
+
+@router.get("/pools/table", response_class=HTMLResponse)
+def pools_table(request: Request, session: Session, service: Service) -> HTMLResponse:
+    """The pools' tables alone, which the page fetches again every LIVE_INTERVAL_S."""
+    rows = pools_view(service, request.app.state.pool_source)
+    return templates.TemplateResponse(request, "_pools.html", {"pools": rows})
 
 
 @router.get("/trials/{trial_id}", response_class=HTMLResponse)
