@@ -98,30 +98,6 @@ class Validation:
     roc: RocCurve
 
 
-def evaluate(
-    model: torch.nn.Module,
-    shard: ValidationShard,
-    *,
-    device: torch.device,
-    precision: Precision,
-    world: World,
-    on_progress: Callable[[], None],
-    call: ModelCall = DEFAULT_INPUT_ROLES,
-    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-) -> dict[str, float]:
-    """The figures of `validate` without the ROC curve."""
-    return validate(
-        model,
-        shard,
-        device=device,
-        precision=precision,
-        world=world,
-        on_progress=on_progress,
-        call=call,
-        loss=loss,
-    ).values
-
-
 @torch.no_grad()
 def validate(
     model: torch.nn.Module,
