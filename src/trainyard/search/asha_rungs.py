@@ -30,8 +30,8 @@ def asha_rungs(study: optuna.Study) -> list[Rung]:
     if isinstance(pruner, SuccessiveHalvingPruner):
         return _bracket_rungs(0, pruner, trials, trials)
     if isinstance(pruner, HyperbandPruner):
-        if not pruner._pruners:
-            pruner._try_initialization(study)  # as its first prune() would
+        if not pruner._pruners:  # a restarted Master's, before its first judgement
+            pruner = _initialized_copy(pruner, study)
         rungs: list[Rung] = []
         for bracket, bracket_pruner in enumerate(pruner._pruners):
             members = [t for t in trials if pruner._get_bracket_id(study, t) == bracket]
@@ -75,6 +75,19 @@ def _bracket_rungs(
             )
         )
         index += 1
+
+
+def _initialized_copy(pruner: HyperbandPruner, study: optuna.Study) -> HyperbandPruner:
+    """A pruner with the same settings, its brackets set up from the study as its first
+    judgement would (the searcher's own is left alone: it may be judging at the same time)."""
+    copy = HyperbandPruner(
+        min_resource=pruner._min_resource,
+        max_resource=pruner._max_resource,
+        reduction_factor=pruner._reduction_factor,
+        bootstrap_count=pruner._bootstrap_count,
+    )
+    copy._try_initialization(study)
+    return copy
 
 
 def _last_rung(trial: FrozenTrial) -> int:
