@@ -20,10 +20,19 @@ from playwright.sync_api import Browser, Page, sync_playwright
 from tests.integration.helpers import experiment
 from trainyard.config import parse_experiment
 from trainyard.master.api.app import create_app
+from trainyard.master.reports import TrialReports
 from trainyard.master.server import EmbeddedServer, new_token
 from trainyard.master.service import MasterService
 from trainyard.metrics import ROC_POINTS, background_rejection
-from trainyard.protocol import ExperimentState, MetricKind, TrialState
+from trainyard.protocol import (
+    DecisionAction,
+    ExperimentState,
+    MetricKind,
+    MetricsReport,
+    OutcomeState,
+    TrialOutcome,
+    TrialState,
+)
 from trainyard.settings import Settings
 from trainyard.store import open_store
 from trainyard.store.rocs import validation_roc
@@ -264,6 +273,49 @@ def test_pools_page_shows_slots_projects_and_nodes_and_follows_the_store(
         timeout=10_000,
     )
     assert "pool-search #0, pool-search #1" in page.locator("table.by-node").inner_text()
+    service.set_experiment_state(experiment_id, ExperimentState.CANCELED)
+
+
+def test_asha_rungs_panel_shows_the_searchers_decisions(
+    page: Page, dashboard: Dashboard, toy_data: Path
+) -> None:
+    """Six trials report through the Master's worker logic (reports, the searcher's decision,
+    the outcome), as workers would; the panel lists who went on and who stopped where."""
+    service, reports = dashboard.service, TrialReports(dashboard.service)
+    search = {"name": "asha", "max_trials": 6, "asha": {"reduction_factor": 2}}
+    lr = {"type": "log", "min": 1e-4, "max": 1e-2}
+    config = experiment(
+        toy_data, name="asha-search", hyperparameters={"lr": lr, "batch_size": 64}, searcher=search
+    )
+    experiment_id = service.create_experiment(parse_experiment(config))
+    service.set_experiment_state(experiment_id, ExperimentState.RUNNING)
+    trial_ids = service.create_trials(experiment_id, num_free=6)
+    stopped_at: dict[int, int] = {}
+    for step in (20, 40):  # the first validation, then x2
+        for rank, trial_id in enumerate(trial_ids):
+            if trial_id in stopped_at:
+                continue
+            values = {"val_auc": 0.9 - rank / 100 + step / 1000, "val_rej30": 10.0 + rank}
+            report = MetricsReport(
+                kind=MetricKind.VALIDATION, batches=step, epoch=0.1, values=values
+            )
+            reports.report_metrics(trial_id, report)
+            if reports.decide(trial_id).action is DecisionAction.STOP:
+                reports.finish_trial(trial_id, TrialOutcome(state=OutcomeState.STOPPED))
+                stopped_at[trial_id] = step
+    page.goto(f"{dashboard.url}/experiments/{experiment_id}")
+    rows = page.locator("#rungs tbody tr")
+    assert rows.count() == 2 and stopped_at
+    numbers = {t.id: t.number for t in service.list_trials(experiment_id)}
+    for index, step in enumerate((20, 40)):
+        cells = rows.nth(index).locator("td")
+        stopped = {numbers[t] for t, at in stopped_at.items() if at == step}
+        shown = {int(n.lstrip("#")) for n in cells.nth(4).inner_text().split(", ") if n}
+        assert (cells.nth(0).inner_text(), cells.nth(1).inner_text()) == (str(index), str(step))
+        assert shown == stopped
+    assert "No ROC curve yet" in page.locator("#roc-none").inner_text()  # no worker sent one
+    page.wait_for_selector("#curve-val_auc canvas")
+    _shot(page, "experiment-asha")
     service.set_experiment_state(experiment_id, ExperimentState.CANCELED)
 
 

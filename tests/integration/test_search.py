@@ -89,13 +89,14 @@ def _check_the_dashboards_rungs_panel(home: Path) -> None:
     table = page[page.index('<table id="rungs">') :]
     rows = re.findall(
         r"<tr><td>(\d+)</td><td>(\d+)</td>\s*<td>(\d+)</td>\s*"
-        r'<td class="trials promoted">([\d, ]*)</td>\s*<td class="trials stopped">([\d, ]*)</td>',
+        r'<td class="trials promoted">([#\d, ]*)</td>\s*'
+        r'<td class="trials stopped">([#\d, ]*)</td>',
         table[: table.index("</table>")],
     )
     assert [(int(rung), int(step)) for rung, step, *_ in rows] == [(0, 10), (1, 20)]
     for _, step, reached, promoted, stopped in rows:
-        numbers = {int(n) for n in stopped.split(", ") if n}
-        went_on = {int(n) for n in promoted.split(", ") if n}
+        numbers = {int(n.lstrip("#")) for n in stopped.split(", ") if n}
+        went_on = {int(n.lstrip("#")) for n in promoted.split(", ") if n}
         assert int(reached) == sum(1 for *_, b in trials if b >= int(step))
         assert numbers == {n for n, state, b in trials if state == "STOPPED" and b == int(step)}
         assert went_on == {n for n, _, b in trials if b > int(step)}

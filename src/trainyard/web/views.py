@@ -86,7 +86,7 @@ def _row(trial: TrialOut, best: float | None, names: list[str]) -> TrialRow:
         best=best,
         step=step,
         best_text="" if best is None else f"{best:.4f}",
-        hyperparameters=[str(trial.hyperparameters.get(name, "")) for name in names],
+        hyperparameters=[_cell(trial.hyperparameters.get(name, "")) for name in names],
     )
 
 
@@ -242,6 +242,11 @@ def _series(reports: list[MetricOut]) -> dict[str, list[list[float]]]:
             if isinstance(value, int | float) and math.isfinite(value):
                 series.setdefault(name, []).append([report.batches, float(value)])
     return {name: thin(points) for name, points in series.items()}
+
+
+def _cell(value: Any) -> str:
+    """A hyperparameter as the table shows it: floats to six significant digits."""
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
 
 
 def _plottable(value: Any) -> float | str | None:

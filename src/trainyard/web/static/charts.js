@@ -22,7 +22,7 @@ function lineChart(parent, id, title, seriesByName, highlight) {
   const series = Object.entries(seriesByName).map(([name, points]) => ({
     name: name,
     type: "line",
-    showSymbol: false,
+    showSymbol: points.length < 2, // a one-point curve is a dot, or nothing
     data: points,
     lineStyle: { width: name === highlight ? 3 : 1, opacity: highlight && name !== highlight ? 0.45 : 1 },
     z: name === highlight ? 10 : 2,
