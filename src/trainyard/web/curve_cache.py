@@ -148,38 +148,50 @@ class CurveCache:
                     entry.others |= unknown - mine
                     trial_ids |= mine
                 rows = [row for row in rows if row[1] in trial_ids]
-        changed: set[int] = set()
+        changed: dict[int, dict[int, float]] = {}
         for report_id, trial_id, step, value in rows:
-            curve = entry.trials.setdefault(trial_id, TrialCurve())
-            if not _same(curve.points.get(step), value):
-                curve.points[step] = value
-                changed.add(trial_id)
+            if trial_id not in changed:
+                old = entry.trials.get(trial_id)
+                points = changed[trial_id] = dict(old.points) if old else {}
+            else:
+                points = changed[trial_id]
+            points[step] = value
             newest = max(newest, report_id)
         entry.seen_id = max(newest, entry.seen_id or 0)
-        for trial_id in changed:
-            _rebuild(entry.trials[trial_id], entry.mode)
+        for trial_id, points in changed.items():
+            old = entry.trials.get(trial_id)
+            if old is None or not _same_points(old.points, points):
+                entry.trials[trial_id] = _rebuilt(points, entry.mode)
 
 
-def _same(old: float | None, new: float) -> bool:
-    return old is not None and (old == new or (math.isnan(old) and math.isnan(new)))
+def _same_points(old: dict[int, float], new: dict[int, float]) -> bool:
+    """Equal, NaN included (a trial's diverged validation)."""
+    return old.keys() == new.keys() and all(
+        a == b or (math.isnan(a) and math.isnan(b)) for a, b in ((old[s], new[s]) for s in old)
+    )
 
 
 def _stale(entry: _Entry) -> bool:
     return time.monotonic() - entry.built_at > REBUILD_AFTER_S
 
 
-def _rebuild(curve: TrialCurve, mode: str) -> None:
-    """The trial's best value and step, and its thinned curve as JSON (six significant digits,
-    finite values only)."""
-    finite = sorted((s, v) for s, v in curve.points.items() if math.isfinite(v))
+def _rebuilt(points: dict[int, float], mode: str) -> TrialCurve:
+    """A new curve of these points: the best value and its step, and the thinned curve as
+    JSON (six significant digits, finite values only). New rather than updated in place, so
+    a page being built from the old one never mixes the two."""
+    finite = sorted((s, v) for s, v in points.items() if math.isfinite(v))
     if not finite:
-        curve.best, curve.best_step, curve.steps_json, curve.values_json = None, None, "[]", "[]"
-        return
+        return TrialCurve(points=points)
     sign = 1.0 if mode == "max" else -1.0
-    curve.best_step, curve.best = max(finite, key=lambda point: sign * point[1])
+    best_step, best = max(finite, key=lambda point: sign * point[1])
     thinned = thin(finite)
-    curve.steps_json = json.dumps([s for s, _ in thinned])
-    curve.values_json = json.dumps([float(f"{v:.6g}") for _, v in thinned])
+    return TrialCurve(
+        points=points,
+        best=best,
+        best_step=best_step,
+        steps_json=json.dumps([s for s, _ in thinned]),
+        values_json=json.dumps([float(f"{v:.6g}") for _, v in thinned]),
+    )
 
 
 def thin(points: list[T]) -> list[T]:
