@@ -11,6 +11,7 @@ import pytest
 
 from trainyard.config import parse_experiment
 from trainyard.search import OptunaSearcher
+from trainyard.search.asha_rungs import _bracket_rungs
 from trainyard.store import open_store
 
 
@@ -251,6 +252,9 @@ def test_asha_rungs_show_who_was_stopped_where(storage_url: str) -> None:
     assert set(rungs[0].stopped) | set(rungs[1].stopped) == set(outcome)
     assert set(rungs[0].promoted) == set(rungs[1].reached)
     assert not set(rungs[1].promoted) & set(rungs[1].stopped)
+    study = searcher._study  # the two-query read of the records equals Optuna's own trials
+    trials = study.get_trials(deepcopy=False)
+    assert _bracket_rungs(0, study.pruner, trials, trials) == rungs
 
 
 def test_hyperband_rungs_are_listed_per_bracket(storage_url: str) -> None:

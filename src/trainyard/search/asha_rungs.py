@@ -13,20 +13,38 @@ nothing else.
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
+from typing import Any
+
 import optuna
 from optuna.pruners import HyperbandPruner, SuccessiveHalvingPruner
-from optuna.trial import FrozenTrial
+from optuna.storages import RDBStorage
 from optuna.trial import TrialState as OptunaTrialState
+from sqlalchemy import text
 
 from trainyard.search.base import Rung
 
 _RUNG_KEY = "completed_rung_{}"
 
 
+@dataclass(frozen=True)
+class _TrialRecord:
+    """What the rungs need of a trial, named as on Optuna's FrozenTrial."""
+
+    _trial_id: int
+    number: int
+    state: OptunaTrialState
+    system_attrs: dict[str, float]
+    last_step: int | None
+
+
 def asha_rungs(study: optuna.Study) -> list[Rung]:
     """Every rung at least one trial reached, by bracket and rung index."""
     pruner = study.pruner
-    trials = study.get_trials(deepcopy=False)
+    if not isinstance(pruner, SuccessiveHalvingPruner | HyperbandPruner):
+        return []
+    trials = _rung_records(study)
     if isinstance(pruner, SuccessiveHalvingPruner):
         return _bracket_rungs(0, pruner, trials, trials)
     if isinstance(pruner, HyperbandPruner):
@@ -40,11 +58,53 @@ def asha_rungs(study: optuna.Study) -> list[Rung]:
     return []
 
 
+def _rung_records(study: optuna.Study) -> list[Any]:
+    """The study's trials with their rung records only: two queries on Optuna's tables when
+    its storage is a database (Optuna's get_trials would also load every trial's params and
+    each of its intermediate values: seconds for a thousand trials), else its trials."""
+    storage = getattr(study._storage, "_backend", study._storage)
+    if not isinstance(storage, RDBStorage):
+        return study.get_trials(deepcopy=False)
+    study_id = study._study_id
+    with storage.engine.connect() as connection:
+        rows = connection.execute(_RUNG_ATTRIBUTES, {"study_id": study_id}).all()
+        last_step = connection.execute(_LAST_COMPLETE_STEP, {"study_id": study_id}).scalar()
+    records: dict[int, _TrialRecord] = {}
+    for trial_id, number, state, key, value in rows:
+        record = records.setdefault(
+            trial_id,
+            _TrialRecord(trial_id, number, OptunaTrialState[state], {}, None),
+        )
+        if key is not None and key.startswith("completed_rung_"):  # LIKE's _ is any one
+            record.system_attrs[key] = json.loads(value)
+    # Only the longest complete trial's last step matters (`_estimated_min_resource`).
+    complete = [r for r in records.values() if r.state is OptunaTrialState.COMPLETE]
+    if complete and last_step is not None:
+        longest = complete[0]
+        records[longest._trial_id] = _TrialRecord(
+            longest._trial_id, longest.number, longest.state, longest.system_attrs, last_step
+        )
+    return sorted(records.values(), key=lambda r: r.number)
+
+
+_RUNG_ATTRIBUTES = text(
+    "SELECT t.trial_id, t.number, t.state, a.key, a.value_json FROM trials t "
+    "LEFT JOIN trial_system_attributes a "
+    "ON a.trial_id = t.trial_id AND a.key LIKE 'completed_rung_%' "
+    "WHERE t.study_id = :study_id"
+)
+_LAST_COMPLETE_STEP = text(
+    "SELECT max(v.step) FROM trial_intermediate_values v "
+    "JOIN trials t ON t.trial_id = v.trial_id "
+    "WHERE t.study_id = :study_id AND t.state = 'COMPLETE'"
+)
+
+
 def _bracket_rungs(
     bracket: int,
     pruner: SuccessiveHalvingPruner,
-    members: list[FrozenTrial],
-    all_trials: list[FrozenTrial],
+    members: list[Any],
+    all_trials: list[Any],
 ) -> list[Rung]:
     min_resource = pruner._min_resource or _estimated_min_resource(all_trials)
     rungs = []
@@ -90,14 +150,14 @@ def _initialized_copy(pruner: HyperbandPruner, study: optuna.Study) -> Hyperband
     return copy
 
 
-def _last_rung(trial: FrozenTrial) -> int:
+def _last_rung(trial: Any) -> int:
     rung = 0
     while _RUNG_KEY.format(rung + 1) in trial.system_attrs:
         rung += 1
     return rung
 
 
-def _estimated_min_resource(trials: list[FrozenTrial]) -> int | None:
+def _estimated_min_resource(trials: list[Any]) -> int | None:
     """Optuna's estimate for min_resource "auto": the longest completed trial's last step /
     100 (what its pruner computes on its first judgement, and keeps only in memory)."""
     steps = [
