@@ -5,7 +5,8 @@ server in under a second and ships at most 2 MB. This builds such a store (SQLit
 with five metrics), serves the real app in-process, and measures, with repeats:
 
 - the time of `GET /experiments/1` (a signed-in request: the page with the trial table and the
-  searcher's metric's curves for every trial), median and spread;
+  searcher's metric's curves for every trial), median and spread, and apart from those the
+  first view, which fills the dashboard's curve cache from every report;
 - the time of one more metric's curves (`GET /experiments/1/curves?metric=val_loss`);
 - the bytes a browser receives for the page: the HTML and every script and style it loads, as
   sent (gzip) and uncompressed.
@@ -58,7 +59,11 @@ class DashboardResult(BaseModel):
     reports_per_trial: int
     metrics_per_report: int
     repeats: int
+    first_page_s: float
+    """The first view since the Master started: the curve cache reads every report."""
     page: Timing
+    """Later views: the cache reads only the reports newer than it has seen."""
+    first_other_metric_curves_s: float
     other_metric_curves: Timing
     html_bytes: int
     html_gzip_bytes: int
@@ -80,9 +85,14 @@ def main(argv: list[str] | None = None) -> int:
         install_dashboard(app, login_token=TOKEN)
         with TestClient(app) as client:
             assert client.get(f"/login?token={TOKEN}", follow_redirects=False).status_code == 303
-            page = client.get("/experiments/1")  # warm-up: templates compiled, caches filled
+            started = time.perf_counter()
+            page = client.get("/experiments/1")  # the first view: every report is read
+            first_page_s = time.perf_counter() - started
             assert page.status_code == 200, page.text[:500]
             page_timing = _time(client, "/experiments/1", args.repeats)
+            started = time.perf_counter()
+            assert client.get("/experiments/1/curves?metric=val_loss").status_code == 200
+            first_curves_s = time.perf_counter() - started
             curves_timing = _time(client, "/experiments/1/curves?metric=val_loss", args.repeats)
             assets = _assets(client, page.text)
         service.store.close()
@@ -91,7 +101,9 @@ def main(argv: list[str] | None = None) -> int:
         reports_per_trial=args.reports,
         metrics_per_report=len(METRICS),
         repeats=args.repeats,
+        first_page_s=first_page_s,
         page=page_timing,
+        first_other_metric_curves_s=first_curves_s,
         other_metric_curves=curves_timing,
         html_bytes=len(page.content),
         html_gzip_bytes=len(gzip.compress(page.content)),
@@ -183,9 +195,13 @@ def _table(result: DashboardResult) -> str:
             "| --- | --- | --- | --- | --- |",
             f"| page render (GET /experiments/1) | {result.page.median_s:.3f} s | "
             f"{result.page.min_s:.3f} s | {result.page.max_s:.3f} s | < {GOAL_SECONDS:.0f} s |",
+            f"| the first view since the Master started (once) | "
+            f"{result.first_page_s:.3f} s | | | |",
             f"| another metric's curves | {result.other_metric_curves.median_s:.3f} s | "
             f"{result.other_metric_curves.min_s:.3f} s | "
             f"{result.other_metric_curves.max_s:.3f} s | |",
+            f"| another metric's curves, first time (once) | "
+            f"{result.first_other_metric_curves_s:.3f} s | | | |",
             "",
             "| bytes | sent (gzip) | uncompressed |",
             "| --- | --- | --- |",

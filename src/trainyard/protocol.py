@@ -11,6 +11,7 @@ dependencies.
 
 from __future__ import annotations
 
+import itertools
 import math
 from datetime import datetime
 from enum import StrEnum
@@ -25,6 +26,7 @@ from pydantic import (
     StrictInt,
     StringConstraints,
     WithJsonSchema,
+    model_validator,
 )
 
 from trainyard.config.trial import AnyTrialConfig
@@ -51,6 +53,10 @@ larger values (ids beyond 2^63 included) are refused at the edge instead of fail
 MAX_METRICS_PER_REPORT = 256
 """A report names at most this many metrics: trainyard's validation sends 5 with two classes
 and 4 * classes + 3 with more (JetClass's ten: 43), so up to 63 classes fit."""
+
+MAX_ROC_POINTS = 1000
+"""A stored ROC curve has at most this many points (the worker sends 200, see
+``trainyard.metrics.ROC_POINTS``)."""
 
 MAX_MESSAGE_CHARS = 65_536
 """An outcome's message (an error with its traceback) is cut to this length by the worker."""
@@ -210,6 +216,28 @@ class TrialSpec(_Message):
     heartbeat_interval_s: StrictFloat = Field(gt=0)
 
 
+Efficiency = Annotated[StrictFloat, Field(ge=0, le=1, allow_inf_nan=False)]
+
+
+class RocCurve(_Message):
+    """A validation's ROC curve, down-sampled (``trainyard.metrics.downsampled_roc``): eps_B
+    of the signal class against the rest at each signal efficiency eps_S, both rising."""
+
+    signal_efficiency: list[Efficiency] = Field(min_length=2, max_length=MAX_ROC_POINTS)
+    background_efficiency: list[Efficiency] = Field(min_length=2, max_length=MAX_ROC_POINTS)
+
+    @model_validator(mode="after")
+    def _paired(self) -> RocCurve:
+        if len(self.signal_efficiency) != len(self.background_efficiency):
+            raise ValueError(
+                f"a ROC curve pairs each signal efficiency with a background efficiency, but "
+                f"it has {len(self.signal_efficiency)} and {len(self.background_efficiency)}"
+            )
+        if any(b < a for a, b in itertools.pairwise(self.signal_efficiency)):
+            raise ValueError("a ROC curve's signal efficiencies must not decrease")
+        return self
+
+
 class MetricsReport(_Message):
     """Training metrics at the log period, or validation metrics after a validation."""
 
@@ -217,6 +245,8 @@ class MetricsReport(_Message):
     batches: Batches
     epoch: Epoch
     values: dict[MetricName, MetricValue] = Field(max_length=MAX_METRICS_PER_REPORT)
+    roc: RocCurve | None = None
+    """With a validation of the built-in loop: its down-sampled ROC curve."""
 
 
 class CheckpointEntry(_Message):

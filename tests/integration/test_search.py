@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 
 from tests.integration.helpers import (
     cli_env,
@@ -18,8 +20,11 @@ from tests.integration.helpers import (
     stored_trials,
     wait_for,
 )
+from trainyard.master.api.app import create_app
+from trainyard.master.service import MasterService
 from trainyard.settings import Settings
 from trainyard.store import open_store, repository
+from trainyard.web.dashboard import install_dashboard
 
 pytestmark = pytest.mark.integration
 
@@ -63,6 +68,38 @@ def test_asha_stops_trials_early(toy_data, write_experiment, tmp_path) -> None:
     assert len(states) == 6
     assert "STOPPED" in states and "COMPLETED" in states
     assert set(states) <= {"STOPPED", "COMPLETED"}
+    _check_the_dashboards_rungs_panel(home)
+
+
+def _check_the_dashboards_rungs_panel(home: Path) -> None:
+    """The experiment page's ASHA panel, as the Master serves it, agrees with the store: rungs
+    at 10 and 20 batches (the first validation, x2), every trial that trained that far
+    reached a rung, and each stopped trial is listed as stopped at the rung where it ended."""
+    trials = stored_trials(home, lambda _, t: (t.number, t.state.value, t.batches_trained))
+    settings = Settings(home=home)
+    store = open_store(settings.resolved_database_url())
+    app = create_app(MasterService(store, settings), admin_token="unused")
+    install_dashboard(app, login_token="t")
+    try:
+        with TestClient(app) as client:
+            client.get("/login?token=t")
+            page = client.get("/experiments/1").text
+    finally:
+        store.close()
+    table = page[page.index('<table id="rungs">') :]
+    rows = re.findall(
+        r"<tr><td>(\d+)</td><td>(\d+)</td>\s*<td>(\d+)</td>\s*"
+        r'<td class="trials promoted">([#\d, ]*)</td>\s*'
+        r'<td class="trials stopped">([#\d, ]*)</td>',
+        table[: table.index("</table>")],
+    )
+    assert [(int(rung), int(step)) for rung, step, *_ in rows] == [(0, 10), (1, 20)]
+    for _, step, reached, promoted, stopped in rows:
+        numbers = {int(n.lstrip("#")) for n in stopped.split(", ") if n}
+        went_on = {int(n.lstrip("#")) for n in promoted.split(", ") if n}
+        assert int(reached) == sum(1 for *_, b in trials if b >= int(step))
+        assert numbers == {n for n, state, b in trials if state == "STOPPED" and b == int(step)}
+        assert went_on == {n for n, _, b in trials if b > int(step)}
 
 
 RECOVERS_ONCE = textwrap.dedent(

@@ -16,6 +16,7 @@ from tests.master.conftest import ADMIN_TOKEN
 from trainyard.master.api.app import create_app
 from trainyard.master.service import MasterService
 from trainyard.protocol import MAX_METRICS_PER_REPORT
+from trainyard.store.rocs import validation_roc
 
 
 def _report(values: dict[str, object]) -> dict[str, object]:
@@ -167,3 +168,32 @@ def test_a_nul_character_in_stored_text_is_refused_not_a_server_error(
     assert response.status_code == 422
     assert response.json()["errors"][0]["field"] == "body.message"
     assert service.trial_checkpoints(trial_id) == []
+
+
+def test_a_validation_roc_is_stored_with_its_report(
+    worker: TestClient, service: MasterService, trial_id: int
+) -> None:
+    roc = {"signal_efficiency": [0.5, 1.0], "background_efficiency": [0.02, 0.4]}
+    report = {**_report({"val_auc": 0.9}), "kind": "validation", "batches": 5, "roc": roc}
+    assert worker.post(f"/api/v1/trials/{trial_id}/metrics", json=report).status_code == 204
+    with service.store.session() as session:
+        stored = validation_roc(session, trial_id=trial_id, batches=5)
+    assert stored is not None and stored.model_dump() == roc
+
+
+@pytest.mark.parametrize(
+    ("roc", "problem"),
+    [
+        ({"signal_efficiency": [0, 0.5, 1], "background_efficiency": [0, 0.1]}, "it has 3 and 2"),
+        ({"signal_efficiency": [1.0, 0.5], "background_efficiency": [0.1, 0.2]}, "decrease"),
+        ({"signal_efficiency": [0.5, 1.5], "background_efficiency": [0.1, 0.2]}, "less than"),
+    ],
+)
+def test_a_malformed_roc_is_refused_with_the_reason(
+    worker: TestClient, service: MasterService, trial_id: int, roc: object, problem: str
+) -> None:
+    report = {**_report({"val_auc": 0.9}), "kind": "validation", "roc": roc}
+    response = worker.post(f"/api/v1/trials/{trial_id}/metrics", json=report)
+    assert response.status_code == 422
+    assert "body.roc" in response.json()["detail"] and problem in response.json()["detail"]
+    assert service.trial_metrics(trial_id) == []

@@ -1,5 +1,6 @@
 """Accuracy, signal-vs-rest metrics: limiting classifiers, a hand-computed ROC, input errors."""
 
+import itertools
 import math
 
 import numpy as np
@@ -8,6 +9,8 @@ import torch
 
 from trainyard.metrics import (
     argmax_accuracy,
+    background_rejection,
+    downsampled_roc,
     predicted_classes,
     roc_curve,
     signal_metrics,
@@ -192,3 +195,25 @@ def test_roc_and_auc_equal_scikit_learns(seed: int) -> None:
     assert signal_metrics(scores, labels)["auc"] == pytest.approx(
         roc_auc_score(labels, scores), rel=1e-12
     )
+
+
+def test_downsampled_roc_keeps_the_rejections_and_reads_the_curve_between_its_points() -> None:
+    rng = np.random.default_rng(3)
+    is_signal = rng.integers(0, 2, 5000)
+    scores = rng.normal(is_signal * 1.5, 1.0)
+    background_eff, signal_eff = roc_curve(scores, is_signal)
+    grid, background = downsampled_roc(signal_eff, background_eff)
+    assert len(grid) == len(background) == 200 and grid[59] == 0.3 and grid[99] == 0.5
+    assert grid[-1] == 1.0 and 0 < background[-1] <= 1.0
+    assert all(a <= b for a, b in itertools.pairwise(background))  # a ROC curve rises
+    for target in (0.3, 0.5):  # the working points, exactly as the full curve has them
+        full = background_rejection(signal_eff, background_eff, target)
+        assert background_rejection(np.array(grid), np.array(background), target) == full
+    for i in (17, 120, 199):  # every point is read off the full curve as rejections are
+        full = background_rejection(signal_eff, background_eff, grid[i])
+        assert 1 / background[i] == pytest.approx(full, rel=1e-12)
+
+
+def test_downsampled_roc_needs_points_that_hold_the_working_points() -> None:
+    with pytest.raises(ValueError, match="multiple of 10"):
+        downsampled_roc(np.array([0.0, 1.0]), np.array([0.0, 1.0]), points=64)

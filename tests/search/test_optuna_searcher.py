@@ -11,6 +11,7 @@ import pytest
 
 from trainyard.config import parse_experiment
 from trainyard.search import OptunaSearcher
+from trainyard.search.asha_rungs import _bracket_rungs
 from trainyard.store import open_store
 
 
@@ -221,3 +222,71 @@ def test_telling_every_grid_point_ends_the_search_cleanly(storage_url: str) -> N
             searcher_trial_id=proposal.searcher_trial_id, result="completed", best_value=0.5
         )
     assert [t.state.name for t in searcher._study.trials] == ["COMPLETE"] * 8
+
+
+def test_asha_rungs_show_who_was_stopped_where(storage_url: str) -> None:
+    config = _config(
+        {"name": "asha", "max_trials": 4, "asha": {"reduction_factor": 2}},
+        {"lr": {"type": "log", "min": 1e-4, "max": 1e-2}},
+    )
+    searcher = OptunaSearcher(config, storage_url=storage_url, study_name="rungs")
+    ids = [p.searcher_trial_id for p in searcher.next_trials(num_created=0, num_free=4)]
+    assert searcher.rungs() == []  # nobody judged yet
+    outcome: dict[int | None, str] = {}
+    for step in (10, 20):  # rungs at 10 and 20 (first validation, then x2)
+        for rank, trial_id in enumerate(ids):
+            if trial_id in outcome:
+                continue
+            metrics = {"val_auc": 0.9 - rank * 0.01 + step / 1000}
+            decision = searcher.on_validation(
+                searcher_trial_id=trial_id, batches=step, metrics=metrics
+            )
+            if decision.action == "stop":
+                outcome[trial_id] = "stopped"
+                searcher.on_trial_end(
+                    searcher_trial_id=trial_id, result="stopped", best_value=None
+                )
+    rungs = searcher.rungs()
+    assert [(r.bracket, r.index, r.step) for r in rungs] == [(0, 0, 10), (0, 1, 20)]
+    assert sorted(rungs[0].reached) == sorted(ids)
+    assert set(rungs[0].stopped) | set(rungs[1].stopped) == set(outcome)
+    assert set(rungs[0].promoted) == set(rungs[1].reached)
+    assert not set(rungs[1].promoted) & set(rungs[1].stopped)
+    study = searcher._study  # the two-query read of the records equals Optuna's own trials
+    trials = study.get_trials(deepcopy=False)
+    assert _bracket_rungs(0, study.pruner, trials, trials) == rungs
+
+
+def test_hyperband_rungs_are_listed_per_bracket(storage_url: str) -> None:
+    config = _config(
+        {
+            "name": "asha",
+            "max_trials": 8,
+            "asha": {"pruner": "hyperband", "reduction_factor": 2, "min_batches": 10},
+        },
+        {"lr": {"type": "log", "min": 1e-4, "max": 1e-2}},
+    )
+    searcher = OptunaSearcher(config, storage_url=storage_url, study_name="hyperband")
+    first, *others = [p.searcher_trial_id for p in searcher.next_trials(num_created=0, num_free=8)]
+    for step in (10, 20, 40, 80):  # one complete trial sets hyperband's brackets up
+        searcher.on_validation(searcher_trial_id=first, batches=step, metrics={"val_auc": 0.5})
+    searcher.on_trial_end(searcher_trial_id=first, result="completed", best_value=0.5)
+    for rank, trial_id in enumerate(others):
+        for step in (10, 20, 40):
+            decision = searcher.on_validation(
+                searcher_trial_id=trial_id, batches=step, metrics={"val_auc": 0.9 - rank / 100}
+            )
+            if decision.action == "stop":
+                searcher.on_trial_end(
+                    searcher_trial_id=trial_id, result="stopped", best_value=None
+                )
+                break
+    restarted = OptunaSearcher(config, storage_url=storage_url, study_name="hyperband")
+    rungs = restarted.rungs()  # a restarted Master's pruner has judged nothing yet
+    assert rungs and {r.bracket for r in rungs} <= {0, 1, 2, 3}
+    assert any(r.stopped for r in rungs)
+    for rung in rungs:
+        assert rung.step == 10 * 2 ** (rung.bracket + rung.index)
+        assert set(rung.promoted) | set(rung.stopped) == set(rung.reached)
+        assert not set(rung.promoted) & set(rung.stopped)
+    assert searcher.rungs() == rungs

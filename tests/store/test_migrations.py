@@ -63,7 +63,7 @@ def test_open_store_migrates_a_fresh_database_to_head(database_url: str) -> None
     engine.dispose()
 
     with open_store(database_url) as store:
-        assert current_revision(store.engine) == head_revision() == "0004_shares"
+        assert current_revision(store.engine) == head_revision() == "0005_roc"
         assert set(inspect(store.engine).get_table_names()) >= TABLES
 
 

@@ -19,9 +19,15 @@ from tests.metrics.test_classification import (
 )
 from tests.worker.staged import staged_jets
 from tests.worker.test_distributed import _free_port, _join_two_ranks
-from trainyard.metrics import ClassLabels, multiclass_metrics, validation_metric_names
+from trainyard.metrics import (
+    ROC_POINTS,
+    ClassLabels,
+    background_rejection,
+    multiclass_metrics,
+    validation_metric_names,
+)
 from trainyard.worker.distributed import World, close_distributed
-from trainyard.worker.evaluation import ValidationShard, evaluate
+from trainyard.worker.evaluation import Validation, ValidationShard, validate
 from trainyard.worker.precision import Precision
 
 
@@ -43,13 +49,23 @@ def _evaluate(
     classes: ClassLabels | None = None,
     world: World | None = None,
 ) -> dict[str, float]:
+    return _validate(tmp_path, jets, signal_class, classes, world).values
+
+
+def _validate(
+    tmp_path: Path,
+    jets: list[tuple[int, tuple[float, ...]]],
+    signal_class: int,
+    classes: ClassLabels | None = None,
+    world: World | None = None,
+) -> Validation:
     world = world or World()
     dataset = staged_jets(tmp_path, [label for label, _ in jets])
     shard = ValidationShard(
         dataset, batch_size=4, world=world, signal_class=signal_class, classes=classes
     )
     try:
-        return evaluate(
+        return validate(
             FixedScores([probabilities for _, probabilities in jets]),
             shard,
             device=torch.device("cpu"),
@@ -95,6 +111,18 @@ def _random_jets(num_jets: int) -> list[tuple[int, tuple[float, ...]]]:
     probabilities = rng.dirichlet(np.ones(3), size=num_jets) + np.eye(3)[labels]
     probabilities /= probabilities.sum(axis=1, keepdims=True)
     return [(int(label), tuple(p)) for label, p in zip(labels, probabilities, strict=True)]
+
+
+def test_the_roc_curve_sent_holds_the_reported_rejections(tmp_path: Path) -> None:
+    """The down-sampled curve a validation sends for the dashboard gives back, at 30% and 50%
+    signal efficiency, exactly the rejections the validation reports (signal: class 1)."""
+    validation = _validate(tmp_path, _random_jets(300), signal_class=1)
+    roc = validation.roc
+    assert len(roc.signal_efficiency) == ROC_POINTS and roc.signal_efficiency[-1] == 1.0
+    signal, background = np.array(roc.signal_efficiency), np.array(roc.background_efficiency)
+    for efficiency, name in ((0.3, "val_rej30"), (0.5, "val_rej50")):
+        rejection = background_rejection(signal, background, efficiency)
+        assert rejection == pytest.approx(validation.values[name], rel=1e-6)
 
 
 def test_three_classes_report_the_multiclass_metrics(tmp_path: Path) -> None:

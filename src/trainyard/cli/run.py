@@ -29,6 +29,7 @@ from trainyard.protocol import ExperimentState
 from trainyard.settings import Settings
 from trainyard.store import open_store
 from trainyard.web.dashboard import install_dashboard
+from trainyard.web.pools import local_pool
 from trainyard.web.signin import write_link_file
 
 EXIT_CODES = {
@@ -77,7 +78,9 @@ def run_experiment(
             service, admin_token=new_token(), max_request_bytes=settings.max_request_bytes
         )
         dashboard_token = new_token()
-        install_dashboard(app, login_token=dashboard_token)
+        install_dashboard(
+            app, login_token=dashboard_token, pools=local_pool(config.resources.pool, executor)
+        )
         server = EmbeddedServer(
             app, host=settings.master_host, advertised_host=settings.advertised_master_host()
         )

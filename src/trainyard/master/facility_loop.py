@@ -127,6 +127,11 @@ class FacilityLoop:
         created = self._service.create_experiment(config, project=project, owner_id=owner_id)
         return self._service.get_experiment(created)
 
+    def open_pools(self) -> list[PoolShare]:
+        """The pools this server has opened (a follower's: none), for the pools page."""
+        with self._pools_lock:
+            return list(self._pools.values())
+
     def pool_names(self) -> list[str]:
         """The facility's pools, for checking a project's allowed pools."""
         return sorted(self._facility.pools)

@@ -16,6 +16,7 @@ import logging
 import os
 import secrets
 import signal
+import socket
 import threading
 from collections.abc import Callable
 
@@ -35,6 +36,7 @@ from trainyard.master.service import MasterService
 from trainyard.settings import Settings
 from trainyard.store import Store
 from trainyard.web.dashboard import install_dashboard
+from trainyard.web.pools import PoolSlots, PoolSource
 from trainyard.web.signin import write_link_file
 
 logger = logging.getLogger(__name__)
@@ -60,7 +62,6 @@ def serve(
         settings = _settings(config)
         service = MasterService(store, settings)
         app = create_app(service, admin_token=admin_token(config), auth=config.auth)
-        dashboard_link = _install_dashboard(app, config)
         server = EmbeddedServer(
             app,
             host=config.host,
@@ -80,6 +81,7 @@ def serve(
     )
     app.state.submitter = loop
     app.state.project_admin = ProjectAdmin(store, loop.shares.disk, loop.pool_names())
+    dashboard_link = _install_dashboard(app, config, pools=_pool_source(loop))
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in _STOP_SIGNALS}
     janitor = StagingCacheJanitor.start_if_limited(settings)
@@ -137,16 +139,34 @@ def admin_token(config: ServerConfig) -> str:
     return path.read_text().strip()
 
 
-def _install_dashboard(app: FastAPI, config: ServerConfig) -> str | None:
+def _install_dashboard(app: FastAPI, config: ServerConfig, *, pools: PoolSource) -> str | None:
     """The dashboard at `/`: signed in through the provider; with `auth: none` (loopback
     only) by a link with a token of its own, as `trainyard run` prints. That token (None
     with a provider)."""
     if isinstance(config.auth, AuthSpec):
-        install_dashboard(app, oidc=config.auth.oidc)
+        install_dashboard(app, oidc=config.auth.oidc, pools=pools)
         return None
     token = new_token()
-    install_dashboard(app, login_token=token)
+    install_dashboard(app, login_token=token, pools=pools)
     return token
+
+
+def _pool_source(loop: FacilityLoop) -> PoolSource:
+    """The pools page's view of the pools this server drives (a follower drives none)."""
+
+    def report() -> list[PoolSlots]:
+        return [
+            PoolSlots(
+                name=pool.name,
+                executor=pool.executor_name,
+                capacity=pool.capacity,
+                free=pool.free(),
+                node=socket.gethostname() if pool.executor_name == "local" else None,
+            )
+            for pool in loop.open_pools()
+        ]
+
+    return report
 
 
 def _announce_dashboard(url: str, token: str | None, config: ServerConfig) -> None:

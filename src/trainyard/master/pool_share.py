@@ -81,6 +81,16 @@ class PoolShare:
         with self._lock:
             self._probe.close()
 
+    @property
+    def executor_name(self) -> str:
+        """The backend's name (local, slurm, kubernetes)."""
+        return self._probe.name
+
+    def free(self) -> int:
+        """Slots no experiment holds now."""
+        with self._lock:
+            return self._free_total()
+
     def _shared_view(self) -> Executor:
         return ExperimentSlots(self, 0, None)
 

@@ -25,6 +25,7 @@ from trainyard.protocol import (
     TrialSpec,
 )
 from trainyard.store import WorkerCredential, repository
+from trainyard.store.rocs import add_validation_roc
 from trainyard.tracking import MetricsLogged
 
 logger = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ class TrialReports:
                 )
                 if latest is not None and latest.batches == report.batches:
                     return
-            repository.add_metrics(
+            stored = repository.add_metrics(
                 session,
                 trial_id=trial_id,
                 kind=report.kind,
@@ -93,6 +94,8 @@ class TrialReports:
                 epoch=report.epoch,
                 values=dict(report.values),
             )
+            if report.roc is not None:
+                add_validation_roc(session, metric_id=stored.id, roc=report.roc)
             repository.update_trial(session, trial_id=trial_id, batches_trained=report.batches)
             trial = repository.get_trial(session, trial_id)
             experiment_id, number = trial.experiment_id, trial.number

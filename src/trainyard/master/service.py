@@ -14,6 +14,7 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from trainyard.auth.api_tokens import token_sha256
@@ -166,7 +167,9 @@ class MasterService:
     def get_experiment(self, ref: int | str) -> ExperimentOut:
         with self.store.session() as session:
             experiment = repository.get_experiment(session, ref)
-            num_trials = len(repository.list_trials(session, experiment_id=experiment.id))
+            num_trials = session.scalar(
+                select(func.count()).select_from(Trial).where(Trial.experiment_id == experiment.id)
+            )
             owner = session.get(User, experiment.owner_id) if experiment.owner_id else None
             return ExperimentOut(
                 id=experiment.id,

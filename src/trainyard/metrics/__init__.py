@@ -1,8 +1,10 @@
 """Evaluation metrics for jet-tagging classifiers."""
 
 from trainyard.metrics.classification import (
+    ROC_POINTS,
     argmax_accuracy,
     background_rejection,
+    downsampled_roc,
     predicted_classes,
     roc_auc,
     roc_curve,
@@ -18,10 +20,12 @@ from trainyard.metrics.multiclass import (
 from trainyard.metrics.names import validation_metric_names
 
 __all__ = [
+    "ROC_POINTS",
     "ClassLabels",
     "argmax_accuracy",
     "background_rejection",
     "class_metric_names",
+    "downsampled_roc",
     "multiclass_metric_names",
     "multiclass_metrics",
     "predicted_classes",

@@ -100,6 +100,35 @@ def roc_curve(scores: np.ndarray, is_signal: np.ndarray) -> tuple[np.ndarray, np
     return background_eff, signal_eff
 
 
+ROC_POINTS = 200
+"""Points of a stored ROC curve: eps_S = 1/200, 2/200, ... 1, which holds 0.3 and 0.5 exactly."""
+
+
+def downsampled_roc(
+    signal_eff: np.ndarray, background_eff: np.ndarray, points: int = ROC_POINTS
+) -> tuple[list[float], list[float]]:
+    """(eps_S, eps_B) of a ``roc_curve`` at ``points`` signal efficiencies evenly spaced up
+    to 1, eps_B read as ``background_rejection`` reads it (linear interpolation, the best cut
+    where eps_S is flat). The full curve has a point per distinct score (a million on a big
+    validation set); this one is small enough to store with every validation, and its
+    rejections at 30% and 50% equal the full curve's because both lie on the grid."""
+    if points < 2 or points % 10:
+        raise ValueError(
+            f"points must be a positive multiple of 10 (to hold 0.3 and 0.5), got {points}"
+        )
+    grid = np.arange(1, points + 1) / points
+    signal_eff, background_eff = np.asarray(signal_eff), np.asarray(background_eff)
+    above = np.searchsorted(signal_eff, grid, side="left")
+    below = np.maximum(above - 1, 0)
+    span = signal_eff[above] - signal_eff[below]
+    fraction = np.divide(grid - signal_eff[below], span, out=np.zeros_like(grid), where=span > 0)
+    step = background_eff[above] - background_eff[below]
+    interpolated = background_eff[below] + fraction * step
+    exact = signal_eff[above] == grid
+    background = np.where(exact, background_eff[above], interpolated)
+    return grid.tolist(), background.tolist()
+
+
 def softmax_signal_scores(logits: torch.Tensor, *, signal_class: int = 1) -> np.ndarray:
     """Probability of class ``signal_class`` from (N, classes) logits, as float64 numpy."""
     _check_logits(logits)

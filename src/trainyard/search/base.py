@@ -25,6 +25,22 @@ class Proposal:
     searcher_trial_id: int | None = None
 
 
+@dataclass(frozen=True)
+class Rung:
+    """One ASHA rung as the searcher judged it: the step where trials are compared, and the
+    searcher's trial ids of those that reached it, went on past it, or were stopped there."""
+
+    bracket: int
+    """Hyperband's bracket (0 for successive halving, which has one)."""
+    index: int
+    step: int | None
+    """Batches a trial has trained when it is judged here; None while not yet known (an
+    estimated first rung before any trial has reported)."""
+    reached: list[int]
+    promoted: list[int]
+    stopped: list[int]
+
+
 class Searcher(abc.ABC):
     """Proposes hyperparameters and judges progress; its state is recoverable from the store."""
 
@@ -43,6 +59,10 @@ class Searcher(abc.ABC):
         self, *, searcher_trial_id: int | None, result: TrialResult, best_value: float | None
     ) -> None:
         """Called once when a trial is finished for good (after any retries)."""
+
+    def rungs(self) -> list[Rung]:
+        """ASHA's rungs with the searcher's decisions there; none for searchers without."""
+        return []
 
     @abc.abstractmethod
     def recover(self, known_searcher_trial_ids: set[int]) -> None:

@@ -19,7 +19,8 @@ from optuna.trial import TrialState as OptunaTrialState
 
 from trainyard.config import ExperimentConfig, SearcherName
 from trainyard.errors import ConfigError
-from trainyard.search.base import Decision, Proposal, Searcher, TrialResult
+from trainyard.search.asha_rungs import asha_rungs
+from trainyard.search.base import Decision, Proposal, Rung, Searcher, TrialResult
 from trainyard.search.samplers import AskTellGridSampler, TrialSeededSampler
 from trainyard.search.spaces import constants, grid_values, search_spaces, to_distributions
 
@@ -98,6 +99,12 @@ class OptunaSearcher(Searcher):
             state = OptunaTrialState.FAIL
         values = best_value if state is OptunaTrialState.COMPLETE else None
         self._study.tell(frozen.number, values, state=state)
+
+    def rungs(self) -> list[Rung]:
+        """ASHA's rungs as Optuna's pruners record them: a trial judged at rung k carries
+        the system attribute `completed_rung_k`; one that Optuna marked PRUNED was stopped at
+        the last rung it completed, every other one went on."""
+        return asha_rungs(self._study)
 
     def recover(self, known_searcher_trial_ids: set[int]) -> None:
         """Search trials asked for just before a crash, never stored, are proposed first."""

@@ -359,3 +359,22 @@ class ProjectUsage(Base):
     pool: Mapped[str] = mapped_column(String(64))
     slot_seconds: Mapped[float] = mapped_column(Double, default=0.0)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ValidationRoc(Base):
+    """The down-sampled ROC curve of one validation report (``MetricsReport.roc``).
+
+    A table of its own rather than a column of ty_metrics, so reading a thousand trials'
+    metrics never loads curves; about 4 kB per validation.
+    """
+
+    __tablename__ = "ty_validation_rocs"
+
+    metric_id: Mapped[int] = mapped_column(
+        ForeignKey("ty_metrics.id", ondelete="CASCADE"), primary_key=True
+    )
+    signal_efficiency: Mapped[list[float]] = mapped_column(JSON)
+    background_efficiency: Mapped[list[float]] = mapped_column(JSON)
+
+    def __repr__(self) -> str:
+        return f"ValidationRoc(metric_id={self.metric_id}, points={len(self.signal_efficiency)})"

@@ -14,6 +14,7 @@ import asyncio
 import secrets
 import time
 from collections.abc import AsyncIterator
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -29,6 +30,8 @@ from trainyard.config.auth import OidcSpec
 from trainyard.errors import PermissionDeniedError, TrainyardError
 from trainyard.master.service import MasterService
 from trainyard.protocol import ExperimentState, ProjectRole
+from trainyard.web.curve_cache import CurveCache
+from trainyard.web.pools import PoolSource, pools_view
 from trainyard.web.signin import (
     SESSION_LIFETIME_S,
     SIGN_IN_WINDOW_S,
@@ -73,6 +76,10 @@ def _access(request: Request) -> Access:
     return request.app.state.access
 
 
+def _curve_cache(request: Request) -> CurveCache:
+    return request.app.state.curve_cache
+
+
 def require_session(request: Request) -> WebSession:
     session = _sessions(request).find(request.cookies.get(SESSION_COOKIE))
     if session is None:
@@ -83,19 +90,27 @@ def require_session(request: Request) -> WebSession:
 SignedIn = Annotated[WebSession, Depends(require_session)]
 Service = Annotated[MasterService, Depends(_service)]
 Permissions = Annotated[Access, Depends(_access)]
+Curves = Annotated[CurveCache, Depends(_curve_cache)]
 router = APIRouter(include_in_schema=False)
 
 
 def install_dashboard(
-    app: FastAPI, *, login_token: str | None = None, oidc: OidcSpec | None = None
+    app: FastAPI,
+    *,
+    login_token: str | None = None,
+    oidc: OidcSpec | None = None,
+    pools: PoolSource | None = None,
 ) -> None:
     """Serve the dashboard on `app` (the Master's API app, which holds the service and the
-    role checks). Sign-in by the printed link (`login_token`), the provider (`oidc`), or both.
+    role checks). Sign-in by the printed link (`login_token`), the provider (`oidc`), or both;
+    `pools` reports the executors' pools for the pools page.
     """
     if login_token is None and oidc is None:
         raise ValueError("the dashboard needs a sign-in: a login token, an OIDC provider or both")
     app.state.dashboard_sessions = DashboardSessions(login_token)
     app.state.dashboard_oidc = OidcSignIn(oidc) if oidc is not None else None
+    app.state.pool_source = pools
+    app.state.curve_cache = CurveCache(app.state.service)
     # ECharts and a thousand curves compress 3-5x (level 5: most of level 9's gain in a third
     # of its time); event streams are left alone by Starlette.
     app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=5)
@@ -237,10 +252,15 @@ def experiments(
 
 @router.get("/experiments/{experiment_id}", response_class=HTMLResponse)
 def experiment(
-    request: Request, session: SignedIn, service: Service, access: Permissions, experiment_id: int
+    request: Request,
+    session: SignedIn,
+    service: Service,
+    access: Permissions,
+    curves: Curves,
+    experiment_id: int,
 ):
     access.experiment(session.user, experiment_id, ProjectRole.VIEWER)
-    view = experiment_view(service, experiment_id)
+    view = experiment_view(service, experiment_id, cache=curves)
     may_control = _may(access, session.user, experiment_id)
     return _page(request, session, "experiment.html", view=view, may_control=may_control)
 
@@ -250,17 +270,24 @@ def experiment_curves(
     session: SignedIn,
     service: Service,
     access: Permissions,
+    curves: Curves,
     experiment_id: int,
     metric: Annotated[str, Query(min_length=1, max_length=200)],
-) -> list[dict[str, Any]]:
+) -> Response:
     """One validation metric's curves for every trial (the page loads the searcher's)."""
     access.experiment(session.user, experiment_id, ProjectRole.VIEWER)
-    return metric_curves(service, experiment_id, metric)
+    body = metric_curves(service, experiment_id, metric, cache=curves)
+    return Response(body, media_type="application/json")
 
 
 @router.get("/experiments/{experiment_id}/events")
 async def experiment_events(
-    request: Request, session: SignedIn, service: Service, access: Permissions, experiment_id: int
+    request: Request,
+    session: SignedIn,
+    service: Service,
+    access: Permissions,
+    curves: Curves,
+    experiment_id: int,
 ) -> StreamingResponse:
     """Server-sent events: the trial table, re-rendered whenever it changes."""
     await run_in_threadpool(access.experiment, session.user, experiment_id, ProjectRole.VIEWER)
@@ -269,7 +296,9 @@ async def experiment_events(
         last = ""
         while not await request.is_disconnected():
             started = time.monotonic()
-            view = await run_in_threadpool(experiment_view, service, experiment_id)
+            view = await run_in_threadpool(
+                partial(experiment_view, cache=curves, panels=False), service, experiment_id
+            )
             html = templates.get_template("_trials.html").render(view=view)
             if html != last:
                 last = html
@@ -280,6 +309,27 @@ async def experiment_events(
             await asyncio.sleep(max(LIVE_INTERVAL_S, 2 * (time.monotonic() - started)))
 
     return StreamingResponse(stream(), media_type="text/event-stream")
+
+
+@router.get("/pools", response_class=HTMLResponse)
+def pools(
+    request: Request, session: SignedIn, service: Service, access: Permissions
+) -> HTMLResponse:
+    """Every pool's size and free slots; slots in use, queued trials and nodes of the user's
+    projects only (a facility admin's: all)."""
+    visible = access.visible_project_ids(session.user)
+    rows = pools_view(service, request.app.state.pool_source, project_ids=visible)
+    return _page(request, session, "pools.html", pools=rows)
+
+
+@router.get("/pools/table", response_class=HTMLResponse)
+def pools_table(
+    request: Request, session: SignedIn, service: Service, access: Permissions
+) -> HTMLResponse:
+    """The pools' tables alone, which the page fetches again every LIVE_INTERVAL_S."""
+    visible = access.visible_project_ids(session.user)
+    rows = pools_view(service, request.app.state.pool_source, project_ids=visible)
+    return templates.TemplateResponse(request, "_pools.html", {"pools": rows})
 
 
 @router.get("/trials/{trial_id}", response_class=HTMLResponse)

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 import yaml
+from jinja2.utils import htmlsafe_json_dumps
+from markupsafe import Markup
 
+from trainyard.config import SearcherName
 from trainyard.master.service import MasterService
 from trainyard.protocol import (
     CheckpointOut,
@@ -25,9 +28,10 @@ from trainyard.protocol import (
     MetricOut,
     TrialOut,
 )
+from trainyard.store.dashboard_reads import experiment_trials
+from trainyard.web.curve_cache import CurveCache, TrialCurve, thin
+from trainyard.web.panels import RocPanel, RungRow, roc_panel, rungs_panel
 
-MAX_POINTS_PER_CURVE = 200
-"""Points per trial and metric sent to the browser; longer curves are thinned evenly."""
 LOG_TAIL_BYTES = 64 * 1024
 PAGE_SIZE = 50
 
@@ -99,11 +103,29 @@ def experiments_page(
 
 @dataclass(frozen=True)
 class TrialRow:
-    """One row of an experiment's trial table."""
+    """One row of an experiment's trial table, its cells formatted here (a thousand rows of
+    filters and method calls in the template cost more than the rest of the page)."""
 
     trial: TrialOut
     best: float | None
     """The trial's best value of the searcher's metric."""
+    step: str
+    best_text: str
+    hyperparameters: list[str]
+    """The trial's value of each of the experiment's hyperparameters, in the table's order."""
+
+
+def _row(trial: TrialOut, best: float | None, names: list[str]) -> TrialRow:
+    step = str(trial.batches_trained)
+    if trial.total_batches:
+        step += f"/{trial.total_batches}"
+    return TrialRow(
+        trial=trial,
+        best=best,
+        step=step,
+        best_text="" if best is None else f"{best:.4f}",
+        hyperparameters=[_cell(trial.hyperparameters.get(name, "")) for name in names],
+    )
 
 
 @dataclass(frozen=True)
@@ -115,56 +137,98 @@ class ExperimentView:
     hyperparameter_names: list[str]
     best_trial: int | None
     """Number of the trial with the best value of the searcher's metric."""
-    chart_data: dict[str, Any] = field(default_factory=dict)
+    chart_json: Markup
+    """The charts' data as one HTML-safe JSON document (see `_chart_json`)."""
+    roc: RocPanel | None = None
+    """The best trial's ROC curve at its best validation, when it stored one."""
+    rungs: list[RungRow] | None = None
+    """ASHA's rungs; None for other searchers."""
 
 
-def experiment_view(service: MasterService, experiment_id: int) -> ExperimentView:
+def experiment_view(
+    service: MasterService, experiment_id: int, *, cache: CurveCache, panels: bool = True
+) -> ExperimentView:
     """The trial table and the charts' data of one experiment: the curves of the searcher's
-    metric for every trial (others load on demand, `metric_curves`)."""
+    metric for every trial (others load on demand, `metric_curves`); with `panels`, also the
+    best trial's ROC curve and ASHA's rungs (the live trial table leaves them out)."""
     experiment = service.get_experiment(experiment_id)
     searcher = service.experiment_config(experiment_id).searcher
     metric, mode = searcher.metric, searcher.mode
-    trials = service.list_trials(experiment_id)
-    series = service.experiment_metric_series(experiment_id, MetricKind.VALIDATION, metric)
-    rows = [TrialRow(t, _best(series.get(t.id, []), mode)) for t in trials]
+    with service.store.session() as session:
+        trials = experiment_trials(session, experiment_id=experiment_id)
+    ids = [t.id for t in trials]
+    curves = cache.curves(experiment_id, metric, mode, ids)
+    names = sorted({name for t in trials for name in t.hyperparameters})
+    rows = [_row(t, curves[t.id].best if t.id in curves else None, names) for t in trials]
     scored = [r for r in rows if r.best is not None]
     pick = max if mode == "max" else min
-    best = pick(scored, key=lambda r: r.best).trial.number if scored else None
-    names = sorted({name for t in trials for name in t.hyperparameters})
-    reported = service.experiment_metric_names(experiment_id, MetricKind.VALIDATION)
+    top = pick(scored, key=lambda r: r.best).trial if scored else None
+    roc, rungs = None, None
+    if panels and top is not None and curves[top.id].best_step is not None:
+        roc = roc_panel(
+            service,
+            trial_id=top.id,
+            trial_number=top.number,
+            batches=curves[top.id].best_step,
+        )
+    if panels and searcher.name is SearcherName.ASHA:
+        rungs = rungs_panel(service, experiment_id)
+    data = {
+        "metric": metric,
+        "metricNames": cache.metric_names(experiment_id, ids),
+        "bestTrial": top.number if top else None,
+        "trials": [
+            {
+                "number": r.trial.number,
+                "best": r.best,
+                "hyperparameters": {n: _plottable(r.trial.hyperparameters.get(n)) for n in names},
+            }
+            for r in scored
+        ],
+        "hyperparameters": names,
+        "roc": roc.chart_data() if roc else None,
+    }
     return ExperimentView(
         experiment=experiment,
         metric=metric,
         mode=mode,
         rows=rows,
         hyperparameter_names=names,
-        best_trial=best,
-        chart_data={
-            "metric": metric,
-            "metricNames": reported,
-            "bestTrial": best,
-            "curves": {metric: _curves(trials, series)},
-            "trials": [
-                {
-                    "number": r.trial.number,
-                    "best": r.best,
-                    "hyperparameters": {
-                        n: _plottable(r.trial.hyperparameters.get(n)) for n in names
-                    },
-                }
-                for r in scored
-            ],
-            "hyperparameters": names,
-        },
+        best_trial=top.number if top else None,
+        chart_json=_chart_json(data, metric, curves_json(trials, curves)),
+        roc=roc,
+        rungs=rungs,
     )
 
 
-def metric_curves(service: MasterService, experiment_id: int, metric: str) -> list[dict[str, Any]]:
-    """Every trial's validation curve of `metric`, as the experiment page draws them."""
-    trials = service.list_trials(experiment_id)
-    return _curves(
-        trials, service.experiment_metric_series(experiment_id, MetricKind.VALIDATION, metric)
-    )
+def metric_curves(
+    service: MasterService, experiment_id: int, metric: str, *, cache: CurveCache
+) -> str:
+    """Every trial's validation curve of `metric` as JSON, as the experiment page draws them."""
+    mode = service.experiment_config(experiment_id).searcher.mode
+    with service.store.session() as session:
+        trials = experiment_trials(session, experiment_id=experiment_id)
+    return curves_json(trials, cache.curves(experiment_id, metric, mode, [t.id for t in trials]))
+
+
+def curves_json(trials: list[TrialOut], curves: dict[int, TrialCurve]) -> str:
+    """[{"n": trial number, "s": [steps], "v": [values]}, ...] for the trials with a curve:
+    columns, six significant digits, at most 200 points each (`thin`), so a thousand
+    curves stay small; joined from each curve's JSON, kept by the cache."""
+    parts = [
+        f'{{"n":{t.number},"s":{curves[t.id].steps_json},"v":{curves[t.id].values_json}}}'
+        for t in trials
+        if t.id in curves and curves[t.id].best is not None
+    ]
+    return "[" + ",".join(parts) + "]"
+
+
+def _chart_json(data: dict[str, Any], metric: str, curves: str) -> Markup:
+    """`data` as HTML-safe JSON (as Jinja's tojson writes it), with "curves": {metric: curves}
+    added; the curves are numbers only, so they need no escaping and are not decoded again."""
+    head = htmlsafe_json_dumps(data)
+    assert head.endswith("}") and len(head) > 2
+    return Markup(f'{head[:-1]}, "curves": {{{htmlsafe_json_dumps(metric)}: {curves}}}}}')
 
 
 @dataclass(frozen=True)
@@ -208,35 +272,6 @@ def log_tail(trial: TrialOut) -> str:
         return f"(cannot read {path}: {error.strerror})"
 
 
-def _best(series: list[tuple[int, float]], mode: str) -> float | None:
-    values = [value for _, value in series if math.isfinite(value)]
-    if not values:
-        return None
-    return max(values) if mode == "max" else min(values)
-
-
-def _curves(
-    trials: list[TrialOut], series: dict[int, list[tuple[int, float]]]
-) -> list[dict[str, Any]]:
-    """[{"n": trial number, "s": [steps], "v": [values]}, ...]: columns, six significant
-    digits and at most MAX_POINTS_PER_CURVE points, so a thousand curves stay small."""
-    curves = []
-    for trial in trials:
-        pairs = [
-            (step, float(f"{v:.6g}")) for step, v in series.get(trial.id, []) if math.isfinite(v)
-        ]
-        if pairs:
-            pairs = _thin(pairs)
-            curves.append(
-                {"n": trial.number, "s": [s for s, _ in pairs], "v": [v for _, v in pairs]}
-            )
-    return curves
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _series(reports: list[MetricOut]) -> dict[str, list[list[float]]]:
     """metric name -> [[batches, value], ...] of finite values, thinned evenly."""
     series: dict[str, list[list[float]]] = {}
@@ -244,14 +279,12 @@ def _series(reports: list[MetricOut]) -> dict[str, list[list[float]]]:
         for name, value in report.values.items():
             if isinstance(value, int | float) and math.isfinite(value):
                 series.setdefault(name, []).append([report.batches, float(value)])
-    return {name: _thin(points) for name, points in series.items()}
+    return {name: thin(points) for name, points in series.items()}
 
 
-def _thin(points: list[Any]) -> list[Any]:
-    if len(points) <= MAX_POINTS_PER_CURVE:
-        return points
-    step = (len(points) - 1) / (MAX_POINTS_PER_CURVE - 1)
-    return [points[round(i * step)] for i in range(MAX_POINTS_PER_CURVE)]
+def _cell(value: Any) -> str:
+    """A hyperparameter as the table shows it: floats to six significant digits."""
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
 
 
 def _plottable(value: Any) -> float | str | None:

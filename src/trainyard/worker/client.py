@@ -27,6 +27,7 @@ from trainyard.protocol import (
     MetricKind,
     MetricsReport,
     OutcomeState,
+    RocCurve,
     TrialOutcome,
     TrialSpec,
 )
@@ -101,7 +102,13 @@ class MasterClient:
         return self._parse(TrialSpec, self._call("GET", "/spec"))
 
     def report_metrics(
-        self, kind: MetricKind, *, batches: int, epoch: float, values: dict[str, float]
+        self,
+        kind: MetricKind,
+        *,
+        batches: int,
+        epoch: float,
+        values: dict[str, float],
+        roc: RocCurve | None = None,
     ) -> None:
         """NaN values are left out (an undefined metric; a NaN loss never gets here)."""
         undefined = sorted(name for name, value in values.items() if math.isnan(value))
@@ -111,7 +118,7 @@ class MasterClient:
         self._send(
             "POST",
             "/metrics",
-            MetricsReport(kind=kind, batches=batches, epoch=epoch, values=defined),
+            MetricsReport(kind=kind, batches=batches, epoch=epoch, values=defined, roc=roc),
         )
 
     def sync_checkpoints(self, checkpoints: list[CheckpointEntry]) -> None:

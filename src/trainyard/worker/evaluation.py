@@ -9,6 +9,7 @@ on one rank.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -20,11 +21,14 @@ from trainyard.data.staged.loader import PARTICLENET_FIELDS, StagedLoader
 from trainyard.metrics import (
     ClassLabels,
     argmax_accuracy,
+    downsampled_roc,
     multiclass_metrics,
     predicted_classes,
+    roc_curve,
     signal_metrics,
     softmax_signal_scores,
 )
+from trainyard.protocol import RocCurve
 from trainyard.worker.distributed import World
 from trainyard.worker.precision import Precision
 
@@ -86,8 +90,16 @@ class ValidationShard:
         self._loader.close()
 
 
+@dataclass(frozen=True)
+class Validation:
+    """A validation's figures, and its ROC curve (down-sampled) for the dashboard."""
+
+    values: dict[str, float]
+    roc: RocCurve
+
+
 @torch.no_grad()
-def evaluate(
+def validate(
     model: torch.nn.Module,
     shard: ValidationShard,
     *,
@@ -97,9 +109,10 @@ def evaluate(
     on_progress: Callable[[], None],
     call: ModelCall = DEFAULT_INPUT_ROLES,
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-) -> dict[str, float]:
+) -> Validation:
     """val_loss, val_accuracy, val_auc and background rejection at 30% / 50% signal efficiency;
-    with ``shard.classes`` also the multi-class figures, each prefixed val_.
+    with ``shard.classes`` also the multi-class figures, each prefixed val_; and the ROC curve
+    of the signal class, down-sampled (``downsampled_roc``, eps_B to seven digits).
 
     Every rank returns the same figures, computed over the whole validation set, named as
     ``trainyard.metrics.validation_metric_names`` lists them.
@@ -144,7 +157,12 @@ def evaluate(
         flat = world.all_gather_array(np.concatenate(log_probabilities).reshape(-1))
         figures = multiclass_metrics(flat.reshape(-1, num_classes), all_labels, shard.classes)
         values.update({f"val_{name}": value for name, value in figures.items()})
-    return values
+    signal_eff, background_eff = downsampled_roc(*reversed(roc_curve(all_scores, is_signal)))
+    roc = RocCurve(
+        signal_efficiency=signal_eff,
+        background_efficiency=[float(f"{b:.7g}") for b in background_eff],
+    )
+    return Validation(values, roc)
 
 
 def _log_softmax(logits: torch.Tensor) -> np.ndarray:

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from trainyard.protocol import CheckpointEntry, Decision, DecisionAction, MetricKind
+from trainyard.protocol import CheckpointEntry, Decision, DecisionAction, MetricKind, RocCurve
 from trainyard.worker.client import CredentialRefusedError, MasterClient, MasterUnreachableError
 
 logger = logging.getLogger(__name__)
@@ -37,10 +37,17 @@ class Reporter:
         """Set when the Master refused this attempt's credential."""
 
     def metrics(
-        self, kind: MetricKind, *, batches: int, epoch: float, values: dict[str, float]
+        self,
+        kind: MetricKind,
+        *,
+        batches: int,
+        epoch: float,
+        values: dict[str, float],
+        roc: RocCurve | None = None,
     ) -> None:
         self._call(
-            lambda c: c.report_metrics(kind, batches=batches, epoch=epoch, values=values), None
+            lambda c: c.report_metrics(kind, batches=batches, epoch=epoch, values=values, roc=roc),
+            None,
         )
 
     def checkpoints(self, present: list[CheckpointEntry]) -> None:

@@ -34,7 +34,7 @@ from trainyard.worker import parallel
 from trainyard.worker.client import CredentialRefusedError, MasterUnreachableError
 from trainyard.worker.data import load_trial_data
 from trainyard.worker.distributed import World
-from trainyard.worker.evaluation import evaluate
+from trainyard.worker.evaluation import validate
 from trainyard.worker.nonfinite import NonFiniteGuard
 from trainyard.worker.optim import build_lr_schedule, build_optimizer
 from trainyard.worker.precision import Precision
@@ -320,7 +320,7 @@ class Trainer:
         self._check_finite()
         if self.strategy == "fsdp":
             parallel.sync_buffers(self.model)
-        metrics = evaluate(
+        validation = validate(
             self.eval_model,
             self.val_shard,
             device=self.device,
@@ -333,10 +333,15 @@ class Trainer:
             ),
         )
         self.model.train()
+        metrics = validation.values
         self.state.last_validated_at = self.state.batches
         self.state.last_validation = metrics
         self.reporter.metrics(
-            MetricKind.VALIDATION, batches=self.state.batches, epoch=self._epoch(), values=metrics
+            MetricKind.VALIDATION,
+            batches=self.state.batches,
+            epoch=self._epoch(),
+            values=metrics,
+            roc=validation.roc,
         )
         logger.info("validation at batch %d: %s", self.state.batches, _fmt(metrics))
         decision = self.world.broadcast(self.reporter.decision())

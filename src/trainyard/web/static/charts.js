@@ -22,7 +22,7 @@ function lineChart(parent, id, title, seriesByName, highlight) {
   const series = Object.entries(seriesByName).map(([name, points]) => ({
     name: name,
     type: "line",
-    showSymbol: false,
+    showSymbol: points.length < 2, // a one-point curve is a dot, or nothing
     data: points,
     lineStyle: { width: name === highlight ? 3 : 1, opacity: highlight && name !== highlight ? 0.45 : 1 },
     z: name === highlight ? 10 : 2,
@@ -94,6 +94,23 @@ function experimentCharts(data) {
   }
 }
 
+function rocChart(roc) {
+  // As tagger papers plot it: signal efficiency across, background rejection 1/eps_B up, log.
+  const chart = echarts.init(document.getElementById("roc"));
+  chart.setOption({
+    title: { text: "ROC, trial " + roc.trial, textStyle: { fontSize: 13 } },
+    tooltip: { trigger: "axis", valueFormatter: (v) => (typeof v === "number" ? v.toPrecision(4) : v) },
+    grid: { top: 40, left: 60, right: 20, bottom: 40 },
+    xAxis: { type: "value", name: "signal efficiency", nameLocation: "middle", nameGap: 25, min: 0, max: 1 },
+    yAxis: { type: "log", name: "1/\u03b5B", logBase: 10 },
+    series: [
+      { name: "1/\u03b5B", type: "line", showSymbol: false, data: roc.points },
+      { name: "working points", type: "scatter", symbolSize: 10, data: roc.marks,
+        label: { show: true, position: "right", formatter: (p) => p.data[1].toFixed(1) } },
+    ],
+  });
+}
+
 function trialCharts(data) {
   const parent = document.getElementById("metrics");
   for (const [kind, byMetric] of Object.entries(data.metrics)) {
@@ -127,5 +144,6 @@ document.addEventListener("DOMContentLoaded", () => {
   const data = chartData();
   if (data === null) return;
   if (data.curves !== undefined) experimentCharts(data);
+  if (data.roc) rocChart(data.roc);
   if (data.metrics !== undefined) trialCharts(data);
 });

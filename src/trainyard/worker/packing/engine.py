@@ -37,7 +37,7 @@ an experiment whose `resources.pack` allows it, each with its own credential). T
 builds one solo `Trainer` per member (its own loader, seed, model, optimizer, schedule,
 checkpoints and Reporter), joins their models and optimizers here, and around each
 `train_step` runs each member's own bookkeeping (`Trainer.after_step`: reports, validation
-with the ordinary `evaluate`, the searcher's decision, checkpoints in the solo format), so a
+with the ordinary `validate`, the searcher's decision, checkpoints in the solo format), so a
 member that the searcher stops leaves at that step. A member's non-finite loss touches only
 its own gradients, and `train_step`'s `keep_update` applies its own NaN policy. Not built: a
 freed place taken by the next queued trial (`join` already allows it; docs/packing.md).
