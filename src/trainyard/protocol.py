@@ -333,10 +333,10 @@ class ExperimentSubmission(_Message):
     The client makes relative paths absolute against the file's folder first (the facility's
     file systems are shared), so the server reads what the user meant."""
 
-    yaml: str = Field(min_length=1)
-    source: str = Field(min_length=1, max_length=4096)
+    yaml: StoredText = Field(min_length=1)
+    source: StoredText = Field(min_length=1, max_length=4096)
     """The file's path on the client, to name it in messages."""
-    project: str = Field(default="default", min_length=1, max_length=128)
+    project: StoredText = Field(default="default", min_length=1, max_length=128)
     """The project the experiment belongs to; the caller must be one of its editors."""
 
 
