@@ -37,7 +37,7 @@ data/toy/.complete: | $(STAMP)
 test: $(STAMP) test-deps
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
-	CI=$${CI:-true} $(PY) -m pytest -q
+	CI=$${CI:-true} $(PY) -m pytest -q -n 2 --dist loadfile
 
 # Debian packages the tests use, each installed only where it is missing, with one
 # `apt-get update` for all: SLURM's daemons (the SLURM tests bring up a real cluster,
