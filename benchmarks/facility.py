@@ -44,7 +44,15 @@ from benchmarks.environment import describe, load_average
 from benchmarks.facility_services import ADMIN_SUBJECT, Facility, facility
 from benchmarks.facility_store import StoreReport, read_store
 from benchmarks.results_files import write_results
-from trainyard.auth.schemas import MemberIn, MemberOut, MeOut, ProjectIn, ProjectOut
+from trainyard.auth.schemas import (
+    MemberIn,
+    MemberOut,
+    MeOut,
+    ProjectAdminOut,
+    ProjectIn,
+    ProjectOut,
+    ProjectSettings,
+)
 from trainyard.cli.client import MasterClient
 from trainyard.errors import NotFoundError, TrainyardError
 from trainyard.protocol import ExperimentOut, ExperimentState, ExperimentSubmission, ProjectRole
@@ -60,14 +68,18 @@ DONE = {ExperimentState.COMPLETED, ExperimentState.ERRORED, ExperimentState.CANC
 
 TRIAL_SCRIPT = textwrap.dedent(
     """
-    import os, time
+    import os, pathlib, tempfile, time
     import trainyard.core
 
     steps, pause = int(os.environ["STEPS"]), float(os.environ["STEP_S"])
     with trainyard.core.init(hparams={"lr": 0.1}) as ctx:
-        for step in range(1, steps + 1):
+        latest = ctx.checkpoint.latest()
+        for step in range((latest.step + 1) if latest else 1, steps + 1):
             time.sleep(pause)
             ctx.report_validation(step, {"score": step * float(ctx.hparams["lr"])})
+            folder = pathlib.Path(tempfile.mkdtemp())
+            (folder / "step").write_text(str(step))
+            ctx.checkpoint.save(folder, step)
             if ctx.should_stop():
                 break
     """
@@ -93,6 +105,9 @@ class FacilityResult(BaseModel):
     store: StoreReport
     cross_project_attempts: int
     cross_project_leaks: int
+    leader_killed: bool
+    takeover_s: float | None
+    """From the leader's SIGKILL to the follower's `leading:` log line."""
     wall_s: float
 
 
@@ -123,16 +138,19 @@ def _quantile(ordered: list[float], q: float) -> float:
 
 def main() -> None:
     args = _arguments()
+    if args.kill_leader:
+        args.servers = max(args.servers, 2)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="trainyard-facility-") as folder:
         root = Path(folder)
         with facility(root, servers=args.servers, server_options={}) as running:
             result = _scenario(running, root, args)
     result.wall_s = time.monotonic() - started
+    name = "facility-leader-killed" if args.kill_leader else "facility"
     environment = describe()
     write_results(
         args.out,
-        "facility",
+        name,
         {"environment": environment.model_dump(), "result": result.model_dump()},
         _table(result, environment.cpu_model, load_average()),
     )
@@ -141,13 +159,15 @@ def main() -> None:
 def _scenario(running: Facility, root: Path, args: argparse.Namespace) -> FacilityResult:
     projects = [f"project-{index}" for index in range(args.projects)]
     users = {f"user-{index:02d}": projects[index % len(projects)] for index in range(args.users)}
+    # With a leader to kill, users talk to the follower (a load balancer would steer them).
+    answering = running.servers[1:] if args.kill_leader else running.servers
     clients = {
-        name: MasterClient(
-            running.servers[index % len(running.servers)].url, token=running.token(name)
-        )
+        name: MasterClient(answering[index % len(answering)].url, token=running.token(name))
         for index, name in enumerate(users)
     }
-    _make_projects(running, projects, users, clients)
+    weights = [float(w) for w in args.shares.split(",")]
+    shares = {p: weights[i % len(weights)] for i, p in enumerate(projects)}
+    _make_projects(running, shares, users, clients)
     script = root / "trial.py"
     script.write_text(TRIAL_SCRIPT)
     plan = _plan(users, args.experiments, args.submit_window_s, seed=args.seed)
@@ -160,9 +180,12 @@ def _scenario(running: Facility, root: Path, args: argparse.Namespace) -> Facili
     ]
     for reader in readers:
         reader.start()
+    takeover: list[float] = []
     try:
         _submit_all(plan, users, clients, submitted, submit, root, script, args)
         leaks, attempts = _cross_project(users, clients, submitted)
+        if args.kill_leader:
+            takeover.append(_kill_leader(running, clients, submitted))
         _wait_done(clients, submitted)
     finally:
         finished.set()
@@ -177,25 +200,30 @@ def _scenario(running: Facility, root: Path, args: argparse.Namespace) -> Facili
         submit=submit.summary(),
         api_reads=reads.summary(),
         placement_1000_queued_ms=_placement_time(args.projects),
-        store=read_store(running.database_url, shares=dict.fromkeys(projects, 1.0)),
+        store=read_store(running.database_url, shares=shares),
         cross_project_attempts=attempts,
         cross_project_leaks=leaks,
+        leader_killed=args.kill_leader,
+        takeover_s=takeover[0] if takeover else None,
         wall_s=0.0,
     )
 
 
 def _make_projects(
     running: Facility,
-    projects: list[str],
+    shares: dict[str, float],
     users: dict[str, str],
     clients: dict[str, MasterClient],
 ) -> None:
-    """Every user signs in once (the server learns them), then the admin adds them."""
-    admin = MasterClient(running.servers[0].url, token=running.token(ADMIN_SUBJECT))
+    """Every user signs in once (the server learns them), then the admin makes the projects
+    with their shares and adds the users."""
+    admin = MasterClient(running.servers[-1].url, token=running.token(ADMIN_SUBJECT))
     for client in clients.values():
         client.call("GET", "/me", MeOut)
-    for project in projects:
+    for project, share in shares.items():
         admin.call("POST", "/projects", ProjectOut, body=ProjectIn(name=project))
+        settings = ProjectSettings(share=share)
+        admin.call("PATCH", f"/admin/projects/{project}", ProjectAdminOut, body=settings)
     for user, project in users.items():
         member = MemberIn(user=user, role=ProjectRole.EDITOR)
         admin.call("PUT", f"/projects/{project}/members", MemberOut, body=member)
@@ -295,6 +323,36 @@ def _cross_project(
     return leaks, attempts
 
 
+def _kill_leader(
+    running: Facility,
+    clients: dict[str, MasterClient],
+    submitted: dict[str, list[ExperimentOut]],
+) -> float:
+    """SIGKILL the leading server once a third of the experiments ended; seconds until a
+    follower logs that it leads."""
+    leader, *followers = running.servers
+    assert "leading: " in leader.log.read_text(), "the first server started should lead"
+    total = sum(len(e) for e in submitted.values())
+    deadline = time.monotonic() + 3600
+    while _ended(clients, submitted) < total / 3 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    leader.kill()
+    killed_at = time.monotonic()
+    while not any("leading: " in f.log.read_text() for f in followers):
+        if time.monotonic() - killed_at > 120:
+            raise RuntimeError("no follower took over within 120 s")
+        time.sleep(0.05)
+    return time.monotonic() - killed_at
+
+
+def _ended(clients: dict[str, MasterClient], submitted: dict[str, list[ExperimentOut]]) -> int:
+    return sum(
+        clients[user].get_experiment(str(e.id)).state in DONE
+        for user, experiments in submitted.items()
+        for e in experiments
+    )
+
+
 def _wait_done(
     clients: dict[str, MasterClient], submitted: dict[str, list[ExperimentOut]]
 ) -> None:
@@ -358,6 +416,7 @@ def _table(result: FacilityResult, cpu: str, load: float) -> str:
         f"| trials run twice | {store.trials_run_twice} |",
         f"| cross-project accesses | {result.cross_project_leaks} of "
         f"{result.cross_project_attempts} tries |",
+        f"| leader SIGKILLed mid-run; follower leading after | {_takeover(result)} |",
         "",
         "| project | share | slot-seconds (contended window) |",
         "| --- | --- | --- |",
@@ -365,6 +424,12 @@ def _table(result: FacilityResult, cpu: str, load: float) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _takeover(result: FacilityResult) -> str:
+    if not result.leader_killed or result.takeover_s is None:
+        return "(not killed in this run)"
+    return f"{result.takeover_s:.2f} s (polled every 0.05 s)"
 
 
 def _arguments() -> argparse.Namespace:
@@ -375,7 +440,15 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--submit-window-s", type=float, default=60.0)
     parser.add_argument("--steps", type=int, default=4, help="validations per trial")
     parser.add_argument("--step-s", type=float, default=0.5, help="seconds per step")
+    parser.add_argument(
+        "--shares", default="1,1,2,2,3,3", help="projects' shares, in turn (comma-separated)"
+    )
     parser.add_argument("--servers", type=int, default=1)
+    parser.add_argument(
+        "--kill-leader",
+        action="store_true",
+        help="two servers; SIGKILL the leader once a third of the experiments ended",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     return parser.parse_args()
