@@ -252,7 +252,7 @@ def test_pools_page_shows_slots_projects_and_nodes_and_follows_the_store(
     assert in_use >= 1 and queued >= 2  # this test's, and any other unfinished experiment's
     assert shown == {"in-use": str(in_use), "queued": str(queued), "capacity": "4", "free": "2"}
     projects = page.locator("table.by-project[data-pool=default]").inner_text()
-    assert f"default\t{in_use}" in projects
+    assert f"default\t{in_use}\t100% (4.0 slots)" in projects  # the only project waiting
     nodes = page.locator("table.by-node[data-pool=default]").inner_text()
     assert "node-a\tpool-search #0" in nodes
     _shot(page, "pools")

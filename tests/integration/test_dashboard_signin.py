@@ -147,6 +147,12 @@ def test_a_user_signs_in_with_the_provider_and_sees_only_their_project(
 
     page.goto(f"{facility.url}/experiments/{facility.higgs_id}")
     assert page.locator("#kill").count() == 1  # an editor of higgs
+
+    # The pools page: alice's project with its share among both waiting projects (equal
+    # shares), and nothing that names the other project.
+    page.goto(f"{facility.url}/pools")
+    projects = page.locator("table.by-project").inner_text()
+    assert "higgs\t0\t50%" in projects and "btag" not in page.content()
     page.context.close()
 
 

@@ -144,10 +144,14 @@ def _install_dashboard(app: FastAPI, config: ServerConfig, *, pools: PoolSource)
     only) by a link with a token of its own, as `trainyard run` prints. That token (None
     with a provider)."""
     if isinstance(config.auth, AuthSpec):
-        install_dashboard(app, oidc=config.auth.oidc, pools=pools)
+        install_dashboard(
+            app, oidc=config.auth.oidc, pools=pools, default_share=config.shares.default_share
+        )
         return None
     token = new_token()
-    install_dashboard(app, login_token=token, pools=pools)
+    install_dashboard(
+        app, login_token=token, pools=pools, default_share=config.shares.default_share
+    )
     return token
 
 

@@ -14,6 +14,12 @@ from fastapi import FastAPI
 
 from trainyard.errors import TrainyardError
 
+KEEP_ALIVE_S = 75
+"""How long an idle client connection stays open (nginx's default). Longer than any client's
+own keep-alive (httpx: 5 s), so a client always drops an idle connection first: with
+uvicorn's default of 5 s, a request sent on a connection the server was closing at that
+moment came back "Server disconnected" (seen with 30 users submitting at once)."""
+
 
 class EmbeddedServer:
     """uvicorn on a free port (127.0.0.1 unless told otherwise); a fresh token per run."""
@@ -54,6 +60,7 @@ class EmbeddedServer:
             lifespan="off",
             ssl_certfile=certfile,
             ssl_keyfile=keyfile,
+            timeout_keep_alive=KEEP_ALIVE_S,
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(

@@ -115,6 +115,11 @@ def unfinished_experiments(
     return list(found.values())
 
 
+def project_shares(session: Session) -> dict[str, float | None]:
+    """Project name -> its configured share (None: the server's default), for the pools page."""
+    return dict(session.execute(select(Project.name, Project.share)).tuples().all())
+
+
 def running_trials(session: Session, *, experiment_ids: Collection[int]) -> list[tuple[int, int]]:
     """(experiment id, trial number) of the RUNNING trials of these experiments."""
     query = select(Trial.experiment_id, Trial.number).where(

@@ -100,16 +100,19 @@ def install_dashboard(
     login_token: str | None = None,
     oidc: OidcSpec | None = None,
     pools: PoolSource | None = None,
+    default_share: float = 1.0,
 ) -> None:
     """Serve the dashboard on `app` (the Master's API app, which holds the service and the
     role checks). Sign-in by the printed link (`login_token`), the provider (`oidc`), or both;
-    `pools` reports the executors' pools for the pools page.
+    `pools` reports the executors' pools for the pools page, `default_share` is the share of
+    a project that has none set (the server file's `shares.default_share`).
     """
     if login_token is None and oidc is None:
         raise ValueError("the dashboard needs a sign-in: a login token, an OIDC provider or both")
     app.state.dashboard_sessions = DashboardSessions(login_token)
     app.state.dashboard_oidc = OidcSignIn(oidc) if oidc is not None else None
     app.state.pool_source = pools
+    app.state.default_share = default_share
     app.state.curve_cache = CurveCache(app.state.service)
     # ECharts and a thousand curves compress 3-5x (level 5: most of level 9's gain in a third
     # of its time); event streams are left alone by Starlette.
@@ -318,7 +321,12 @@ def pools(
     """Every pool's size and free slots; slots in use, queued trials and nodes of the user's
     projects only (a facility admin's: all)."""
     visible = access.visible_project_ids(session.user)
-    rows = pools_view(service, request.app.state.pool_source, project_ids=visible)
+    rows = pools_view(
+        service,
+        request.app.state.pool_source,
+        project_ids=visible,
+        default_share=request.app.state.default_share,
+    )
     return _page(request, session, "pools.html", pools=rows)
 
 
@@ -328,7 +336,12 @@ def pools_table(
 ) -> HTMLResponse:
     """The pools' tables alone, which the page fetches again every LIVE_INTERVAL_S."""
     visible = access.visible_project_ids(session.user)
-    rows = pools_view(service, request.app.state.pool_source, project_ids=visible)
+    rows = pools_view(
+        service,
+        request.app.state.pool_source,
+        project_ids=visible,
+        default_share=request.app.state.default_share,
+    )
     return templates.TemplateResponse(request, "_pools.html", {"pools": rows})
 
 

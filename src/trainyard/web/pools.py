@@ -18,7 +18,11 @@ from dataclasses import dataclass, field
 from trainyard.executors.base import Executor
 from trainyard.master.service import MasterService
 from trainyard.protocol import TrialState
-from trainyard.store.dashboard_reads import running_trials, unfinished_experiments
+from trainyard.store.dashboard_reads import (
+    project_shares,
+    running_trials,
+    unfinished_experiments,
+)
 
 UNKNOWN_NODE = "(not reported by the executor)"
 
@@ -55,6 +59,9 @@ class PoolRow:
     """Slots the queued trials of unfinished experiments are waiting for."""
     by_project: dict[str, int] = field(default_factory=dict)
     """Project -> slots its running trials hold."""
+    entitled: dict[str, float] = field(default_factory=dict)
+    """Project -> its fraction of the pool by share, among the projects with unfinished
+    experiments there (what weighted fair share converges to while all of them wait)."""
     by_node: dict[str, list[str]] = field(default_factory=dict)
     """Node -> "experiment #trial" of each running trial there."""
 
@@ -64,16 +71,21 @@ def pools_view(
     source: PoolSource | None,
     *,
     project_ids: Collection[int] | None = None,
+    default_share: float = 1.0,
 ) -> list[PoolRow]:
-    """Every pool the executors report, and every pool an unfinished experiment uses."""
+    """Every pool the executors report, and every pool an unfinished experiment uses; the
+    projects of `project_ids` only (None: all), each with its share of the pool among all the
+    projects waiting there (their names are not shown)."""
     reported = {p.name: p for p in (source() if source else [])}
     rows = {
         name: PoolRow(name=name, executor=p.executor, capacity=p.capacity, free=p.free)
         for name, p in reported.items()
     }
     with service.store.session() as session:
+        everyone = unfinished_experiments(session)
         experiments = unfinished_experiments(session, project_ids=project_ids)
         running = running_trials(session, experiment_ids=[e[0] for e in experiments])
+        shares = project_shares(session)
     numbers_by_experiment: dict[int, list[int]] = defaultdict(list)
     for experiment_id, number in running:
         numbers_by_experiment[experiment_id].append(number)
@@ -84,13 +96,35 @@ def pools_view(
         in_use = counts.get(TrialState.RUNNING, 0) * slots
         row.in_use += in_use
         row.queued += counts.get(TrialState.QUEUED, 0) * slots
+        row.entitled.setdefault(project, 0.0)  # its fraction comes from _entitlements
         if in_use:
             row.by_project[project] = row.by_project.get(project, 0) + in_use
         pool = reported.get(resources.pool)
         node = pool.node if pool and pool.node else UNKNOWN_NODE
         for number in sorted(numbers_by_experiment[experiment_id]):
             row.by_node.setdefault(node, []).append(f"{name} #{number}")
+    _entitlements(service, rows, everyone, shares, default_share)
     return sorted(rows.values(), key=lambda r: r.name)
+
+
+def _entitlements(
+    service: MasterService,
+    rows: dict[str, PoolRow],
+    everyone: list[tuple[int, str, str, dict[str, int]]],
+    shares: dict[str, float | None],
+    default_share: float,
+) -> None:
+    """Each shown project's fraction of its pools by share, among every waiting project."""
+    contenders: dict[str, set[str]] = defaultdict(set)
+    for experiment_id, _, project, _ in everyone:
+        contenders[service.experiment_config(experiment_id).resources.pool].add(project)
+    for pool, projects in contenders.items():
+        row = rows.get(pool)
+        if row is None:
+            continue
+        weights = {p: shares.get(p) or default_share for p in projects}
+        total = sum(weights.values())
+        row.entitled = {p: weights[p] / total for p in sorted(row.entitled)}
 
 
 def local_pool(name: str, executor: Executor) -> PoolSource:
