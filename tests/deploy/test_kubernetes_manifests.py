@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from trainyard.config.facility import parse_facility
+from trainyard.config.server import parse_server_config
 
 DEPLOY = Path(__file__).parents[2] / "deploy" / "kubernetes"
 KUBERNETES_VERSION = "1.37"
@@ -49,13 +50,15 @@ def test_every_rendered_object_validates(rendered: dict, folder: str) -> None:
         assert kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True), obj["kind"]
 
 
-def test_the_base_is_the_facility_server_and_what_its_trials_need(rendered: dict) -> None:
+def test_the_base_is_the_facility_server_and_what_its_trials_need(
+    rendered: dict, tmp_path: Path
+) -> None:
     base = rendered["base"]
     kinds = sorted(o["kind"] for o in base)
     assert kinds == sorted(
         ["Namespace", "PersistentVolumeClaim", "ServiceAccount", "ServiceAccount", "Role",
          "RoleBinding", "Deployment", "Service", "NetworkPolicy", "NetworkPolicy", "ConfigMap",
-         "Secret", "Secret"]
+         "Secret"]
     )  # fmt: skip
     deployment = _one(base, "Deployment")
     assert deployment["spec"]["replicas"] == 2
@@ -68,7 +71,20 @@ def test_the_base_is_the_facility_server_and_what_its_trials_need(rendered: dict
     }
     generated = {o["metadata"]["name"] for o in base if o["kind"] == "Secret"}
     assert set(secrets.values()) == generated  # the generator's hashed names are wired in
+    assert secrets == {"PGPASSWORD": "trainyard-database-" + secrets["PGPASSWORD"][19:]}
     config = _one(base, "ConfigMap")
+    # The server file parses as `trainyard server` parses it in the mounted folder (both
+    # files of the ConfigMap side by side), and the Deployment fits it.
+    for name, text in config["data"].items():
+        (tmp_path / name).write_text(text)
+    server_file = parse_server_config(
+        yaml.safe_load(config["data"]["server.yaml"]), base_dir=tmp_path
+    )
+    assert server_file.database_url.password is None  # PGPASSWORD, from the Secret
+    assert server_file.facility == tmp_path / "facility.yaml"
+    assert server["ports"][0]["containerPort"] == server_file.port
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert server[probe]["httpGet"]["path"] == "/healthz"  # the Master's health route
     facility = parse_facility(yaml.safe_load(config["data"]["facility.yaml"]))
     assert (
         facility.pool("h100").kubernetes.volumes.data.claim

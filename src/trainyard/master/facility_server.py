@@ -133,9 +133,17 @@ def admin_token(config: ServerConfig) -> str:
     path = config.state_dir / ADMIN_TOKEN_FILE
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        token = secrets.token_urlsafe(32)
+        temporary = path.with_name(f".{ADMIN_TOKEN_FILE}.{os.getpid()}")
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(descriptor, "w") as handle:
-            handle.write(secrets.token_urlsafe(32))
+            handle.write(token)
+        try:  # replicas sharing the state folder: the first link wins, the others read it
+            os.link(temporary, path)
+        except FileExistsError:
+            pass
+        finally:
+            temporary.unlink()
     return path.read_text().strip()
 
 
