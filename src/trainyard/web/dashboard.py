@@ -31,7 +31,7 @@ from trainyard.errors import PermissionDeniedError, TrainyardError
 from trainyard.master.service import MasterService
 from trainyard.protocol import ExperimentState, ProjectRole
 from trainyard.web.curve_cache import CurveCache
-from trainyard.web.pools import PoolSource, pools_view
+from trainyard.web.pools import PoolRow, PoolSource, pools_view
 from trainyard.web.signin import (
     SESSION_LIFETIME_S,
     SIGN_IN_WINDOW_S,
@@ -320,13 +320,7 @@ def pools(
 ) -> HTMLResponse:
     """Every pool's size and free slots; slots in use, queued trials and nodes of the user's
     projects only (a facility admin's: all)."""
-    visible = access.visible_project_ids(session.user)
-    rows = pools_view(
-        service,
-        request.app.state.pool_source,
-        project_ids=visible,
-        default_share=request.app.state.default_share,
-    )
+    rows = _pool_rows(request, session, service, access)
     return _page(request, session, "pools.html", pools=rows)
 
 
@@ -335,14 +329,19 @@ def pools_table(
     request: Request, session: SignedIn, service: Service, access: Permissions
 ) -> HTMLResponse:
     """The pools' tables alone, which the page fetches again every LIVE_INTERVAL_S."""
-    visible = access.visible_project_ids(session.user)
-    rows = pools_view(
+    rows = _pool_rows(request, session, service, access)
+    return templates.TemplateResponse(request, "_pools.html", {"pools": rows})
+
+
+def _pool_rows(
+    request: Request, session: WebSession, service: MasterService, access: Access
+) -> list[PoolRow]:
+    return pools_view(
         service,
         request.app.state.pool_source,
-        project_ids=visible,
+        project_ids=access.visible_project_ids(session.user),
         default_share=request.app.state.default_share,
     )
-    return templates.TemplateResponse(request, "_pools.html", {"pools": rows})
 
 
 @router.get("/trials/{trial_id}", response_class=HTMLResponse)
