@@ -31,15 +31,18 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 from pydantic import BaseModel
-from sqlalchemy import insert
+from sqlalchemy import insert, select
 
 from benchmarks.environment import describe, load_average
 from benchmarks.results_files import write_results
 from trainyard.config import parse_experiment
 from trainyard.master.api.app import create_app
+from trainyard.master.reports import TrialReports
 from trainyard.master.service import MasterService
+from trainyard.protocol import MetricsReport
 from trainyard.settings import Settings
 from trainyard.store import Metric, Trial, open_store
+from trainyard.store.curves import fold_validation, rebuild_curves
 from trainyard.store.models import MetricKind, TrialState
 from trainyard.web.dashboard import install_dashboard
 
@@ -65,6 +68,10 @@ class DashboardResult(BaseModel):
     """Later views: the cache reads only the reports newer than it has seen."""
     first_other_metric_curves_s: float
     other_metric_curves: Timing
+    storing_a_validation: Timing
+    """What the Master spends on one more validation report of a trial (the worker's call)."""
+    folding_its_curves: Timing
+    """Of that, folding the report into the trial's stored curves."""
     html_bytes: int
     html_gzip_bytes: int
     assets_bytes: int
@@ -95,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             first_curves_s = time.perf_counter() - started
             curves_timing = _time(client, "/experiments/1/curves?metric=val_loss", args.repeats)
             assets = _assets(client, page.text)
+        storing, folding = _report_costs(service, args.reports, 6 * args.repeats)
         service.store.close()
     result = DashboardResult(
         trials=args.trials,
@@ -105,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         page=page_timing,
         first_other_metric_curves_s=first_curves_s,
         other_metric_curves=curves_timing,
+        storing_a_validation=storing,
+        folding_its_curves=folding,
         html_bytes=len(page.content),
         html_gzip_bytes=len(gzip.compress(page.content)),
         assets_bytes=sum(len(body) for body in assets.values()),
@@ -161,7 +171,32 @@ def _filled_service(home: Path, num_trials: int, num_reports: int) -> MasterServ
                 rows.append({"trial_id": trial_id, "kind": MetricKind.VALIDATION,
                              "batches": 100 * r, "epoch": r / 10, "values": values})  # fmt: skip
         session.execute(insert(Metric), rows)
+        rebuild_curves(session, trial_ids=ids)  # what the Master folds in as reports arrive
     return service
+
+
+def _report_costs(service: MasterService, num_reports: int, count: int) -> tuple[Timing, Timing]:
+    """The time of storing `count` more validation reports of the first trial, and of folding
+    the same values into the second trial's curves alone, each trial past `num_reports`."""
+    reports = TrialReports(service)
+    with service.store.session() as session:
+        first, second = session.scalars(select(Trial.id).order_by(Trial.id).limit(2))
+    storing, folding = [], []
+    for r in range(num_reports + 1, num_reports + 1 + count):
+        values = {name: 0.5 + r / 1e4 for name in METRICS}
+        report = MetricsReport(kind=MetricKind.VALIDATION, batches=100 * r, epoch=0, values=values)
+        started = time.perf_counter()
+        reports.report_metrics(first, report)
+        storing.append(time.perf_counter() - started)
+        with service.store.session() as session:
+            started = time.perf_counter()
+            fold_validation(session, trial_id=second, batches=100 * r, values=values)
+            folding.append(time.perf_counter() - started)
+    return _timing(storing), _timing(folding)
+
+
+def _timing(seconds: list[float]) -> Timing:
+    return Timing(median_s=statistics.median(seconds), min_s=min(seconds), max_s=max(seconds))
 
 
 def _time(client: TestClient, url: str, repeats: int) -> Timing:
@@ -171,7 +206,7 @@ def _time(client: TestClient, url: str, repeats: int) -> Timing:
         response = client.get(url)
         seconds.append(time.perf_counter() - started)
         assert response.status_code == 200, response.text[:500]
-    return Timing(median_s=statistics.median(seconds), min_s=min(seconds), max_s=max(seconds))
+    return _timing(seconds)
 
 
 def _assets(client: TestClient, html: str) -> dict[str, bytes]:
@@ -202,6 +237,8 @@ def _table(result: DashboardResult) -> str:
             f"{result.other_metric_curves.max_s:.3f} s | |",
             f"| another metric's curves, first time (once) | "
             f"{result.first_other_metric_curves_s:.3f} s | | | |",
+            _ms_row("storing one more validation report", result.storing_a_validation),
+            _ms_row("of which folding it into the stored curves", result.folding_its_curves),
             "",
             "| bytes | sent (gzip) | uncompressed |",
             "| --- | --- | --- |",
@@ -210,6 +247,13 @@ def _table(result: DashboardResult) -> str:
             f"| total (goal <= {GOAL_BYTES:,}) | {shipped:,} | {raw:,} |",
             "",
         ]
+    )
+
+
+def _ms_row(label: str, timing: Timing) -> str:
+    return (
+        f"| {label} | {1e3 * timing.median_s:.1f} ms | {1e3 * timing.min_s:.1f} ms | "
+        f"{1e3 * timing.max_s:.1f} ms | |"
     )
 
 

@@ -1,5 +1,6 @@
 """The schema comes from migrations and must be exactly what the models describe."""
 
+import json
 import re
 import shutil
 from datetime import UTC, datetime, timedelta, timezone
@@ -33,6 +34,7 @@ from trainyard.store import (
     open_store,
     upgrade_to_head,
 )
+from trainyard.store.curves import StoredCurve, experiment_curve_metrics, experiment_curves
 from trainyard.store.migrate import MIGRATIONS_DIR
 from trainyard.store.models import VERSION_TABLE
 
@@ -63,7 +65,7 @@ def test_open_store_migrates_a_fresh_database_to_head(database_url: str) -> None
     engine.dispose()
 
     with open_store(database_url) as store:
-        assert current_revision(store.engine) == head_revision() == "0005_roc"
+        assert current_revision(store.engine) == head_revision() == "0006_curves"
         assert set(inspect(store.engine).get_table_names()) >= TABLES
 
 
@@ -267,3 +269,58 @@ def _insert_old_experiment(connection: Connection, name: str) -> None:
         ),
         {"name": name, "home": f"/old/{name}", "now": now},
     )
+
+
+def test_a_store_of_release_0005_gets_the_curves_of_its_validations(database_url: str) -> None:
+    """0006 builds each trial's stored curves from the validation reports already there, as
+    folding them in on arrival would have (a step validated again: the newest value)."""
+    engine = make_engine(database_url)
+    reports = [(10, 0.6), (20, 0.7), (30, 0.65), (20, 0.9)]
+    with engine.begin() as connection:
+        command.upgrade(alembic_config(connection), "0005_roc")
+        connection.execute(
+            text(
+                "INSERT INTO ty_experiments (name, state, config, home_dir, created_at,"
+                " updated_at, project_id) SELECT 'old', 'COMPLETED', '{}', '/old', :now, :now, id"
+                " FROM ty_projects WHERE name = :default"
+            ),
+            {"now": datetime.now(UTC), "default": DEFAULT_PROJECT},
+        )
+        connection.execute(
+            text(
+                "INSERT INTO ty_trials (experiment_id, number, state, hyperparameters, created_at,"
+                " batches_trained, num_restarts) SELECT id, 0, 'COMPLETED', '{}', :now, 30, 0"
+                " FROM ty_experiments"
+            ),
+            {"now": datetime.now(UTC)},
+        )
+        trial_id = connection.scalar(text("SELECT id FROM ty_trials"))
+        for kind, (step, auc) in [("validation", r) for r in reports] + [("training", (5, 0.1))]:
+            connection.execute(
+                text(
+                    'INSERT INTO ty_metrics (trial_id, kind, batches, epoch, "values",'
+                    " reported_at) VALUES (:trial, :kind, :step, 0, :values, :now)"
+                ),
+                {
+                    "trial": trial_id,
+                    "kind": kind,
+                    "step": step,
+                    "values": json.dumps({"val_auc": auc, "val_rej50": "inf"}),
+                    "now": datetime.now(UTC),
+                },
+            )
+    engine.dispose()
+    with open_store(database_url) as store, store.session() as session:
+        experiment_id = list_experiments(session)[0].id
+        curves = experiment_curves(
+            session, experiment_id=experiment_id, metric="val_auc", mode="max"
+        )
+        assert curves == {
+            trial_id: StoredCurve(
+                best=0.9, best_step=20, steps_json="[10, 20, 30]", values_json="[0.6, 0.9, 0.65]"
+            )
+        }
+        assert experiment_curve_metrics(session, experiment_id=experiment_id) == [
+            "val_auc",
+            "val_rej50",
+        ]

@@ -33,7 +33,6 @@ from trainyard.store import (
     update_trial,
     utcnow,
 )
-from trainyard.store.repository import experiment_metric_names, experiment_metric_series
 
 CONFIG = {"model": "particlenet-lite", "searcher": {"name": "random", "max_trials": 4}}
 
@@ -318,34 +317,6 @@ def test_non_finite_metric_values_round_trip(store: Store, trial: Trial) -> None
         (metric,) = list_metrics(session, trial_id=trial.id)
     assert math.isnan(metric.values.pop("loss"))
     assert metric.values == {"grad_norm": math.inf, "log_lr": -math.inf, "acc": 0.5}
-
-
-def test_one_metric_of_an_experiments_reports_is_read_in_the_database(
-    store: Store, experiment: Experiment, trial: Trial
-) -> None:
-    """The dashboard's bulk read: one metric by JSON path, non-finite values included, the
-    other kind and reports without the metric left out; names from each newest report."""
-    with store.session() as session:
-        other = create_trial(session, experiment_id=experiment.id, hyperparameters={})
-        reports = [
-            (trial.id, 2, {"val_auc": 0.75, "val_loss": 0.5}),
-            (trial.id, 1, {"val_auc": math.nan, "val_loss": 0.6}),
-            (other.id, 1, {"val_loss": 0.7}),
-            (other.id, 3, {"val_auc": 0.8, "val_rej50": 12.0}),
-        ]
-        for trial_id, batches, values in reports:
-            add_metrics(session, trial_id=trial_id, kind="validation", batches=batches,
-                        epoch=0.0, values=values)  # fmt: skip
-        add_metrics(session, trial_id=trial.id, kind="training", batches=1, epoch=0.0,
-                    values={"val_auc": 9.0})  # fmt: skip
-    with store.session() as session:
-        series = experiment_metric_series(
-            session, experiment_id=experiment.id, kind="validation", metric="val_auc"
-        )
-        names = experiment_metric_names(session, experiment_id=experiment.id, kind="validation")
-    assert [(t, b) for t, b, _ in series] == [(trial.id, 1), (trial.id, 2), (other.id, 3)]
-    assert math.isnan(series[0][2]) and [v for *_, v in series[1:]] == [0.75, 0.8]
-    assert names == {"val_auc", "val_loss", "val_rej50"}
 
 
 def test_metrics_reject_bad_kind_and_unknown_trial(store: Store, trial: Trial) -> None:

@@ -25,6 +25,7 @@ from trainyard.protocol import (
     TrialSpec,
 )
 from trainyard.store import WorkerCredential, repository
+from trainyard.store.curves import fold_validation
 from trainyard.store.rocs import add_validation_roc
 from trainyard.tracking import MetricsLogged
 
@@ -94,6 +95,10 @@ class TrialReports:
                 epoch=report.epoch,
                 values=dict(report.values),
             )
+            if report.kind is MetricKind.VALIDATION:
+                fold_validation(
+                    session, trial_id=trial_id, batches=report.batches, values=report.values
+                )
             if report.roc is not None:
                 add_validation_roc(session, metric_id=stored.id, roc=report.roc)
             repository.update_trial(session, trial_id=trial_id, batches_trained=report.batches)

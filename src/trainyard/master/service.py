@@ -221,27 +221,6 @@ class MasterService:
                 for m in repository.list_metrics(session, trial_id=trial_id, kind=kind)
             ]
 
-    def experiment_metric_series(
-        self, experiment_id: int, kind: MetricKind, metric: str
-    ) -> dict[int, list[tuple[int, float]]]:
-        """Trial id -> (step, value) of one metric, by step, in one query (dashboard pages)."""
-        with self.store.session() as session:
-            rows = repository.experiment_metric_series(
-                session, experiment_id=experiment_id, kind=kind, metric=metric
-            )
-        series: dict[int, list[tuple[int, float]]] = {}
-        for trial_id, batches, value in rows:
-            series.setdefault(trial_id, []).append((batches, value))
-        return series
-
-    def experiment_metric_names(self, experiment_id: int, kind: MetricKind) -> list[str]:
-        """The metrics the experiment's trials report, by name."""
-        with self.store.session() as session:
-            names = repository.experiment_metric_names(
-                session, experiment_id=experiment_id, kind=kind
-            )
-        return sorted(names)
-
     def latest_metrics(self, trial_id: int) -> tuple[MetricOut | None, MetricOut | None]:
         """The newest training and validation reports of a trial (for live tables)."""
         with self.store.session() as session:

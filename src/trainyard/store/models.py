@@ -378,3 +378,27 @@ class ValidationRoc(Base):
 
     def __repr__(self) -> str:
         return f"ValidationRoc(metric_id={self.metric_id}, points={len(self.signal_efficiency)})"
+
+
+class ValidationCurve(Base):
+    """One trial's curve of one validation metric, thinned and kept current as reports arrive
+    (`store.curves`), so the dashboard reads a row per trial instead of every report."""
+
+    __tablename__ = "ty_validation_curves"
+
+    trial_id: Mapped[int] = mapped_column(
+        ForeignKey("ty_trials.id", ondelete="CASCADE"), primary_key=True
+    )
+    metric: Mapped[str] = mapped_column(Text, primary_key=True)
+    stride: Mapped[int]
+    count: Mapped[int]
+    steps: Mapped[str] = mapped_column(Text)
+    values: Mapped[str] = mapped_column(Text)
+    """The points as JSON arrays, ready for the page (see `ThinnedCurve`)."""
+    max_value: Mapped[float | None] = mapped_column(Double)
+    max_step: Mapped[int | None]
+    min_value: Mapped[float | None] = mapped_column(Double)
+    min_step: Mapped[int | None]
+
+    def __repr__(self) -> str:
+        return f"ValidationCurve(trial_id={self.trial_id}, metric={self.metric!r})"

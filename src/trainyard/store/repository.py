@@ -11,7 +11,7 @@ from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, func, select, type_coerce
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from trainyard.errors import NotFoundError
@@ -281,38 +281,6 @@ def list_metrics(session: Session, *, trial_id: int, kind: str | None = None) ->
     if kind is not None:
         query = query.where(Metric.kind == _metric_kind(kind))
     return list(session.scalars(query.order_by(Metric.batches, Metric.id)))
-
-
-def experiment_metric_series(
-    session: Session, *, experiment_id: int, kind: str, metric: str
-) -> list[tuple[int, int, float]]:
-    """(trial id, step, value) of one metric in every report of one kind in an experiment,
-    by trial and step. The value is read inside the database (JSON path), so a thousand
-    trials' reports cost one query and no JSON decoding of the others; non-finite values come
-    back as NaN or infinities."""
-    value = type_coerce(Metric.values, JSON)[metric].as_string()
-    query = (
-        select(Metric.trial_id, Metric.batches, value)
-        .join(Trial, Trial.id == Metric.trial_id)
-        .where(Trial.experiment_id == experiment_id, Metric.kind == _metric_kind(kind))
-        .where(value.is_not(None))
-        .order_by(Metric.trial_id, Metric.batches, Metric.id)
-    )
-    return [
-        (trial_id, batches, float(found)) for trial_id, batches, found in session.execute(query)
-    ]
-
-
-def experiment_metric_names(session: Session, *, experiment_id: int, kind: str) -> set[str]:
-    """The metric names of each trial's newest report of one kind, together."""
-    newest = (
-        select(func.max(Metric.id))
-        .join(Trial, Trial.id == Metric.trial_id)
-        .where(Trial.experiment_id == experiment_id, Metric.kind == _metric_kind(kind))
-        .group_by(Metric.trial_id)
-    )
-    values = session.scalars(select(Metric.values).where(Metric.id.in_(newest)))
-    return {name for report in values for name in report}
 
 
 def latest_metrics(session: Session, *, trial_id: int, kind: str) -> Metric | None:

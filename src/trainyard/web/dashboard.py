@@ -30,7 +30,6 @@ from trainyard.config.auth import OidcSpec
 from trainyard.errors import PermissionDeniedError, TrainyardError
 from trainyard.master.service import MasterService
 from trainyard.protocol import ExperimentState, ProjectRole
-from trainyard.web.curve_cache import CurveCache
 from trainyard.web.pools import PoolRow, PoolSource, pools_view
 from trainyard.web.signin import (
     SESSION_LIFETIME_S,
@@ -76,10 +75,6 @@ def _access(request: Request) -> Access:
     return request.app.state.access
 
 
-def _curve_cache(request: Request) -> CurveCache:
-    return request.app.state.curve_cache
-
-
 def require_session(request: Request) -> WebSession:
     session = _sessions(request).find(request.cookies.get(SESSION_COOKIE))
     if session is None:
@@ -90,7 +85,6 @@ def require_session(request: Request) -> WebSession:
 SignedIn = Annotated[WebSession, Depends(require_session)]
 Service = Annotated[MasterService, Depends(_service)]
 Permissions = Annotated[Access, Depends(_access)]
-Curves = Annotated[CurveCache, Depends(_curve_cache)]
 router = APIRouter(include_in_schema=False)
 
 
@@ -113,7 +107,6 @@ def install_dashboard(
     app.state.dashboard_oidc = OidcSignIn(oidc) if oidc is not None else None
     app.state.pool_source = pools
     app.state.default_share = default_share
-    app.state.curve_cache = CurveCache(app.state.service)
     # ECharts and a thousand curves compress 3-5x (level 5: most of level 9's gain in a third
     # of its time); event streams are left alone by Starlette.
     app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=5)
@@ -259,11 +252,10 @@ def experiment(
     session: SignedIn,
     service: Service,
     access: Permissions,
-    curves: Curves,
     experiment_id: int,
 ):
     access.experiment(session.user, experiment_id, ProjectRole.VIEWER)
-    view = experiment_view(service, experiment_id, cache=curves)
+    view = experiment_view(service, experiment_id)
     may_control = _may(access, session.user, experiment_id)
     return _page(request, session, "experiment.html", view=view, may_control=may_control)
 
@@ -273,13 +265,12 @@ def experiment_curves(
     session: SignedIn,
     service: Service,
     access: Permissions,
-    curves: Curves,
     experiment_id: int,
     metric: Annotated[str, Query(min_length=1, max_length=200)],
 ) -> Response:
     """One validation metric's curves for every trial (the page loads the searcher's)."""
     access.experiment(session.user, experiment_id, ProjectRole.VIEWER)
-    body = metric_curves(service, experiment_id, metric, cache=curves)
+    body = metric_curves(service, experiment_id, metric)
     return Response(body, media_type="application/json")
 
 
@@ -289,7 +280,6 @@ async def experiment_events(
     session: SignedIn,
     service: Service,
     access: Permissions,
-    curves: Curves,
     experiment_id: int,
 ) -> StreamingResponse:
     """Server-sent events: the trial table, re-rendered whenever it changes."""
@@ -300,7 +290,7 @@ async def experiment_events(
         while not await request.is_disconnected():
             started = time.monotonic()
             view = await run_in_threadpool(
-                partial(experiment_view, cache=curves, panels=False), service, experiment_id
+                partial(experiment_view, panels=False), service, experiment_id
             )
             html = templates.get_template("_trials.html").render(view=view)
             if html != last:

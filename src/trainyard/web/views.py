@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -28,8 +28,13 @@ from trainyard.protocol import (
     MetricOut,
     TrialOut,
 )
+from trainyard.store.curve_thinning import thin
+from trainyard.store.curves import (
+    StoredCurve,
+    experiment_curve_metrics,
+    experiment_curves,
+)
 from trainyard.store.dashboard_reads import experiment_trials
-from trainyard.web.curve_cache import CurveCache, TrialCurve, thin
 from trainyard.web.panels import RocPanel, RungRow, roc_panel, rungs_panel
 
 LOG_TAIL_BYTES = 64 * 1024
@@ -146,36 +151,43 @@ class ExperimentView:
 
 
 def experiment_view(
-    service: MasterService, experiment_id: int, *, cache: CurveCache, panels: bool = True
+    service: MasterService, experiment_id: int, *, panels: bool = True
 ) -> ExperimentView:
     """The trial table and the charts' data of one experiment: the curves of the searcher's
-    metric for every trial (others load on demand, `metric_curves`); with `panels`, also the
-    best trial's ROC curve and ASHA's rungs (the live trial table leaves them out)."""
+    metric for every trial (others load on demand, `metric_curves`), the best trial's ROC
+    curve and ASHA's rungs. Without `panels` (the live trial table), only the table."""
     experiment = service.get_experiment(experiment_id)
     searcher = service.experiment_config(experiment_id).searcher
     metric, mode = searcher.metric, searcher.mode
     with service.store.session() as session:
         trials = experiment_trials(session, experiment_id=experiment_id)
-    ids = [t.id for t in trials]
-    curves = cache.curves(experiment_id, metric, mode, ids)
+        curves = experiment_curves(
+            session, experiment_id=experiment_id, metric=metric, mode=mode, with_points=panels
+        )
+        metric_names = experiment_curve_metrics(session, experiment_id=experiment_id)
     names = sorted({name for t in trials for name in t.hyperparameters})
     rows = [_row(t, curves[t.id].best if t.id in curves else None, names) for t in trials]
     scored = [r for r in rows if r.best is not None]
     pick = max if mode == "max" else min
     top = pick(scored, key=lambda r: r.best).trial if scored else None
-    roc, rungs = None, None
-    if panels and top is not None and curves[top.id].best_step is not None:
-        roc = roc_panel(
-            service,
-            trial_id=top.id,
-            trial_number=top.number,
-            batches=curves[top.id].best_step,
-        )
-    if panels and searcher.name is SearcherName.ASHA:
-        rungs = rungs_panel(service, experiment_id)
+    view = ExperimentView(
+        experiment=experiment,
+        metric=metric,
+        mode=mode,
+        rows=rows,
+        hyperparameter_names=names,
+        best_trial=top.number if top else None,
+        chart_json=Markup(""),
+    )
+    if not panels:
+        return view
+    best_step = curves[top.id].best_step if top is not None else None
+    roc = None
+    if top is not None and best_step is not None:
+        roc = roc_panel(service, trial_id=top.id, trial_number=top.number, batches=best_step)
     data = {
         "metric": metric,
-        "metricNames": cache.metric_names(experiment_id, ids),
+        "metricNames": metric_names,
         "bestTrial": top.number if top else None,
         "trials": [
             {
@@ -188,33 +200,27 @@ def experiment_view(
         "hyperparameters": names,
         "roc": roc.chart_data() if roc else None,
     }
-    return ExperimentView(
-        experiment=experiment,
-        metric=metric,
-        mode=mode,
-        rows=rows,
-        hyperparameter_names=names,
-        best_trial=top.number if top else None,
+    return replace(
+        view,
         chart_json=_chart_json(data, metric, curves_json(trials, curves)),
         roc=roc,
-        rungs=rungs,
+        rungs=rungs_panel(service, experiment_id) if searcher.name is SearcherName.ASHA else None,
     )
 
 
-def metric_curves(
-    service: MasterService, experiment_id: int, metric: str, *, cache: CurveCache
-) -> str:
+def metric_curves(service: MasterService, experiment_id: int, metric: str) -> str:
     """Every trial's validation curve of `metric` as JSON, as the experiment page draws them."""
     mode = service.experiment_config(experiment_id).searcher.mode
     with service.store.session() as session:
         trials = experiment_trials(session, experiment_id=experiment_id)
-    return curves_json(trials, cache.curves(experiment_id, metric, mode, [t.id for t in trials]))
+        curves = experiment_curves(session, experiment_id=experiment_id, metric=metric, mode=mode)
+    return curves_json(trials, curves)
 
 
-def curves_json(trials: list[TrialOut], curves: dict[int, TrialCurve]) -> str:
+def curves_json(trials: list[TrialOut], curves: dict[int, StoredCurve]) -> str:
     """[{"n": trial number, "s": [steps], "v": [values]}, ...] for the trials with a curve:
-    columns, six significant digits, at most 200 points each (`thin`), so a thousand
-    curves stay small; joined from each curve's JSON, kept by the cache."""
+    columns, six significant digits, at most 200 points each, so a thousand curves stay
+    small; joined from each curve's stored JSON, never decoded here."""
     parts = [
         f'{{"n":{t.number},"s":{curves[t.id].steps_json},"v":{curves[t.id].values_json}}}'
         for t in trials
