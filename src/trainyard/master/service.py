@@ -33,7 +33,7 @@ from trainyard.protocol import (
 )
 from trainyard.search import Searcher, TrialResult, make_searcher, validate_searcher
 from trainyard.settings import Settings
-from trainyard.store import Metric, Project, Store, Trial, User, repository
+from trainyard.store import Experiment, Metric, Project, Store, Trial, User, repository
 from trainyard.tracking import Tracking, TrackingEvent, TrialEnded, TrialStarted
 
 logger = logging.getLogger(__name__)
@@ -166,22 +166,7 @@ class MasterService:
 
     def get_experiment(self, ref: int | str) -> ExperimentOut:
         with self.store.session() as session:
-            experiment = repository.get_experiment(session, ref)
-            num_trials = session.scalar(
-                select(func.count()).select_from(Trial).where(Trial.experiment_id == experiment.id)
-            )
-            owner = session.get(User, experiment.owner_id) if experiment.owner_id else None
-            return ExperimentOut(
-                id=experiment.id,
-                name=experiment.name,
-                project=session.get_one(Project, experiment.project_id).name,
-                owner=(owner.username or owner.subject) if owner else None,
-                state=experiment.state,
-                created_at=experiment.created_at,
-                ended_at=experiment.ended_at,
-                message=experiment.message,
-                num_trials=num_trials,
-            )
+            return _experiment_outs(session, [repository.get_experiment(session, ref)])[0]
 
     def list_experiments(
         self, *, limit: int = 100, project_ids: Collection[int] | None = None
@@ -189,8 +174,7 @@ class MasterService:
         """Newest first; with `project_ids`, only those projects' experiments."""
         with self.store.session() as session:
             found = repository.list_experiments(session, limit=limit, project_ids=project_ids)
-            ids = [e.id for e in found]
-        return [self.get_experiment(i) for i in ids]
+            return _experiment_outs(session, found)
 
     # -- trials ------------------------------------------------------------------------------
 
@@ -376,3 +360,39 @@ def _trial_out(trial: Trial) -> TrialOut:
         log_path=trial.log_path,
         error=trial.error,
     )
+
+
+def _experiment_outs(session: Session, experiments: list[Experiment]) -> list[ExperimentOut]:
+    """Each experiment with its project, owner and number of trials, in four queries however
+    many there are (the dashboard lists thousands)."""
+    ids = [e.id for e in experiments]
+    counts = dict(
+        session.execute(
+            select(Trial.experiment_id, func.count())
+            .where(Trial.experiment_id.in_(ids))
+            .group_by(Trial.experiment_id)
+        ).all()
+    )
+    project_ids = {e.project_id for e in experiments}
+    projects = dict(
+        session.execute(select(Project.id, Project.name).where(Project.id.in_(project_ids))).all()
+    )
+    owner_ids = {e.owner_id for e in experiments if e.owner_id is not None}
+    owners = {
+        u.id: u.username or u.subject
+        for u in session.scalars(select(User).where(User.id.in_(owner_ids)))
+    }
+    return [
+        ExperimentOut(
+            id=e.id,
+            name=e.name,
+            project=projects[e.project_id],
+            owner=owners.get(e.owner_id) if e.owner_id is not None else None,
+            state=e.state,
+            created_at=e.created_at,
+            ended_at=e.ended_at,
+            message=e.message,
+            num_trials=counts.get(e.id, 0),
+        )
+        for e in experiments
+    ]
