@@ -1,6 +1,8 @@
-"""Two `trainyard server` replicas on one PostgreSQL: the leader is SIGKILLed during a search,
+"""Two `trainyard server` replicas on one PostgreSQL. The leader is SIGKILLed during a search:
 the follower takes over within 15 s, and every trial ends COMPLETED, launched once more only
-if it was running at the kill, never by two workers at once."""
+if it was running at the kill, never by two workers at once. The leader is stopped (SIGTERM,
+as for an upgrade): it pauses its trials at a checkpoint and exits cleanly, the follower leads
+and continues each trial from the step it was paused at."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from sqlalchemy import Engine, create_engine, func, select
 from tests.integration.helpers import wait_for
 from tests.integration.server_process import ServerProcess, tiny_experiment
 from tests.postgres import PostgresServer
+from trainyard.cli.client import MasterClient
 from trainyard.executors.fork_server import is_running
 from trainyard.protocol import ExperimentState, ExperimentSubmission, TrialState
 from trainyard.store.models import WorkerCredential
@@ -28,6 +31,7 @@ BATCHES = 30
 KILL_AT_BATCHES = 10
 """Two checkpoints (every 5 batches) are behind a trial when its leader is killed."""
 LEADING = re.compile(r"^(\S+ \S+) INFO [\w.]+: leading: ", re.M)
+RESUMED = re.compile(r"resumed from \S+ at batch (\d+)")
 
 
 @pytest.fixture
@@ -79,24 +83,8 @@ def test_the_follower_takes_over_a_search_when_the_leader_is_killed(
         timeout=30,
         what="the other server to follow the leader, naming it",
     )
-    config = tiny_experiment(toy_data, "ha-search", batches=BATCHES)
-    config["hyperparameters"] = {
-        "lr": {"type": "categorical", "vals": LEARNING_RATES},
-        "batch_size": 64,
-    }
-    config["searcher"] = {"name": "grid", "metric": "val_auc", "mode": "max"}
-    config["resources"] = {"max_concurrent_trials": 2}
     client = follower.client()  # a follower stores it; the leader runs it
-    submission = ExperimentSubmission(yaml=yaml.safe_dump(config), source="ha-search.yaml")
-    ref = str(client.submit(submission).id)
-    wait_for(
-        lambda: any(
-            r.trial.state == TrialState.RUNNING and r.trial.batches_trained >= KILL_AT_BATCHES
-            for r in client.trial_records(ref)
-        ),
-        timeout=120,
-        what=f"a trial to train {KILL_AT_BATCHES} batches under the first leader",
-    )
+    ref = _submit_search_and_wait_for_training(client, toy_data)
     records = client.trial_records(ref)
     running = {
         r.trial.id: r.trial.worker_pid for r in records if r.trial.state == TrialState.RUNNING
@@ -143,6 +131,64 @@ def test_the_follower_takes_over_a_search_when_the_leader_is_killed(
                 assert " resumed from " in Path(trial.log_path).read_text()
     finally:
         engine.dispose()
+
+
+def test_a_stopped_leader_hands_its_paused_trials_to_the_follower(
+    replicas: tuple[ServerProcess, ServerProcess], toy_data: Path
+) -> None:
+    leader, follower = replicas
+    client = follower.client()
+    ref = _submit_search_and_wait_for_training(client, toy_data)
+    running = {
+        r.trial.id: r.trial.batches_trained
+        for r in client.trial_records(ref)
+        if r.trial.state == TrialState.RUNNING
+    }
+    assert leader.stop(signal.SIGTERM) == 0  # pauses at a checkpoint, then lets go
+    assert "to the new leader" not in leader.log.read_text()  # paused in order, not abandoned
+
+    wait_for(
+        lambda: LEADING.search(follower.log.read_text()) is not None,
+        timeout=TAKEOVER_S,
+        what=f"the follower to lead within {TAKEOVER_S} s of the leader's exit",
+    )
+    follower.wait_until(ref, {ExperimentState.COMPLETED, ExperimentState.ERRORED}, 180)
+    experiment = client.get_experiment(ref)
+    assert experiment.state == ExperimentState.COMPLETED, experiment.message
+    for record in client.trial_records(ref):
+        trial = record.trial
+        assert (trial.state, trial.batches_trained, trial.num_restarts) == (
+            TrialState.COMPLETED,
+            BATCHES,
+            0,
+        )
+        if running.get(trial.id):  # continued from its pause, not from a periodic checkpoint
+            assert trial.log_path is not None
+            resumed = RESUMED.search(Path(trial.log_path).read_text())
+            assert resumed is not None, trial
+            assert int(resumed[1]) >= running[trial.id], (resumed[0], running[trial.id])
+
+
+def _submit_search_and_wait_for_training(client: MasterClient, toy_data: Path) -> str:
+    """A 3-trial grid search, 2 at a time, once a trial has trained KILL_AT_BATCHES batches."""
+    config = tiny_experiment(toy_data, "ha-search", batches=BATCHES)
+    config["hyperparameters"] = {
+        "lr": {"type": "categorical", "vals": LEARNING_RATES},
+        "batch_size": 64,
+    }
+    config["searcher"] = {"name": "grid", "metric": "val_auc", "mode": "max"}
+    config["resources"] = {"max_concurrent_trials": 2}
+    submission = ExperimentSubmission(yaml=yaml.safe_dump(config), source="ha-search.yaml")
+    ref = str(client.submit(submission).id)
+    wait_for(
+        lambda: any(
+            r.trial.state == TrialState.RUNNING and r.trial.batches_trained >= KILL_AT_BATCHES
+            for r in client.trial_records(ref)
+        ),
+        timeout=120,
+        what=f"a trial to train {KILL_AT_BATCHES} batches under the first leader",
+    )
+    return ref
 
 
 def _attempts(engine: Engine, trial_id: int) -> int:
