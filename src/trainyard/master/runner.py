@@ -19,9 +19,11 @@ from pathlib import Path
 from trainyard.config.entrypoint import EntrypointSpec
 from trainyard.executors import Executor, WorkerLaunch
 from trainyard.executors.base import SlotsTaken
-from trainyard.master.packs import pack_size
+from trainyard.master.pack_joins import claim_for_launch
+from trainyard.master.packs import PackRoster, pack_size
 from trainyard.master.service import MasterService
 from trainyard.protocol import (
+    PACK_SIZE_ENV,
     PACK_TOKENS_ENV,
     PACK_TRIAL_IDS_ENV,
     ExperimentState,
@@ -61,8 +63,9 @@ class ExperimentRunner:
         self._waiting: set[int] = set()
         self._search_exhausted = False
         self._pack_size = 1
-        self._packs: dict[int, list[int]] = {}
-        """A packed worker's host trial id (the executor's key) -> its member trial ids."""
+        self._max_concurrent_trials = 1
+        self._packs = PackRoster()
+        """The packed workers, by their host trial's id (the executor's key), and members."""
         self._entrypoint: EntrypointSpec | None = None
         """The experiment's script, when its trials run the user's own command."""
 
@@ -104,6 +107,7 @@ class ExperimentRunner:
         self._service.recover_searcher(experiment_id)
         config = self._service.experiment_config(experiment_id)
         self._pack_size = pack_size(config, self._executor)
+        self._max_concurrent_trials = config.resources.max_concurrent_trials
         self._entrypoint = config.entrypoint
         while True:
             if self._abandon_requested.is_set():
@@ -119,7 +123,9 @@ class ExperimentRunner:
                 self._stop_workers(experiment_id, ExperimentState.PAUSED, graceful=True)
             elif self._resumed_after_pause(experiment_id):
                 continue
+            self._adopt_joined(experiment_id)
             self._reap(config.max_restarts)
+            self._reap_orphaned_joins(experiment_id, config.max_restarts)
             self._watch_heartbeats()
             if state == ExperimentState.RUNNING:
                 self._fill_slots(experiment_id)
@@ -163,16 +169,19 @@ class ExperimentRunner:
         of one is launched as an ordinary solo trial. max_concurrent_trials counts trials."""
         trials = self._service.list_trials(experiment_id)
         num_running = sum(t.state == TrialState.RUNNING for t in trials)
+        # Places that members left in running packs are filled by the packs themselves
+        # (joins, master/pack_joins.py): the first queued trials wait for them.
+        places = self._packs.free_places(trials, self._pack_size)
         room = min(
             max_concurrent_trials - num_running,
-            self._executor.free_slots() * self._pack_size,
+            self._executor.free_slots() * self._pack_size + places,
         )
         queued = self._queued(experiment_id)
         if room > len(queued) and not self._search_exhausted:
             created = self._service.create_trials(experiment_id, num_free=room - len(queued))
             self._search_exhausted = not created
             queued = self._queued(experiment_id)
-        queued = sorted(queued, key=lambda t: t.number)[: max(room, 0)]
+        queued = sorted(queued, key=lambda t: t.number)[min(places, max(room, 0)) : max(room, 0)]
         groups = [queued[i : i + self._pack_size] for i in range(0, len(queued), self._pack_size)]
         hosts = {group[0].id: group for group in groups}
         requests = [LaunchRequest(experiment_id, g[0].number, g[0].id, 1) for g in groups]
@@ -183,6 +192,59 @@ class ExperimentRunner:
         ):
             self._launch(hosts[request.trial_id], 1)
 
+    def _claim(self, trials: list[TrialOut]) -> list[TrialOut]:
+        """Those of `trials` this runner claimed; the others were taken by a pack's join, or
+        the experiment is at max_concurrent_trials."""
+        claimed = claim_for_launch(
+            self._service,
+            experiment_id=trials[0].experiment_id,
+            trial_ids=[t.id for t in trials],
+            max_concurrent_trials=self._max_concurrent_trials,
+        )
+        return [t for t in trials if t.id in claimed]
+
+    def _unclaim(self, trials: list[TrialOut]) -> None:
+        """Back to the queue: their worker did not start."""
+        if self._pack_size > 1:
+            for trial in trials:
+                self._service.update_trial(trial.id, state=TrialState.QUEUED)
+
+    def _adopt_joined(self, experiment_id: int) -> None:
+        """Trials that joined a running pack become its members here: watched, paused and
+        reaped with it; each one's own log points to the pack's."""
+        if self._pack_size == 1:
+            return
+        for host_id, trial in self._packs.adopt_joined(self._service.list_trials(experiment_id)):
+            host = self._service.get_trial(host_id)
+            logger.info(
+                "trial %d joined the pack of trial %d (pid %s)",
+                trial.number,
+                host.number,
+                trial.worker_pid,
+            )
+            _note_in_log(trial, f"joined the pack of trial {host.number}; log: {host.log_path}")
+
+    def _reap_orphaned_joins(self, experiment_id: int, max_restarts: int) -> None:
+        """A trial claimed by a pack whose worker exited before this runner saw it join:
+        retried from its checkpoint like the pack's other members."""
+        if self._pack_size == 1:
+            return
+        workers = self._executor.running()
+        live = {t for w in workers for t in self._members(w)}
+        pids = {self._executor.worker_pid(w) for w in workers}
+        for trial in self._service.list_trials(experiment_id):
+            if trial.state is TrialState.RUNNING and trial.worker_pid is not None:
+                if trial.id in live or trial.worker_pid in pids:  # joins at the next tick
+                    continue
+                self._service.end_attempt(trial.id)
+                reason = f"its pack's worker (pid {trial.worker_pid}) exited as it joined"
+                retried = self._service.fail_or_retry(
+                    trial.id, reason=reason, max_restarts=max_restarts
+                )
+                logger.warning(
+                    "trial %d: %s; %s", trial.number, reason, "retrying" if retried else "errored"
+                )
+
     def _queued(self, experiment_id: int) -> list[TrialOut]:
         return [
             t for t in self._service.list_trials(experiment_id) if t.state == TrialState.QUEUED
@@ -190,7 +252,15 @@ class ExperimentRunner:
 
     def _launch(self, trials: list[TrialOut], num_slots: int) -> None:
         """One worker for `trials`: a solo trial, or a pack whose first trial is its host
-        (the executor knows the worker by the host's id and writes the host's log)."""
+        (the executor knows the worker by the host's id and writes the host's log).
+
+        A packed experiment's trials are claimed first (QUEUED -> RUNNING only while still
+        queued and within max_concurrent_trials): a running pack may have taken one by a join.
+        """
+        if self._pack_size > 1:
+            trials = self._claim(trials)
+            if not trials:
+                return
         host = trials[0]
         assert host.log_path is not None, "trials get their log path when created"
         tokens = [self._service.issue_worker_token(t.id) for t in trials]
@@ -202,7 +272,7 @@ class ExperimentRunner:
         if len(trials) > 1:
             env[PACK_TRIAL_IDS_ENV] = ",".join(str(t.id) for t in trials)
             env[PACK_TOKENS_ENV] = ",".join(tokens)
-            self._packs[host.id] = [t.id for t in trials]
+            env[PACK_SIZE_ENV] = str(self._pack_size)
         script = self._entrypoint
         try:
             self._executor.launch(
@@ -218,9 +288,14 @@ class ExperimentRunner:
             )
         except SlotsTaken as taken:  # a server's other experiment was quicker: try next tick
             logger.info("trial %d stays queued: %s", host.number, taken)
-            self._packs.pop(host.id, None)
+            self._unclaim(trials)
             return
+        except BaseException:
+            self._unclaim(trials)
+            raise
         pid = self._executor.worker_pid(host.id)
+        if len(trials) > 1:
+            self._packs.add(host.id, [t.id for t in trials], pid)
         for trial in trials:
             self._service.update_trial(
                 trial.id,
@@ -364,13 +439,13 @@ class ExperimentRunner:
 
     def _members(self, worker_id: int) -> list[int]:
         """The trials a worker trains: its pack's members, or its own trial alone."""
-        return self._packs.get(worker_id, [worker_id])
+        return self._packs.members(worker_id)
 
     def _poll(self, worker_id: int) -> int | None:
         """The executor's poll; once the workers have exited, their trials' attempts are over."""
         code = self._executor.poll(worker_id)
         if code is not None:
-            for trial_id in self._packs.pop(worker_id, [worker_id]):
+            for trial_id in self._packs.pop(worker_id):
                 self._service.end_attempt(trial_id)
         return code
 
