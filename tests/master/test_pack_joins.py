@@ -18,7 +18,7 @@ from tests.master.conftest import ADMIN_TOKEN
 from trainyard.config import parse_experiment
 from trainyard.master.api.app import create_app
 from trainyard.master.pack_joins import claim_for_launch
-from trainyard.master.packs import PackRoster
+from trainyard.master.pack_roster import PackRoster, orphaned_joins
 from trainyard.master.service import MasterService
 from trainyard.protocol import ExperimentState, TrialState
 
@@ -202,15 +202,34 @@ def test_the_runner_counts_a_joined_trial_as_its_packs(
     service: MasterService, tmp_path: Path
 ) -> None:
     first, second, third, _ = _experiment(service, tmp_path, pack=3)
-    roster = PackRoster()
+    experiment_id = service.get_trial(first).experiment_id
+    roster = PackRoster(service)
     roster.add(first, [first, second], 4242)
     _in_pack(service, 4242, first, second, third)  # `third` joined through the Master
-    trials = service.list_trials(service.get_trial(first).experiment_id)
-    assert [(host, t.id) for host, t in roster.adopt_joined(trials)] == [(first, third)]
+    assert roster.adopt_joined(experiment_id) == [third]
     assert roster.members(first) == [first, second, third]
-    assert roster.adopt_joined(trials) == []
-    assert roster.free_places(trials, 3) == 0
+    assert roster.adopt_joined(experiment_id) == []
+    assert roster.free_places(service.list_trials(experiment_id), 3) == 0
     service.update_trial(second, state=TrialState.STOPPED)
-    trials = service.list_trials(service.get_trial(first).experiment_id)
-    assert roster.free_places(trials, 3) == 1
+    assert roster.free_places(service.list_trials(experiment_id), 3) == 1
     assert roster.pop(first) == [first, second, third]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_trial_claimed_by_a_pack_that_died_is_found_orphaned(
+    service: MasterService, tmp_path: Path
+) -> None:
+    first, second, third, fourth = _experiment(service, tmp_path, pack=3)
+    _in_pack(service, 4242, first, second)
+    worker = _in_pack(service, 4242, first)
+    assert _join(worker, first, [first, second])["trial_id"] == third
+    service.update_trial(fourth, state=TrialState.RUNNING)  # claimed by a launch: no pid yet
+    trials = service.list_trials(service.get_trial(first).experiment_id)
+    # The pack's worker lives: its claim is adopted at the next tick, not orphaned.
+    assert orphaned_joins(trials, live_trials={first, second}, live_pids={4242}) == []
+    # It exited before the runner saw the join: the claimed trial is orphaned.
+    assert [t.id for t in orphaned_joins(trials, live_trials=set(), live_pids=set())] == [
+        first,
+        second,
+        third,
+    ]

@@ -2,14 +2,13 @@
 
 The runner launches up to that many queued trials of an experiment in one worker process on
 one slot (docs/packing.md, "Wiring"); this module decides the number, once per run, from the
-experiment and the executor, and refuses a pack the executor cannot start; `PackRoster` is
-the runner's record of its packed workers and their members, joined ones included.
+experiment and the executor, and refuses a pack the executor cannot start. The runner's
+record of its packed workers and their members is `pack_roster.PackRoster`.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 from trainyard.config import ExperimentConfig
 from trainyard.config.packing import auto_pack_size
@@ -17,7 +16,6 @@ from trainyard.data.batch import DEFAULT_INPUT_ROLES
 from trainyard.errors import ConfigError
 from trainyard.executors import Executor
 from trainyard.models import input_roles
-from trainyard.protocol import TrialOut, TrialState
 
 logger = logging.getLogger(__name__)
 
@@ -62,51 +60,3 @@ def pack_size(config: ExperimentConfig, executor: Executor) -> int:
         )
     logger.info("resources.pack: auto -> %d (%s)", size, why)
     return size
-
-
-@dataclass
-class _Pack:
-    pid: int | None
-    members: list[int]
-    """Every trial the pack's worker took: those it started with, then those that joined."""
-
-
-class PackRoster:
-    """The runner's packed workers: each one's pid and members, keyed by its host trial's id
-    (the executor's key). Members that joined later (master/pack_joins.py) are learnt from the
-    store: a trial RUNNING under a pack's pid is that pack's."""
-
-    def __init__(self) -> None:
-        self._packs: dict[int, _Pack] = {}
-
-    def add(self, host_id: int, trial_ids: list[int], pid: int | None) -> None:
-        self._packs[host_id] = _Pack(pid=pid, members=list(trial_ids))
-
-    def members(self, worker_id: int) -> list[int]:
-        """The trials a worker trains: its pack's members, or its own trial alone."""
-        pack = self._packs.get(worker_id)
-        return list(pack.members) if pack else [worker_id]
-
-    def pop(self, worker_id: int) -> list[int]:
-        """Forget a worker that exited; returns the trials it trained."""
-        pack = self._packs.pop(worker_id, None)
-        return pack.members if pack else [worker_id]
-
-    def adopt_joined(self, trials: list[TrialOut]) -> list[tuple[int, TrialOut]]:
-        """Add each trial RUNNING under a pack's pid that the pack does not list yet; returns
-        (host id, trial) of each one added."""
-        adopted = []
-        for host_id, pack in self._packs.items():
-            for trial in trials:
-                joined = trial.state is TrialState.RUNNING and trial.worker_pid is not None
-                if joined and trial.worker_pid == pack.pid and trial.id not in pack.members:
-                    pack.members.append(trial.id)
-                    adopted.append((host_id, trial))
-        return adopted
-
-    def free_places(self, trials: list[TrialOut], size: int) -> int:
-        """Places left by members that ended, which the packs' workers fill by joins."""
-        running = {t.id for t in trials if t.state is TrialState.RUNNING}
-        in_packs = [len(running.intersection(pack.members)) for pack in self._packs.values()]
-        # A pack with no member left is exiting: it takes no one.
-        return sum(max(0, size - num) for num in in_packs if num > 0)

@@ -19,8 +19,8 @@ from pathlib import Path
 from trainyard.config.entrypoint import EntrypointSpec
 from trainyard.executors import Executor, WorkerLaunch
 from trainyard.executors.base import SlotsTaken
-from trainyard.master.pack_joins import claim_for_launch
-from trainyard.master.packs import PackRoster, pack_size
+from trainyard.master.pack_roster import PackRoster, note_in_log
+from trainyard.master.packs import pack_size
 from trainyard.master.service import MasterService
 from trainyard.protocol import (
     PACK_SIZE_ENV,
@@ -64,7 +64,7 @@ class ExperimentRunner:
         self._search_exhausted = False
         self._pack_size = 1
         self._max_concurrent_trials = 1
-        self._packs = PackRoster()
+        self._packs = PackRoster(service)
         """The packed workers, by their host trial's id (the executor's key), and members."""
         self._entrypoint: EntrypointSpec | None = None
         """The experiment's script, when its trials run the user's own command."""
@@ -123,9 +123,11 @@ class ExperimentRunner:
                 self._stop_workers(experiment_id, ExperimentState.PAUSED, graceful=True)
             elif self._resumed_after_pause(experiment_id):
                 continue
-            self._adopt_joined(experiment_id)
+            if self._pack_size > 1:  # members that joined a pack; claims of dead packs
+                self._packs.adopt_joined(experiment_id)
             self._reap(config.max_restarts)
-            self._reap_orphaned_joins(experiment_id, config.max_restarts)
+            if self._pack_size > 1:
+                self._packs.reap_orphans(experiment_id, self._executor, config.max_restarts)
             self._watch_heartbeats()
             if state == ExperimentState.RUNNING:
                 self._fill_slots(experiment_id)
@@ -192,58 +194,9 @@ class ExperimentRunner:
         ):
             self._launch(hosts[request.trial_id], 1)
 
-    def _claim(self, trials: list[TrialOut]) -> list[TrialOut]:
-        """Those of `trials` this runner claimed; the others were taken by a pack's join, or
-        the experiment is at max_concurrent_trials."""
-        claimed = claim_for_launch(
-            self._service,
-            experiment_id=trials[0].experiment_id,
-            trial_ids=[t.id for t in trials],
-            max_concurrent_trials=self._max_concurrent_trials,
-        )
-        return [t for t in trials if t.id in claimed]
-
     def _unclaim(self, trials: list[TrialOut]) -> None:
-        """Back to the queue: their worker did not start."""
-        if self._pack_size > 1:
-            for trial in trials:
-                self._service.update_trial(trial.id, state=TrialState.QUEUED)
-
-    def _adopt_joined(self, experiment_id: int) -> None:
-        """Trials that joined a running pack become its members here: watched, paused and
-        reaped with it; each one's own log points to the pack's."""
-        if self._pack_size == 1:
-            return
-        for host_id, trial in self._packs.adopt_joined(self._service.list_trials(experiment_id)):
-            host = self._service.get_trial(host_id)
-            logger.info(
-                "trial %d joined the pack of trial %d (pid %s)",
-                trial.number,
-                host.number,
-                trial.worker_pid,
-            )
-            _note_in_log(trial, f"joined the pack of trial {host.number}; log: {host.log_path}")
-
-    def _reap_orphaned_joins(self, experiment_id: int, max_restarts: int) -> None:
-        """A trial claimed by a pack whose worker exited before this runner saw it join:
-        retried from its checkpoint like the pack's other members."""
-        if self._pack_size == 1:
-            return
-        workers = self._executor.running()
-        live = {t for w in workers for t in self._members(w)}
-        pids = {self._executor.worker_pid(w) for w in workers}
-        for trial in self._service.list_trials(experiment_id):
-            if trial.state is TrialState.RUNNING and trial.worker_pid is not None:
-                if trial.id in live or trial.worker_pid in pids:  # joins at the next tick
-                    continue
-                self._service.end_attempt(trial.id)
-                reason = f"its pack's worker (pid {trial.worker_pid}) exited as it joined"
-                retried = self._service.fail_or_retry(
-                    trial.id, reason=reason, max_restarts=max_restarts
-                )
-                logger.warning(
-                    "trial %d: %s; %s", trial.number, reason, "retrying" if retried else "errored"
-                )
+        if self._pack_size > 1:  # claimed in `_launch`: back to the queue
+            self._packs.unclaim(trials)
 
     def _queued(self, experiment_id: int) -> list[TrialOut]:
         return [
@@ -258,7 +211,7 @@ class ExperimentRunner:
         queued and within max_concurrent_trials): a running pack may have taken one by a join.
         """
         if self._pack_size > 1:
-            trials = self._claim(trials)
+            trials = self._packs.claim(trials, max_concurrent_trials=self._max_concurrent_trials)
             if not trials:
                 return
         host = trials[0]
@@ -309,7 +262,7 @@ class ExperimentRunner:
                 "trials %s: one packed worker (pid %s), log %s", numbers, pid, host.log_path
             )
             for trial in trials[1:]:
-                _note_in_log(
+                note_in_log(
                     trial, f"trained in a pack with trials {numbers}; log: {host.log_path}"
                 )
 
@@ -470,12 +423,3 @@ class ExperimentRunner:
         lines = Path(trial.log_path).read_text(errors="replace").splitlines()
         tail = lines[-self._settings.log_tail_lines :]
         return f"last {len(tail)} line(s) of {trial.log_path}:\n" + "\n".join(tail)
-
-
-def _note_in_log(trial: TrialOut, line: str) -> None:
-    """A line in a packed member's own log, pointing to the pack's log that has its lines."""
-    if trial.log_path:
-        path = Path(trial.log_path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a") as log:
-            log.write(f"{datetime.now(UTC).isoformat(timespec='seconds')} trainyard: {line}\n")
