@@ -2,7 +2,8 @@
 
 Real processes, the real store and the local executor: the same grid search packed and not
 packed ends with the same weights; the searcher's stop ends one member while the others go
-on; a SIGKILLed pack's members resume from their own checkpoints.
+on, and a queued trial joins the running pack in the place it left; a SIGKILLed pack's
+members resume from their own checkpoints.
 """
 
 from __future__ import annotations

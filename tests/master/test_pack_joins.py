@@ -9,16 +9,20 @@ pack may claim for it.
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.executors.test_local import UNREACHABLE_MASTER
 from tests.master.conftest import ADMIN_TOKEN
 from trainyard.config import parse_experiment
+from trainyard.executors import LocalExecutor, WorkerLaunch
 from trainyard.master.api.app import create_app
 from trainyard.master.pack_joins import claim_for_launch
 from trainyard.master.pack_roster import PackRoster, orphaned_joins
+from trainyard.master.runner import ExperimentRunner, RunAbandoned
 from trainyard.master.service import MasterService
 from trainyard.protocol import ExperimentState, TrialState
 
@@ -233,3 +237,44 @@ def test_a_trial_claimed_by_a_pack_that_died_is_found_orphaned(
         second,
         third,
     ]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_restarted_runner_ends_the_leftover_pack_of_a_joined_trial(
+    service: MasterService, tmp_path: Path
+) -> None:
+    """An earlier Master's pack, whose host completed and whose one running member joined
+    later (so the worker is named only after its host): the new runner ends it before
+    requeueing the joined trial, so two attempts never write one trial's checkpoints."""
+    first, second, third, _ = _experiment(service, tmp_path, pack=2)
+    experiment_id = service.get_trial(first).experiment_id
+    earlier = LocalExecutor(gpu_ids=[], num_cpu_slots=1, threads_per_cpu_slot=1, fork_server=True)
+    try:
+        earlier.launch(
+            WorkerLaunch(
+                trial_id=first,
+                num_slots=1,
+                log_path=tmp_path / "w.log",
+                env={**UNREACHABLE_MASTER, "TRAINYARD_TRIAL_ID": str(first)},
+            )
+        )
+        pid = earlier.worker_pid(first)
+        service.update_trial(first, state=TrialState.COMPLETED, worker_pid=pid)
+        service.update_trial(second, state=TrialState.STOPPED, worker_pid=pid)
+        service.update_trial(third, state=TrialState.RUNNING, worker_pid=pid)  # joined
+        runner = ExperimentRunner(
+            service=service,
+            executor=LocalExecutor(gpu_ids=[], num_cpu_slots=1, threads_per_cpu_slot=1),
+            settings=service.settings,
+            master_url="http://127.0.0.1:9",
+        )
+        runner.request_abandon()  # only the restart path: nothing is launched
+        with pytest.raises(RunAbandoned):
+            runner.run(experiment_id)
+        assert service.get_trial(third).state is TrialState.QUEUED
+        deadline = time.monotonic() + 30
+        while earlier.poll(first) is None:
+            assert time.monotonic() < deadline, "the leftover pack was not ended"
+            time.sleep(0.05)
+    finally:
+        earlier.close()

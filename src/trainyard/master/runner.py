@@ -382,12 +382,19 @@ class ExperimentRunner:
 
     def _requeue_unfinished(self, experiment_id: int) -> None:
         """On resume, unfinished trials go back to the queue; orphaned workers are ended first."""
-        for trial in self._service.list_trials(experiment_id):
+        trials = self._service.list_trials(experiment_id)
+        for trial in trials:
             if trial.state not in _RESUMABLE:
                 continue
             self._service.end_attempt(trial.id)
             if trial.state is TrialState.RUNNING:
                 self._executor.end_leftover(trial.id, trial.worker_pid)
+                # A pack's worker is named after its host (a fork's name) or the trials it
+                # started with (its environment), not after one that joined later: try the
+                # trials of the experiment that ran under that pid, the finished ones too.
+                for named in trials:
+                    if trial.worker_pid is not None and named.worker_pid == trial.worker_pid:
+                        self._executor.end_leftover(named.id, trial.worker_pid)
             self._service.update_trial(trial.id, state=TrialState.QUEUED)
 
     def _members(self, worker_id: int) -> list[int]:
