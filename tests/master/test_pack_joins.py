@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from tests.executors.test_local import UNREACHABLE_MASTER
 from tests.master.conftest import ADMIN_TOKEN
@@ -25,6 +26,7 @@ from trainyard.master.pack_roster import PackRoster, orphaned_joins
 from trainyard.master.runner import ExperimentRunner, RunAbandoned
 from trainyard.master.service import MasterService
 from trainyard.protocol import ExperimentState, TrialState
+from trainyard.store import Project
 
 
 def _experiment(
@@ -278,3 +280,20 @@ def test_a_restarted_runner_ends_the_leftover_pack_of_a_joined_trial(
             time.sleep(0.05)
     finally:
         earlier.close()
+
+
+def test_a_pack_at_its_projects_trial_quota_gets_none(
+    service: MasterService, tmp_path: Path
+) -> None:
+    first, second, _, _ = _experiment(service, tmp_path, pack=4)
+    (other,) = _experiment(service, tmp_path, name="neighbour", num_trials=1)
+    with service.store.session() as session:  # the facility admin's quota on the project
+        session.scalars(select(Project)).one().max_concurrent_trials = 2
+    worker = _in_pack(service, 4242, first)
+    _in_pack(service, 777, other)  # the project's other experiment holds the second trial
+    offer = _join(worker, first, [first])
+    assert offer["trial_id"] is None
+    assert offer["reason"] == (
+        "quota max_concurrent_trials of project 'default' is reached (2 running trials)"
+    )
+    assert service.get_trial(second).state is TrialState.QUEUED
