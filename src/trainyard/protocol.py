@@ -40,6 +40,9 @@ is the host, whose id is also TRAINYARD_TRIAL_ID)."""
 PACK_TOKENS_ENV = "TRAINYARD_PACK_TOKENS"
 """Each member's own worker credential, comma-separated in the order of the ids (tokens are
 handed over in the environment only, never on a command line)."""
+PACK_SIZE_ENV = "TRAINYARD_PACK_SIZE"
+"""Set by the runner for a packed worker: how many trials it may train at once (K); with a
+place free it asks the Master for a queued trial to join (docs/packing.md, "Joins")."""
 
 WORKER_TOKEN_PREFIX = "tyw_"
 """Worker credentials start with this, so a leaked one is recognisable (and greppable)."""
@@ -287,6 +290,28 @@ class TrialOutcome(_Message):
 
     state: OutcomeState
     message: StoredText | None = Field(default=None, max_length=MAX_MESSAGE_CHARS)
+
+
+class PackJoinRequest(_Message):
+    """`POST /trials/{id}/pack/join`, sent by a packed worker with a place free between steps,
+    with the credential of one of its members (`{id}`): give this pack the experiment's next
+    queued trial (docs/packing.md, "Joins")."""
+
+    members: list[TrialId] = Field(min_length=1, max_length=64)
+    """The trials the pack trains now, the caller among them: the Master checks they are this
+    pack's, and re-offers a trial it claimed for the pack whose answer was lost."""
+
+
+class PackJoinOffer(_Message):
+    """The answer to a PackJoinRequest: a trial claimed for the pack (now RUNNING under the
+    pack's worker), with its spec and its attempt's own credential; or none, with why."""
+
+    trial_id: TrialId | None = None
+    spec: TrialSpec | None = None
+    token: str | None = Field(default=None, repr=False)
+    """The new member's worker credential (never logged: kept out of the repr)."""
+    reason: str = ""
+    """Why no trial was offered (none queued, the experiment's concurrency, its state)."""
 
 
 # -- Master -> clients (read views) --------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 Real processes, the real store and the local executor: the same grid search packed and not
 packed ends with the same weights; the searcher's stop ends one member while the others go
-on; a SIGKILLed pack's members resume from their own checkpoints.
+on, and a queued trial joins the running pack in the place it left; a SIGKILLed pack's
+members resume from their own checkpoints.
 """
 
 from __future__ import annotations
@@ -242,3 +243,40 @@ def test_a_killed_pack_is_retried_and_a_paused_one_resumes_each_member_from_its_
         steps = [step for n, step in starts if n == number]
         assert len(steps) == 2 and steps[0] >= 10, starts
         assert f"step-{steps[1]:08d}" == paused_at[number], (starts, paused_at)
+
+
+def test_a_queued_trial_joins_the_pack_in_the_place_a_stopped_member_left(
+    toy_data, write_experiment, tmp_path
+) -> None:
+    """ASHA with `pack: 2` and room for two trials: when a member ends, the next trial joins
+    the running worker (same pid as the pack's host) instead of waiting for it to exit, and
+    ends with its own metrics and checkpoints."""
+    (tmp_path / "slow_models.py").write_text(SLOW_MODEL)  # steps slow enough to join
+    home = tmp_path / "home"
+    config = _grid(
+        toy_data,
+        pack=2,
+        name="joins",
+        model="slow_models:slow_mlp",
+        hyperparameters={"lr": {"type": "log", "min": 1e-5, "max": 1.0}, "batch_size": 64},
+        searcher={"name": "asha", "max_trials": 3, "asha": {"reduction_factor": 2}},
+        resources={"max_concurrent_trials": 2, "pack": 2},
+    )
+    env = cli_env(home, PYTHONPATH=str(tmp_path))
+    result = run_cli(["run", str(write_experiment(config))], env, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    trials = _trials(home)
+    summary = [(t.number, t.state, t.worker_pid, t.batches_trained) for t in trials]
+    assert len(trials) == 3 and {t.state for t in trials} <= {"STOPPED", "COMPLETED"}, summary
+    host_pid = trials[0].worker_pid
+    joined = [t for t in trials[2:] if t.worker_pid == host_pid]
+    assert joined, summary
+    for trial in joined:  # an ordinary trial: its own validations and checkpoints
+        assert trial.validations and trial.validations[0] == 10, summary
+        folder = Path(trial.log_path).parent / "checkpoints"
+        assert (folder / f"step-{trial.batches_trained:08d}").is_dir()
+        assert "joined the pack of trial 0" in Path(trial.log_path).read_text()
+    log = _logs(home)
+    assert re.search(
+        rf"trial {joined[0].number}: \S+: trial {joined[0].number} joined the pack", log
+    )

@@ -58,6 +58,9 @@ ROUTES: dict[tuple[str, str], Row] = {
     ("POST", "/api/v1/trials/{trial_id}/heartbeat"): Row(Level.WORKER, {"batches": 1}),
     ("GET", "/api/v1/trials/{trial_id}/decision"): Row(Level.WORKER),
     ("POST", "/api/v1/trials/{trial_id}/outcome"): Row(Level.WORKER, {"state": "completed"}),
+    ("POST", "/api/v1/trials/{trial_id}/pack/join"): Row(
+        Level.WORKER, {"members": [1]}, allowed=(403, "does not pack trials")
+    ),
     ("GET", "/api/v1/trials/{trial_id}"): Row(Level.VIEWER),
     ("GET", "/api/v1/trials/{trial_id}/metrics"): Row(Level.VIEWER),
     ("GET", "/api/v1/trials/{trial_id}/checkpoints"): Row(Level.VIEWER),

@@ -2,7 +2,8 @@
 
 The runner launches up to that many queued trials of an experiment in one worker process on
 one slot (docs/packing.md, "Wiring"); this module decides the number, once per run, from the
-experiment and the executor, and refuses a pack the executor cannot start.
+experiment and the executor, and refuses a pack the executor cannot start. The runner's
+record of its packed workers and their members is `pack_roster.PackRoster`.
 """
 
 from __future__ import annotations

@@ -19,9 +19,11 @@ from pathlib import Path
 from trainyard.config.entrypoint import EntrypointSpec
 from trainyard.executors import Executor, WorkerLaunch
 from trainyard.executors.base import SlotsTaken
+from trainyard.master.pack_roster import PackRoster, note_in_log
 from trainyard.master.packs import pack_size
 from trainyard.master.service import MasterService
 from trainyard.protocol import (
+    PACK_SIZE_ENV,
     PACK_TOKENS_ENV,
     PACK_TRIAL_IDS_ENV,
     ExperimentState,
@@ -61,8 +63,9 @@ class ExperimentRunner:
         self._waiting: set[int] = set()
         self._search_exhausted = False
         self._pack_size = 1
-        self._packs: dict[int, list[int]] = {}
-        """A packed worker's host trial id (the executor's key) -> its member trial ids."""
+        self._max_concurrent_trials = 1
+        self._packs = PackRoster(service)
+        """The packed workers, by their host trial's id (the executor's key), and members."""
         self._entrypoint: EntrypointSpec | None = None
         """The experiment's script, when its trials run the user's own command."""
 
@@ -104,6 +107,7 @@ class ExperimentRunner:
         self._service.recover_searcher(experiment_id)
         config = self._service.experiment_config(experiment_id)
         self._pack_size = pack_size(config, self._executor)
+        self._max_concurrent_trials = config.resources.max_concurrent_trials
         self._entrypoint = config.entrypoint
         while True:
             if self._abandon_requested.is_set():
@@ -119,7 +123,11 @@ class ExperimentRunner:
                 self._stop_workers(experiment_id, ExperimentState.PAUSED, graceful=True)
             elif self._resumed_after_pause(experiment_id):
                 continue
+            if self._pack_size > 1:  # members that joined a pack; claims of dead packs
+                self._packs.adopt_joined(experiment_id)
             self._reap(config.max_restarts)
+            if self._pack_size > 1:
+                self._packs.reap_orphans(experiment_id, self._executor, config.max_restarts)
             self._watch_heartbeats()
             if state == ExperimentState.RUNNING:
                 self._fill_slots(experiment_id)
@@ -163,16 +171,19 @@ class ExperimentRunner:
         of one is launched as an ordinary solo trial. max_concurrent_trials counts trials."""
         trials = self._service.list_trials(experiment_id)
         num_running = sum(t.state == TrialState.RUNNING for t in trials)
+        # Places that members left in running packs are filled by the packs themselves
+        # (joins, master/pack_joins.py): the first queued trials wait for them.
+        places = self._packs.free_places(trials, self._pack_size)
         room = min(
             max_concurrent_trials - num_running,
-            self._executor.free_slots() * self._pack_size,
+            self._executor.free_slots() * self._pack_size + places,
         )
         queued = self._queued(experiment_id)
         if room > len(queued) and not self._search_exhausted:
             created = self._service.create_trials(experiment_id, num_free=room - len(queued))
             self._search_exhausted = not created
             queued = self._queued(experiment_id)
-        queued = sorted(queued, key=lambda t: t.number)[: max(room, 0)]
+        queued = sorted(queued, key=lambda t: t.number)[min(places, max(room, 0)) : max(room, 0)]
         groups = [queued[i : i + self._pack_size] for i in range(0, len(queued), self._pack_size)]
         hosts = {group[0].id: group for group in groups}
         requests = [LaunchRequest(experiment_id, g[0].number, g[0].id, 1) for g in groups]
@@ -183,6 +194,10 @@ class ExperimentRunner:
         ):
             self._launch(hosts[request.trial_id], 1)
 
+    def _unclaim(self, trials: list[TrialOut]) -> None:
+        if self._pack_size > 1:  # claimed in `_launch`: back to the queue
+            self._packs.unclaim(trials)
+
     def _queued(self, experiment_id: int) -> list[TrialOut]:
         return [
             t for t in self._service.list_trials(experiment_id) if t.state == TrialState.QUEUED
@@ -190,7 +205,15 @@ class ExperimentRunner:
 
     def _launch(self, trials: list[TrialOut], num_slots: int) -> None:
         """One worker for `trials`: a solo trial, or a pack whose first trial is its host
-        (the executor knows the worker by the host's id and writes the host's log)."""
+        (the executor knows the worker by the host's id and writes the host's log).
+
+        A packed experiment's trials are claimed first (QUEUED -> RUNNING only while still
+        queued and within max_concurrent_trials): a running pack may have taken one by a join.
+        """
+        if self._pack_size > 1:
+            trials = self._packs.claim(trials, max_concurrent_trials=self._max_concurrent_trials)
+            if not trials:
+                return
         host = trials[0]
         assert host.log_path is not None, "trials get their log path when created"
         tokens = [self._service.issue_worker_token(t.id) for t in trials]
@@ -202,7 +225,7 @@ class ExperimentRunner:
         if len(trials) > 1:
             env[PACK_TRIAL_IDS_ENV] = ",".join(str(t.id) for t in trials)
             env[PACK_TOKENS_ENV] = ",".join(tokens)
-            self._packs[host.id] = [t.id for t in trials]
+            env[PACK_SIZE_ENV] = str(self._pack_size)
         script = self._entrypoint
         try:
             self._executor.launch(
@@ -218,9 +241,14 @@ class ExperimentRunner:
             )
         except SlotsTaken as taken:  # a server's other experiment was quicker: try next tick
             logger.info("trial %d stays queued: %s", host.number, taken)
-            self._packs.pop(host.id, None)
+            self._unclaim(trials)
             return
+        except BaseException:
+            self._unclaim(trials)
+            raise
         pid = self._executor.worker_pid(host.id)
+        if len(trials) > 1:
+            self._packs.add(host.id, [t.id for t in trials], pid)
         for trial in trials:
             self._service.update_trial(
                 trial.id,
@@ -234,7 +262,7 @@ class ExperimentRunner:
                 "trials %s: one packed worker (pid %s), log %s", numbers, pid, host.log_path
             )
             for trial in trials[1:]:
-                _note_in_log(
+                note_in_log(
                     trial, f"trained in a pack with trials {numbers}; log: {host.log_path}"
                 )
 
@@ -354,23 +382,30 @@ class ExperimentRunner:
 
     def _requeue_unfinished(self, experiment_id: int) -> None:
         """On resume, unfinished trials go back to the queue; orphaned workers are ended first."""
-        for trial in self._service.list_trials(experiment_id):
+        trials = self._service.list_trials(experiment_id)
+        for trial in trials:
             if trial.state not in _RESUMABLE:
                 continue
             self._service.end_attempt(trial.id)
             if trial.state is TrialState.RUNNING:
                 self._executor.end_leftover(trial.id, trial.worker_pid)
+                # A pack's worker is named after its host (a fork's name) or the trials it
+                # started with (its environment), not after one that joined later: try the
+                # trials of the experiment that ran under that pid, the finished ones too.
+                for named in trials:
+                    if trial.worker_pid is not None and named.worker_pid == trial.worker_pid:
+                        self._executor.end_leftover(named.id, trial.worker_pid)
             self._service.update_trial(trial.id, state=TrialState.QUEUED)
 
     def _members(self, worker_id: int) -> list[int]:
         """The trials a worker trains: its pack's members, or its own trial alone."""
-        return self._packs.get(worker_id, [worker_id])
+        return self._packs.members(worker_id)
 
     def _poll(self, worker_id: int) -> int | None:
         """The executor's poll; once the workers have exited, their trials' attempts are over."""
         code = self._executor.poll(worker_id)
         if code is not None:
-            for trial_id in self._packs.pop(worker_id, [worker_id]):
+            for trial_id in self._packs.pop(worker_id):
                 self._service.end_attempt(trial_id)
         return code
 
@@ -395,12 +430,3 @@ class ExperimentRunner:
         lines = Path(trial.log_path).read_text(errors="replace").splitlines()
         tail = lines[-self._settings.log_tail_lines :]
         return f"last {len(tail)} line(s) of {trial.log_path}:\n" + "\n".join(tail)
-
-
-def _note_in_log(trial: TrialOut, line: str) -> None:
-    """A line in a packed member's own log, pointing to the pack's log that has its lines."""
-    if trial.log_path:
-        path = Path(trial.log_path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a") as log:
-            log.write(f"{datetime.now(UTC).isoformat(timespec='seconds')} trainyard: {line}\n")

@@ -27,6 +27,8 @@ from trainyard.protocol import (
     MetricKind,
     MetricsReport,
     OutcomeState,
+    PackJoinOffer,
+    PackJoinRequest,
     RocCurve,
     TrialOutcome,
     TrialSpec,
@@ -53,6 +55,7 @@ class MasterClient:
 
     def __init__(self, *, url: str, token: str, trial_id: int) -> None:
         self.trial_id = trial_id
+        self._url = url
         self._http = httpx.Client(
             base_url=f"{url.rstrip('/')}{API_PREFIX}/trials/{trial_id}",
             headers={"Authorization": f"Bearer {token}"},
@@ -98,6 +101,11 @@ class MasterClient:
             for trial_id, token in zip(trial_ids, credentials, strict=True)
         ]
 
+    def for_trial(self, trial_id: int, token: str) -> MasterClient:
+        """A client of the same Master for another trial, with that trial's credential (a
+        trial that joined this pack)."""
+        return MasterClient(url=self._url, token=token, trial_id=trial_id)
+
     def trial_spec(self) -> TrialSpec:
         return self._parse(TrialSpec, self._call("GET", "/spec"))
 
@@ -134,6 +142,18 @@ class MasterClient:
         if message is not None and len(message) > MAX_MESSAGE_CHARS:
             message = "...\n" + message[-(MAX_MESSAGE_CHARS - 4) :]
         self._send("POST", "/outcome", TrialOutcome(state=state, message=message))
+
+    def join_pack(self, members: list[int]) -> PackJoinOffer:
+        """Ask for a queued trial to fill a free place of this trial's pack (`members`: the
+        trials it trains now). Not repeated blindly: a retry after a lost answer is offered
+        the trial claimed for it before."""
+        response = self._call(
+            "POST",
+            "/pack/join",
+            content=PackJoinRequest(members=members).model_dump_json(),
+            headers={"Content-Type": "application/json"},
+        )
+        return self._parse(PackJoinOffer, response)
 
     def close(self) -> None:
         self._http.close()

@@ -22,7 +22,7 @@ from types import FrameType
 
 from trainyard.config.trial import TrialConfig
 from trainyard.errors import TrainyardError
-from trainyard.protocol import OutcomeState
+from trainyard.protocol import OutcomeState, TrialSpec
 from trainyard.worker.allocator import keep_freed_memory
 from trainyard.worker.client import CredentialRefusedError, MasterClient, MasterUnreachableError
 
@@ -106,6 +106,7 @@ def _main_pack(clients: list[MasterClient], stop_requested: threading.Event) -> 
     fused step, building a member) is reported as every remaining member's error.
     """
     from trainyard.worker import distributed
+    from trainyard.worker.packing.joins import pack_size_from_env, recruit_member
     from trainyard.worker.packing.loop import (
         PackedTrial,
         PackLoop,
@@ -118,18 +119,26 @@ def _main_pack(clients: list[MasterClient], stop_requested: threading.Event) -> 
     name_members_in_log()
     world = distributed.init_distributed()
     unreported = list(clients)
+
+    def build(client: MasterClient, spec: TrialSpec) -> PackedTrial:
+        """A member's own Trainer, as a solo worker builds it (it resumes there)."""
+        client.heartbeat(batches=0)
+        reporter = Reporter(client, heartbeat_interval_s=spec.heartbeat_interval_s)
+        with logging_as(spec.trial_number):
+            trainer = Trainer(
+                spec=spec, reporter=reporter, world=world, stop_requested=stop_requested
+            )
+        return PackedTrial(client=client, trainer=trainer)
+
+    def recruit(members: list[PackedTrial]) -> PackedTrial | None:
+        joined = recruit_member(members, build)
+        if joined is not None:
+            clients.append(joined.client)
+        return joined
+
     try:
-        members = []
-        for client in clients:
-            spec = client.trial_spec()
-            client.heartbeat(batches=0)
-            reporter = Reporter(client, heartbeat_interval_s=spec.heartbeat_interval_s)
-            with logging_as(spec.trial_number):
-                trainer = Trainer(
-                    spec=spec, reporter=reporter, world=world, stop_requested=stop_requested
-                )
-            members.append(PackedTrial(client=client, trainer=trainer))
-        loop = PackLoop(members)
+        members = [build(client, client.trial_spec()) for client in clients]
+        loop = PackLoop(members, size=pack_size_from_env(len(clients)), recruit=recruit)
         try:
             loop.train()
         finally:

@@ -10,6 +10,7 @@ from trainyard.config.auth import ApiTokenPolicy, AuthConfig, AuthSpec
 from trainyard.master.api.errors import BodySizeLimit, install_error_handlers
 from trainyard.master.api.routes import accounts, admin, experiments, projects, trials, worker
 from trainyard.master.api.routes.experiments import Submitter
+from trainyard.master.pack_joins import PackJoins
 from trainyard.master.project_admin import ProjectAdmin
 from trainyard.master.project_disk import ProjectDisk
 from trainyard.master.reports import TrialReports
@@ -48,6 +49,7 @@ def create_app(
     app = FastAPI(title="trainyard Master", version=__version__)
     app.state.service = service
     app.state.reports = TrialReports(service)
+    app.state.pack_joins = PackJoins(service, app.state.reports)
     app.state.submitter = submitter
     app.state.authenticator = authenticator or Authenticator(
         service.store, auth, local_token=admin_token

@@ -17,6 +17,7 @@ from trainyard.auth import Access, Accounts, Authenticator, Principal, UserPrinc
 from trainyard.auth.authenticator import MISSING_TOKEN
 from trainyard.auth.principal import WorkerPrincipal
 from trainyard.errors import AuthenticationError, PermissionDeniedError
+from trainyard.master.pack_joins import PackJoins
 from trainyard.master.reports import TrialReports
 from trainyard.master.service import MasterService
 from trainyard.protocol import MAX_INT, ProjectRole
@@ -45,6 +46,10 @@ def _service(request: Request) -> MasterService:
 
 def _reports(request: Request) -> TrialReports:
     return request.app.state.reports
+
+
+def _pack_joins(request: Request) -> PackJoins:
+    return request.app.state.pack_joins
 
 
 def optional_bearer_token(request: Request) -> str | None:
@@ -98,7 +103,7 @@ def current_user(principal: Annotated[Principal, Depends(current_principal)]) ->
         raise PermissionDeniedError(
             f"a worker credential (trial {principal.trial_id}, attempt {principal.attempt}) "
             "reaches only its own trial's worker endpoints (spec, metrics, checkpoints, "
-            "heartbeat, decision, outcome); sign in as a user for everything else"
+            "heartbeat, decision, outcome, a pack's join); sign in as a user for everything else"
         )
     return principal
 
@@ -160,6 +165,7 @@ def require_worker(
 
 ServiceDep = Annotated[MasterService, Depends(_service)]
 ReportsDep = Annotated[TrialReports, Depends(_reports)]
+PackJoinsDep = Annotated[PackJoins, Depends(_pack_joins)]
 WorkerAttempt = Annotated[int, Depends(require_worker)]
 
 

@@ -13,6 +13,11 @@ own: a non-finite loss under `on_nonfinite: error`, a failed validation) reports
 for itself and leaves the pack; the others go on, and the worker exits when none is left. An
 error in the shared step (out of memory, a bug) ends every member, which `run_pack`'s caller
 reports. A Master that stops answering makes every member checkpoint before the worker exits.
+
+A place left free (a member ended, or the pack started with fewer than K) is offered to the
+experiment's next queued trial between two steps: `recruit` asks the Master (a join,
+master/pack_joins.py) and builds the new member exactly as an initial one, which then trains
+from its own newest checkpoint in the same fused step.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import contextlib
 import contextvars
 import functools
 import logging
+import time
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -28,13 +34,17 @@ from dataclasses import dataclass
 import torch
 
 from trainyard.data.batch import JetBatch
-from trainyard.errors import TrainyardError
+from trainyard.errors import ModelError, TrainyardError
 from trainyard.protocol import OutcomeState
 from trainyard.worker.client import CredentialRefusedError, MasterClient, MasterUnreachableError
 from trainyard.worker.packing.engine import PackedModels, PackMember
 from trainyard.worker.trainer import Trainer
 
 logger = logging.getLogger(__name__)
+
+JOIN_RETRY_S = 1.0
+"""With a place free and no trial to take, ask the Master again after this long (one small
+request a second per pack, while the search has nothing queued)."""
 
 _MEMBER = contextvars.ContextVar("pack_member", default="")
 """The member whose part of the loop runs now, as log lines name it ("trial 3: ")."""
@@ -81,28 +91,29 @@ class PackedTrial:
         return self.trainer.spec.trial_number
 
 
-class PackLoop:
-    """Trains its members until each has ended; `remaining` are those still in the pack."""
+Recruit = Callable[[list["PackedTrial"]], "PackedTrial | None"]
+"""Given the members in the pack now: a new member that the Master gave this pack, built and
+ready to join, or None."""
 
-    def __init__(self, members: list[PackedTrial]) -> None:
+
+class PackLoop:
+    """Trains its members until each has ended; `remaining` are those still in the pack.
+
+    With `recruit`, a free place of the `size` is filled between steps (a join).
+    """
+
+    def __init__(
+        self, members: list[PackedTrial], *, size: int = 0, recruit: Recruit | None = None
+    ) -> None:
         first = members[0].trainer
         self.device = first.device
         self.pack = PackedModels(device=self.device, autocast_dtype=first.precision.dtype)
         self.remaining: dict[str, PackedTrial] = {}
         self._streams: dict[str, Iterator[JetBatch]] = {}
+        self._size, self._recruit = size, recruit
+        self._next_ask = 0.0
         for member in members:
-            trainer = member.trainer
-            self.pack.join(
-                PackMember(
-                    key=member.key,
-                    model=trainer.model,
-                    optimizer=trainer.optimizer,
-                    lr_schedule=trainer.lr_schedule,
-                    grad_clip_norm=trainer.config.training.grad_clip_norm,
-                )
-            )
-            self.remaining[member.key] = member
-            self._streams[member.key] = trainer.batches()
+            self._join(member)
         logger.info(
             "pack of %d trial(s) on %s: trials %s",
             len(members),
@@ -119,6 +130,7 @@ class PackLoop:
         for member in list(self.remaining.values()):
             self._for_member(member, _begin)
         while self.remaining:
+            self._fill_places()
             batches: dict[str, JetBatch] = {}
             for member in list(self.remaining.values()):
                 batch = next(self._streams[member.key], None)
@@ -135,6 +147,54 @@ class PackLoop:
             for key, loss in losses.items():
                 kept = torch.zeros_like(loss) if key in skipped else loss
                 self._for_member(self.remaining[key], lambda t, kept=kept: t.after_step(kept))
+
+    def _join(self, member: PackedTrial) -> None:
+        """Add a member to the fused model (ModelError: its model differs in structure)."""
+        trainer = member.trainer
+        self.pack.join(
+            PackMember(
+                key=member.key,
+                model=trainer.model,
+                optimizer=trainer.optimizer,
+                lr_schedule=trainer.lr_schedule,
+                grad_clip_norm=trainer.config.training.grad_clip_norm,
+            )
+        )
+        self.remaining[member.key] = member
+        self._streams[member.key] = trainer.batches()
+
+    def _fill_places(self) -> None:
+        """Between two steps, with a place free: a queued trial of the experiment joins."""
+        if self._recruit is None or len(self.remaining) >= self._size:
+            return
+        if time.monotonic() < self._next_ask:
+            return
+        self._next_ask = time.monotonic() + JOIN_RETRY_S
+        try:
+            member = self._recruit(list(self.remaining.values()))
+        except MasterUnreachableError:
+            self._checkpoint_all_unregistered(but="")
+            raise
+        if member is None:
+            return
+        with logging_as(member.number):
+            try:
+                self._join(member)
+            except ModelError as err:  # the config's pack rule makes this a bug: give it back
+                logger.error("trial %s cannot join the pack: %s", member.number, err)
+                member.client.report_outcome(
+                    OutcomeState.PAUSED,
+                    f"could not join the pack of trials "
+                    f"{', '.join(str(m.number) for m in self.remaining.values())}: {err}; "
+                    "it is queued again and resumes in another worker",
+                )
+                return
+            logger.info(
+                "trial %s joined the pack (%d trial(s) in it now)",
+                member.number,
+                len(self.remaining),
+            )
+        self._for_member(member, _begin)
 
     def _keep(self, key: str, loss: torch.Tensor, *, skipped: set[str]) -> bool:
         """The member's own non-finite-loss policy decides whether its update is applied."""
@@ -183,6 +243,7 @@ class PackLoop:
     def _leave(self, member: PackedTrial) -> None:
         self.pack.leave(member.key)
         del self.remaining[member.key], self._streams[member.key]
+        self._next_ask = 0.0  # a place is free: ask for a trial at the next step
 
     def _checkpoint_all_unregistered(self, *, but: str) -> None:
         """The Master is gone: every other member writes its checkpoint (nobody to tell)."""

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
-from trainyard.master.api.deps import ReportsDep, TrialIdPath, WorkerAttempt
+from trainyard.master.api.deps import PackJoinsDep, ReportsDep, TrialIdPath, WorkerAttempt
 from trainyard.master.api.errors import ERROR_RESPONSES
 from trainyard.protocol import (
     CheckpointInventory,
     Decision,
     Heartbeat,
     MetricsReport,
+    PackJoinOffer,
+    PackJoinRequest,
     TrialOutcome,
     TrialSpec,
 )
@@ -62,3 +64,13 @@ def report_outcome(
 ) -> None:
     """The worker's final word: completed, stopped, paused or errored; ends the attempt."""
     reports.finish_trial(trial_id, outcome)
+
+
+@router.post("/pack/join")
+def join_pack(
+    trial_id: TrialIdPath, request: PackJoinRequest, _: WorkerAttempt, joins: PackJoinsDep
+) -> PackJoinOffer:
+    """A packed worker with a free place, calling with one member's credential: the
+    experiment's next queued trial, claimed for this pack, with its spec and credential; or
+    none, with why (docs/packing.md, "Joins")."""
+    return joins.claim(trial_id, request)

@@ -1,0 +1,190 @@
+"""Joins: a running pack with a free place takes the experiment's next queued trial.
+
+A packed worker whose member left (stopped by the searcher, completed, errored) asks, between
+two steps and with one member's own credential, for another trial (`PackJoinRequest`). The
+Master claims the lowest-numbered queued trial with a conditional update (store/claims.py):
+QUEUED -> RUNNING under the pack's worker pid, only while still queued (so the runner does
+not launch it too) and while the experiment's `max_concurrent_trials` and the project's trial
+quotas have room (a join takes no slot: the pack's worker already holds one, so slot quotas
+and the fair share do not change). The answer carries the trial's spec and a fresh attempt
+credential. Every trial of a packed experiment fits the pack: the config refuses a pack whose
+search varies a shape-changing hyperparameter (`trainyard.config.packing`).
+
+The runner learns a joined member from the store (RUNNING under its pack's pid) and watches,
+pauses and reaps it with the pack (master/runner.py); if the worker dies between claim and
+join, the reaping retries the claimed trial from its own checkpoint like any member.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from trainyard.auth.api_tokens import token_sha256
+from trainyard.errors import PermissionDeniedError
+from trainyard.master.reports import TrialReports
+from trainyard.master.service import MasterService
+from trainyard.protocol import (
+    ExperimentState,
+    PackJoinOffer,
+    PackJoinRequest,
+    TrialState,
+)
+from trainyard.store import Trial, repository
+from trainyard.store.claims import (
+    TrialLimit,
+    claim_queued_trial,
+    project_trial_limits,
+    reached_limit,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class PackJoins:
+    """The Master's side of joins: who may claim, and which trial they get."""
+
+    def __init__(self, service: MasterService, reports: TrialReports) -> None:
+        self._service = service
+        self._store = service.store
+        self._reports = reports
+
+    def claim(self, caller_id: int, request: PackJoinRequest) -> PackJoinOffer:
+        """A queued trial for the pack of `caller_id` (authenticated by its live credential),
+        or none with the reason.
+
+        Raises:
+            PermissionDeniedError: the experiment does not pack, the caller is not running
+                in a pack, or `members` names a trial that is not this pack's.
+        """
+        with self._store.session() as session:
+            caller = repository.get_trial(session, caller_id)
+            experiment_id, pid = caller.experiment_id, caller.worker_pid
+            experiment = repository.get_experiment(session, experiment_id)
+            experiment_state = experiment.state
+        config = self._service.experiment_config(experiment_id)
+        pack = config.resources.pack
+        if pack == "off" or pack == 1:
+            raise PermissionDeniedError(
+                f"trial {caller_id}'s experiment {config.name!r} does not pack trials "
+                f"(`resources.pack: {pack}`); only a packed worker may take queued trials"
+            )
+        with self._store.session() as session:
+            in_pack = self._pack_of(session, caller_id, experiment_id, pid, request)
+            if experiment_state is not ExperimentState.RUNNING:
+                return PackJoinOffer(reason=f"experiment is {experiment_state.value}")
+            if isinstance(pack, int) and len(in_pack) >= pack:
+                return PackJoinOffer(reason=f"the pack is full ({pack} trials)")
+            lost = sorted(set(in_pack) - set(request.members))
+        if lost:  # claimed for this pack before, but the answer never reached it
+            logger.info("trial %d: offered again to the pack of trial %d", lost[0], caller_id)
+            return self._offer(lost[0], caller_id)
+        limits = self._limits(experiment_id, config.resources.max_concurrent_trials)
+        while True:
+            with self._store.session() as session:
+                queued = session.scalar(
+                    select(Trial.id)
+                    .where(Trial.experiment_id == experiment_id, Trial.state == TrialState.QUEUED)
+                    .order_by(Trial.number)
+                    .limit(1)
+                )
+                if queued is None:
+                    return PackJoinOffer(reason="no trial of the experiment is queued")
+                if claim_queued_trial(
+                    session,
+                    experiment_id=experiment_id,
+                    trial_id=queued,
+                    limits=limits,
+                    worker_pid=pid,
+                ):
+                    break
+                full = reached_limit(session, limits)
+            if full is not None:
+                return PackJoinOffer(
+                    reason=f"{full.name} is reached ({full.limit} running trials)"
+                )
+            # Else another party claimed that trial first: try the next one.
+        logger.info("trial %d joins the pack of trial %d (pid %s)", queued, caller_id, pid)
+        return self._offer(queued, caller_id)
+
+    def _pack_of(
+        self,
+        session: Session,
+        caller_id: int,
+        experiment_id: int,
+        pid: int | None,
+        request: PackJoinRequest,
+    ) -> list[int]:
+        """The trials RUNNING in the caller's pack (its worker's pid), after checking that
+        the caller runs in one and that `members` are all of them."""
+        if pid is None or caller_id not in request.members:
+            raise PermissionDeniedError(
+                f"trial {caller_id} is not running in a pack that lists it among its members; "
+                "only a packed worker asks for trials, with one of its members' credentials"
+            )
+        in_pack = list(
+            session.scalars(
+                select(Trial.id).where(
+                    Trial.experiment_id == experiment_id,
+                    Trial.state == TrialState.RUNNING,
+                    Trial.worker_pid == pid,
+                )
+            )
+        )
+        strangers = sorted(set(request.members) - set(in_pack))
+        if strangers:
+            raise PermissionDeniedError(
+                f"trial(s) {', '.join(map(str, strangers))} are not running in the pack of "
+                f"trial {caller_id}; a pack takes trials only for itself"
+            )
+        return in_pack
+
+    def _limits(self, experiment_id: int, max_concurrent_trials: int) -> list[TrialLimit]:
+        with self._store.session() as session:
+            project = project_trial_limits(session, experiment_id=experiment_id)
+        own = TrialLimit(
+            "the experiment's resources.max_concurrent_trials",
+            max_concurrent_trials,
+            (experiment_id,),
+        )
+        return [own, *project]
+
+    def _offer(self, trial_id: int, caller_id: int) -> PackJoinOffer:
+        """The claimed trial with a fresh attempt credential (any earlier one dies)."""
+        token = self._service.issue_worker_token(trial_id)
+        with self._store.session() as session:
+            credential = repository.find_worker_credential(
+                session, token_sha256=token_sha256(token)
+            )
+            assert credential is not None, "just issued"
+            attempt = credential.attempt
+        spec = self._reports.trial_spec(trial_id, attempt=attempt)
+        return PackJoinOffer(trial_id=trial_id, spec=spec, token=token)
+
+
+def claim_for_launch(
+    service: MasterService,
+    *,
+    experiment_id: int,
+    trial_ids: list[int],
+    max_concurrent_trials: int,
+) -> set[int]:
+    """The runner's side: those of `trial_ids` it may launch, claimed QUEUED -> RUNNING (no
+    worker pid yet) unless a pack took one first or the experiment is at its limit."""
+    limit = TrialLimit(
+        "the experiment's resources.max_concurrent_trials", max_concurrent_trials, (experiment_id,)
+    )
+    claimed = set()
+    with service.store.session() as session:
+        for trial_id in trial_ids:
+            if claim_queued_trial(
+                session,
+                experiment_id=experiment_id,
+                trial_id=trial_id,
+                limits=[limit],
+                worker_pid=None,
+            ):
+                claimed.add(trial_id)
+    return claimed
