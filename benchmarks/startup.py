@@ -13,17 +13,21 @@ root and Debian's slurm-wlm). Per trial, from the store and the trial's log:
     data open     the worker fetched its spec and starts opening the data       log
     ready         data open, model built, resumed: the trainer's summary line   log
     first step    the first training report reached the Master            store: reported_at
+    turnover      from a trial's outcome (its worker's last log line) to the next trial's
+                  launch: the worker's exit plus the runner seeing it (one trial at a time)
 
 The first trial also stages the data (later ones reuse it), so the median is the figure;
 the range shows the first trial's staging. The summary gives each phase's median.
 
     .venv/bin/python -m benchmarks.startup                  # local, ~1-2 minutes
     .venv/bin/python -m benchmarks.startup --slurm          # local and SLURM
+    .venv/bin/python -m benchmarks.startup --slurm-only --name startup-slurm
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import platform
 import re
@@ -49,6 +53,7 @@ _MARKS = {
     "worker up": re.compile(r" trainyard\.worker"),
     "data open": re.compile(r"(reusing staged|staging) training data"),
     "ready": re.compile(r"trial \d+: .* batches \(\d+/epoch\)"),
+    "outcome": re.compile(r" trainyard\.worker: trial \d+ \w+ \(attempt \d+\)"),
 }
 SLURM_POOL: dict[str, Any] = {
     "executor": "slurm",
@@ -68,24 +73,30 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),
         "machine": _machine(),
-        "settings": {"trials": args.trials, "python": sys.executable},
+        "settings": {
+            "trials": args.trials,
+            "python": sys.executable,
+            "before": str(args.before) if args.before else None,
+            "rounds": args.rounds,
+        },
         "runs": {},
     }
     with tempfile.TemporaryDirectory(prefix="trainyard-startup-") as tmp:
-        workdir = Path(tmp)
+        workdir = args.workdir or Path(tmp)
         data = _toy_data(workdir)
-        results["runs"]["local"] = _run("local", data, workdir / "local", args.trials, None)
-        results["runs"]["local, fresh worker processes"] = _run(
-            "local, fresh worker processes",
-            data,
-            workdir / "local-fresh",
-            args.trials,
-            None,
-            extra_env={"TRAINYARD_FORK_WORKERS": "false"},
-        )
-        if args.slurm:
-            results["runs"]["slurm"] = _with_cluster(workdir, data, args.trials)
-    write_results(args.out, "startup", results, _markdown(results))
+        if not args.slurm_only:
+            results["runs"]["local"] = _run("local", data, workdir / "local", args.trials, None)
+            results["runs"]["local, fresh worker processes"] = _run(
+                "local, fresh worker processes",
+                data,
+                workdir / "local-fresh",
+                args.trials,
+                None,
+                extra_env={"TRAINYARD_FORK_WORKERS": "false"},
+            )
+        if args.slurm or args.slurm_only:
+            results["runs"].update(_with_cluster(workdir, data, args))
+    write_results(args.out, args.name, results, _markdown(results))
     return 0
 
 
@@ -93,6 +104,20 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--slurm", action="store_true", help="also through a SLURM cluster")
+    parser.add_argument("--slurm-only", action="store_true", help="only through SLURM")
+    parser.add_argument("--name", default="startup", help="results file name, no suffix")
+    parser.add_argument(
+        "--workdir", type=Path, help="keep data, homes and logs in this new folder"
+    )
+    parser.add_argument(
+        "--before",
+        type=Path,
+        help="also run the SLURM search with the trainyard of this src folder (PYTHONPATH), "
+        "alternating with the current code, e.g. `git archive <commit> src | tar -x -C DIR`",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="SLURM searches per variant, alternating"
+    )
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     return parser.parse_args(argv)
 
@@ -158,7 +183,7 @@ def _run(
     cpu_s = _children_cpu_s() - cpu_before
     if done.returncode != 0:
         raise SystemExit(f"{where}: trainyard run failed:\n{done.stdout}\n{done.stderr}")
-    per_trial = _trial_phases(home)
+    per_trial, turnover = _trial_phases(home)
     first_step = [t["first step"] for t in per_trial]
     return {
         "load_average_before": [round(x, 2) for x in load],
@@ -174,6 +199,8 @@ def _run(
         "phase_medians_s": {
             phase: round(statistics.median(t[phase] for t in per_trial), 2) for phase in PHASES
         },
+        "turnover_median_s": round(statistics.median(turnover), 2),
+        "turnover_s": turnover,
         "trials": per_trial,
     }
 
@@ -184,13 +211,15 @@ def _children_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _trial_phases(home: Path) -> list[dict[str, float]]:
-    """Seconds from each trial's submission to each phase, from the store and the logs."""
+def _trial_phases(home: Path) -> tuple[list[dict[str, float]], list[float]]:
+    """Seconds from each trial's submission to each phase, from the store and the logs; and
+    each turnover: from a trial's outcome (its worker's last log line) to the next trial's
+    launch, which with one trial at a time is the worker's exit plus the runner seeing it."""
     from trainyard.settings import Settings
     from trainyard.store import open_store, repository
 
     store = open_store(Settings(home=home).resolved_database_url())
-    phases = []
+    phases, outcomes, launches = [], [], []
     try:
         with store.session() as session:
             experiment = repository.list_experiments(session)[0]
@@ -206,9 +235,16 @@ def _trial_phases(home: Path) -> list[dict[str, float]]:
                 phases.append(
                     {p: round((times[p] - submitted).total_seconds(), 3) for p in PHASES}
                 )
+                outcomes.append(times["outcome"])
+                launches.append(trial.started_at)
     finally:
         store.close()
-    return phases
+    order = sorted(range(len(launches)), key=lambda i: launches[i])
+    turnover = [
+        round((launches[later] - outcomes[earlier]).total_seconds(), 3)
+        for earlier, later in itertools.pairwise(order)
+    ]
+    return phases, turnover
 
 
 def _log_marks(log: Path) -> dict[str, datetime]:
@@ -228,8 +264,10 @@ def _log_marks(log: Path) -> dict[str, datetime]:
     return found
 
 
-def _with_cluster(workdir: Path, data: Path, trials: int) -> dict[str, Any]:
-    """The same search through a throwaway SLURM cluster, torn down afterwards."""
+def _with_cluster(workdir: Path, data: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """The same search through a throwaway SLURM cluster, torn down afterwards; with
+    `--before`, the older code's search and the current one's take turns on the same cluster,
+    so that both meet the same load."""
     state = workdir / "slurm"
     up = subprocess.run(
         [DEPLOY_SLURM / "cluster-up.sh", str(state)], capture_output=True, text=True, timeout=120
@@ -238,7 +276,17 @@ def _with_cluster(workdir: Path, data: Path, trials: int) -> dict[str, Any]:
         if up.returncode != 0:
             raise SystemExit(f"cluster-up.sh failed:\n{up.stdout}{up.stderr}")
         env = {"SLURM_CONF": str(state / "etc" / "slurm.conf")}
-        return _run("slurm", data, workdir / "slurm-home", trials, env)
+        variants: list[tuple[str, dict[str, str]]] = [("slurm", env)]
+        if args.before is not None:
+            before = {**env, "PYTHONPATH": str(args.before.resolve())}
+            variants.insert(0, ("slurm, before", before))
+        runs = {}
+        for round_ in range(1, args.rounds + 1):
+            for label, variant_env in variants:
+                where = label if args.rounds == 1 else f"{label}, round {round_}"
+                home = workdir / f"slurm-home-{len(runs)}"
+                runs[where] = _run(where, data, home, args.trials, variant_env)
+        return runs
     finally:
         subprocess.run([DEPLOY_SLURM / "cluster-down.sh", str(state)], capture_output=True)
 
@@ -267,8 +315,8 @@ def _markdown(results: dict[str, Any]) -> str:
         "",
         "| where | submit to first step: median (range) | "
         + " | ".join(PHASES)
-        + " | CPU s / trial | load |",
-        "|---|---|" + "---|" * len(PHASES) + "---|---|",
+        + " | turnover | CPU s / trial | load |",
+        "|---|---|" + "---|" * len(PHASES) + "---|---|---|",
     ]
     for where, run in results["runs"].items():
         first = run["submit_to_first_step_s"]
@@ -276,10 +324,13 @@ def _markdown(results: dict[str, Any]) -> str:
         load = f"{run['load_average_before'][0]:.2f} / {run['load_average_after'][0]:.2f}"
         lines.append(
             f"| {where} | **{first['median']:.2f}** ({first['min']:.2f}-{first['max']:.2f}) | "
-            f"{phases} | {run['cpu_s_per_trial']:.2f} | {load} |"
+            f"{phases} | {run['turnover_median_s']:.2f} | {run['cpu_s_per_trial']:.2f} | "
+            f"{load} |"
         )
     lines += [
         "",
+        "turnover: median seconds from a trial's outcome (its worker's last log line) to the "
+        "next trial's launch: the worker's exit and the runner seeing it.",
         "CPU s / trial: user + system seconds of `trainyard run` and the processes it waited for "
         "(locally every worker; on SLURM the workers are slurmd's), per trial.",
         "load: 1-minute load average before / after the run.",

@@ -13,6 +13,7 @@ NOT_BEFORE_THE_FIRST_STEP = (
     "sklearn",  # metrics compute the ROC curve in numpy
     "scipy",
     "pyarrow.compute",  # only staging needs it
+    "awkward",  # only reading ROOT/HDF5 branches and weaver expressions (staging) need it
 )
 
 

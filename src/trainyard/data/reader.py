@@ -4,8 +4,11 @@ Everything that can go wrong with input files (nothing matches, a corrupt shard,
 column, shards written with different layouts) is reported here as a DataError that names the
 file, so the training code can assume a clean table. ``read_jet_table`` reads our Parquet jet
 schema into Arrow; ``read_branches`` reads any branches of Parquet, ROOT or HDF5 files into
-awkward, for weaver data configs.
+awkward, for weaver data configs; awkward is imported there only, since a worker reading
+staged data never needs it (its import is a few tenths of a second of every trial's start).
 """
+
+from __future__ import annotations
 
 import glob
 import logging
@@ -13,14 +16,17 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import awkward as ak
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from trainyard.errors import DataError
 from trainyard.suggest import did_you_mean
+
+if TYPE_CHECKING:
+    import awkward as ak
 
 logger = logging.getLogger(__name__)
 
@@ -221,6 +227,8 @@ def read_branches(
     ``file_magic`` adds a constant column per file: the value of the first regex matching its
     path, else 0.
     """
+    import awkward as ak
+
     paths = [Path(file) for file in files]
     if not paths:
         raise DataError(f"no dataset files to read; {_GENERATE_HINT}")
@@ -284,6 +292,8 @@ def _check_same_schema(
 
 def _type_name(array_type: ak.types.Type) -> str:
     """The type without option markers, which differ between formats holding the same data."""
+    import awkward as ak
+
     if isinstance(array_type, ak.types.OptionType):
         return _type_name(array_type.content)
     if isinstance(array_type, ak.types.ListType):
@@ -336,6 +346,8 @@ def _read_parquet(
     path: Path, branches: list[str], load_range: tuple[float, float] | None
 ) -> ak.Array:
     """Only the row groups that overlap the range are read, so a small sample stays cheap."""
+    import awkward as ak
+
     parquet = pq.ParquetFile(path)
     _require(path, branches, parquet.schema_arrow.names)
     start, stop = _entry_range(parquet.metadata.num_rows, load_range)
@@ -357,6 +369,7 @@ def _read_root(
     load_range: tuple[float, float] | None,
     branch_magic: Mapping[str, str],
 ) -> ak.Array:
+    import awkward as ak
     import uproot
 
     with uproot.open(path) as file:
@@ -394,6 +407,7 @@ def _read_hdf5(
     path: Path, branches: list[str], load_range: tuple[float, float] | None
 ) -> ak.Array:
     """Top-level datasets; variable-length (vlen) datasets become jagged columns."""
+    import awkward as ak
     import h5py
 
     with h5py.File(path, "r") as file:

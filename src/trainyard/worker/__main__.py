@@ -1,7 +1,6 @@
 """`python -m trainyard.worker`: what executors start for each trial."""
 
-import sys
-
+from trainyard.worker.lifetime import exit_now
 from trainyard.worker.main import main
 
-sys.exit(main())
+exit_now(main())

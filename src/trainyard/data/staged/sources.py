@@ -28,7 +28,6 @@ from trainyard.data.reader import read_jet_table
 from trainyard.data.staged.dataset import StagedDataset
 from trainyard.data.staged.staging import DEFAULT_JETS_PER_SHARD, stage, staging_key
 from trainyard.data.weaver.parser import load_weaver_config
-from trainyard.data.weaver.pipeline import load_arrays, prepare_config
 from trainyard.data.weaver.types import WeaverDataConfig
 from trainyard.data.weaver.writer import to_weaver_mapping
 from trainyard.errors import DataError
@@ -197,6 +196,10 @@ class WeaverConfigSource:
         return json.dumps(described, sort_keys=True)
 
     def chunks(self) -> Iterator[dict[str, np.ndarray]]:
+        # Imported here: the pipeline brings in awkward, which only staging needs, not a
+        # worker that reuses staged data.
+        from trainyard.data.weaver.pipeline import load_arrays, prepare_config
+
         if self._prepared is not None:
             self._completed = self._prepared
         elif self._training:

@@ -214,15 +214,6 @@ _NAMESPACE: dict[str, ModuleType | Callable[..., Any]] = {
 }
 
 
-def syntax_problem(expression: str) -> str | None:
-    """Why ``expression`` is not a Python expression, or None if it is one."""
-    try:
-        ast.parse(expression, mode="eval")
-    except SyntaxError as error:
-        return f"`{expression}` is not a valid Python expression ({error.msg})"
-    return None
-
-
 @functools.lru_cache(maxsize=4096)
 def variable_names(expression: str) -> tuple[str, ...]:
     """The table columns ``expression`` reads, sorted: its free names minus modules and helpers.

@@ -4,12 +4,12 @@ Each helper appends one line per problem (key path first, then what is wrong and
 returns its best guess, so a single run reports every mistake.
 """
 
+import ast
 import itertools
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from trainyard.data.weaver.expressions import syntax_problem
 from trainyard.data.weaver.types import Bucketing, FileMagic, PrecomputedWeights, Reweighting
 from trainyard.suggest import did_you_mean
 
@@ -62,6 +62,19 @@ def as_optional_string(value: Any, where: str, problems: list[str]) -> str | Non
     if value is None or isinstance(value, str):
         return value
     problems.append(f"`{where}` must be a string, got {type(value).__name__} {value!r}")
+    return None
+
+
+def syntax_problem(expression: str) -> str | None:
+    """Why ``expression`` is not a Python expression, or None if it is one.
+
+    Here rather than in expressions.py, which imports awkward to evaluate expressions: every
+    worker parses its data config, and only staging evaluates it.
+    """
+    try:
+        ast.parse(expression, mode="eval")
+    except SyntaxError as error:
+        return f"`{expression}` is not a valid Python expression ({error.msg})"
     return None
 
 
