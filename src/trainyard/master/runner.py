@@ -9,7 +9,6 @@ experiment's state there, and the runner follows on its next tick.
 from __future__ import annotations
 
 import logging
-import shlex
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from trainyard.executors.base import SlotsTaken
 from trainyard.master.pack_roster import PackRoster, note_in_log
 from trainyard.master.packs import pack_size
 from trainyard.master.service import MasterService
+from trainyard.master.worker_watch import WorkerWatch
 from trainyard.protocol import (
     PACK_SIZE_ENV,
     PACK_TOKENS_ENV,
@@ -59,13 +59,14 @@ class ExperimentRunner:
         self._master_url = master_url
         self._pause_requested = threading.Event()
         self._abandon_requested = threading.Event()
-        self._hung: dict[int, str] = {}
-        self._waiting: set[int] = set()
         self._search_exhausted = False
         self._pack_size = 1
         self._max_concurrent_trials = 1
         self._packs = PackRoster(service)
         """The packed workers, by their host trial's id (the executor's key), and members."""
+        self._watch = WorkerWatch(
+            service=service, executor=executor, settings=settings, packs=self._packs
+        )
         self._entrypoint: EntrypointSpec | None = None
         """The experiment's script, when its trials run the user's own command."""
 
@@ -125,10 +126,10 @@ class ExperimentRunner:
                 continue
             if self._pack_size > 1:  # members that joined a pack; claims of dead packs
                 self._packs.adopt_joined(experiment_id)
-            self._reap(config.max_restarts)
+            self._watch.reap(max_restarts=config.max_restarts, entrypoint=self._entrypoint)
             if self._pack_size > 1:
                 self._packs.reap_orphans(experiment_id, self._executor, config.max_restarts)
-            self._watch_heartbeats()
+            self._watch.watch_heartbeats()
             if state == ExperimentState.RUNNING:
                 self._fill_slots(experiment_id)
             if on_tick:
@@ -266,62 +267,6 @@ class ExperimentRunner:
                     trial, f"trained in a pack with trials {numbers}; log: {host.log_path}"
                 )
 
-    # -- watching ----------------------------------------------------------------------------
-
-    def _reap(self, max_restarts: int) -> None:
-        """Collect exited workers; a failure is retried from its checkpoint or marked errored."""
-        for worker_id in self._executor.running():
-            members = self._members(worker_id)
-            code = self._poll(worker_id)
-            if code is None:
-                continue
-            hung = self._hung.pop(worker_id, None)
-            host = self._service.get_trial(worker_id)  # a pack writes its host's log
-            for trial_id in members:
-                trial = self._service.get_trial(trial_id)
-                if trial.state not in (TrialState.RUNNING, TrialState.ERRORED):
-                    continue
-                reported = trial.error if trial.state == TrialState.ERRORED else None
-                reason = hung or reported or self._describe_exit(worker_id, code)
-                retried = self._service.fail_or_retry(
-                    trial_id,
-                    reason=f"{reason}\n{self._log_tail(host)}",
-                    max_restarts=max_restarts,
-                )
-                logger.warning(
-                    "trial %d: %s; %s", trial.number, reason, "retrying" if retried else "errored"
-                )
-
-    def _watch_heartbeats(self) -> None:
-        now = datetime.now(UTC)
-        for worker_id in self._executor.running():
-            if worker_id in self._hung:
-                continue
-            if self._executor.waiting(worker_id):  # queued by the cluster: not silent
-                self._waiting.add(worker_id)
-                continue
-            if worker_id in self._waiting:  # started just now: silence counts from here
-                self._waiting.discard(worker_id)
-                for trial_id in self._members(worker_id):
-                    self._service.update_trial(trial_id, last_heartbeat_at=now)
-                continue
-            # A pack's worker lives while any of its running members beats.
-            beats = [
-                t.last_heartbeat_at
-                for t in map(self._service.get_trial, self._members(worker_id))
-                if t.state == TrialState.RUNNING and t.last_heartbeat_at is not None
-            ]
-            if not beats:
-                continue
-            silent_s = (now - max(beats)).total_seconds()
-            if silent_s > self._settings.heartbeat_timeout_s:
-                self._executor.kill(worker_id)
-                self._hung[worker_id] = (
-                    f"worker sent no heartbeat for {silent_s:.0f} s (limit "
-                    f"{self._settings.heartbeat_timeout_s:.0f} s, TRAINYARD_HEARTBEAT_TIMEOUT_S); "
-                    "it was killed as hung"
-                )
-
     def _finished(self, experiment_id: int) -> bool:
         if self._executor.running() or not self._search_exhausted:
             return False
@@ -353,11 +298,11 @@ class ExperimentRunner:
         deadline = time.monotonic() + self._settings.stop_grace_s
         while self._executor.running() and time.monotonic() < deadline:
             for trial_id in self._executor.running():
-                self._poll(trial_id)
+                self._watch.poll(trial_id)
             time.sleep(0.1)
         for trial_id in self._executor.running():
             self._executor.kill(trial_id)
-            self._poll(trial_id)
+            self._watch.poll(trial_id)
         final = TrialState.PAUSED if state == ExperimentState.PAUSED else TrialState.CANCELED
         for trial in self._service.list_trials(experiment_id):
             if trial.state in (TrialState.RUNNING, TrialState.QUEUED) or (
@@ -370,7 +315,7 @@ class ExperimentRunner:
     def _resumed_after_pause(self, experiment_id: int) -> bool:
         """After `trainyard activate`, paused trials go back to the queue."""
         # A stopped worker may not have exited yet.
-        running = {t for w in self._executor.running() for t in self._members(w)}
+        running = {t for w in self._executor.running() for t in self._watch.members(w)}
         paused = [
             t
             for t in self._service.list_trials(experiment_id)
@@ -396,37 +341,3 @@ class ExperimentRunner:
                     if trial.worker_pid is not None and named.worker_pid == trial.worker_pid:
                         self._executor.end_leftover(named.id, trial.worker_pid)
             self._service.update_trial(trial.id, state=TrialState.QUEUED)
-
-    def _members(self, worker_id: int) -> list[int]:
-        """The trials a worker trains: its pack's members, or its own trial alone."""
-        return self._packs.members(worker_id)
-
-    def _poll(self, worker_id: int) -> int | None:
-        """The executor's poll; once the workers have exited, their trials' attempts are over."""
-        code = self._executor.poll(worker_id)
-        if code is not None:
-            for trial_id in self._packs.pop(worker_id):
-                self._service.end_attempt(trial_id)
-        return code
-
-    def _describe_exit(self, worker_id: int, code: int) -> str:
-        """The executor's words for an exit without an outcome; for a script, named as such,
-        with what a script that exits 0 without an outcome most likely lacks."""
-        described = self._executor.describe_exit(worker_id, code)
-        if self._entrypoint is None:
-            return described
-        command = shlex.join(self._entrypoint.command)
-        described = f"script {command!r}: " + described.replace("worker ", "", 1)
-        if code == 0:
-            described += (
-                "; a script reports through trainyard.core: run its training inside "
-                "`with trainyard.core.init() as ctx:`"
-            )
-        return described
-
-    def _log_tail(self, trial: TrialOut) -> str:
-        if not trial.log_path or not Path(trial.log_path).exists():
-            return "(no worker log was written)"
-        lines = Path(trial.log_path).read_text(errors="replace").splitlines()
-        tail = lines[-self._settings.log_tail_lines :]
-        return f"last {len(tail)} line(s) of {trial.log_path}:\n" + "\n".join(tail)
