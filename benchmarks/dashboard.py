@@ -45,7 +45,7 @@ from trainyard.master.service import MasterService
 from trainyard.protocol import MetricsReport
 from trainyard.settings import Settings
 from trainyard.store import Metric, Trial, open_store
-from trainyard.store.curves import fold_validation, rebuild_curves
+from trainyard.store.curves import fold_validation, rebuild_trial_curves
 from trainyard.store.models import MetricKind, TrialState
 from trainyard.web.dashboard import install_dashboard
 
@@ -193,7 +193,8 @@ def _filled_service(
                 rows.append({"trial_id": trial_id, "kind": MetricKind.VALIDATION,
                              "batches": 100 * r, "epoch": r / 10, "values": values})  # fmt: skip
         session.execute(insert(Metric), rows)
-        rebuild_curves(session, trial_ids=ids)  # what the Master folds in as reports arrive
+        for trial_id in ids:  # what the Master folds in as the reports arrive
+            rebuild_trial_curves(session, trial_id=trial_id)
     return service
 
 

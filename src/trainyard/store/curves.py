@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -42,10 +42,7 @@ def fold_validation(
         if not curve.add(batches, value):
             rebuild_trial_curves(session, trial_id=trial_id)
             return
-        if row is None:
-            row = ValidationCurve(trial_id=trial_id, metric=metric)
-            session.add(row)
-        _write(row, curve)
+        _write(session, row or ValidationCurve(trial_id=trial_id, metric=metric), curve)
     session.flush()
 
 
@@ -63,11 +60,8 @@ def rebuild_trial_curves(session: Session, *, trial_id: int) -> None:
     query = select(ValidationCurve).where(ValidationCurve.trial_id == trial_id)
     rows = {row.metric: row for row in session.scalars(query.with_for_update())}
     for metric, reports in points.items():
-        row = rows.get(metric)
-        if row is None:
-            row = ValidationCurve(trial_id=trial_id, metric=metric)
-            session.add(row)
-        _write(row, ThinnedCurve.from_points(reports))
+        row = rows.get(metric) or ValidationCurve(trial_id=trial_id, metric=metric)
+        _write(session, row, ThinnedCurve.from_points(reports))
     session.flush()
 
 
@@ -111,12 +105,6 @@ def experiment_curve_metrics(session: Session, *, experiment_id: int) -> list[st
     return list(session.scalars(query))
 
 
-def rebuild_curves(session: Session, *, trial_ids: Collection[int]) -> None:
-    """The curves of these trials built from their reports (a store filled in bulk)."""
-    for trial_id in trial_ids:
-        rebuild_trial_curves(session, trial_id=trial_id)
-
-
 def _curve(row: ValidationCurve) -> ThinnedCurve:
     return ThinnedCurve(
         steps=json.loads(row.steps),
@@ -130,7 +118,9 @@ def _curve(row: ValidationCurve) -> ThinnedCurve:
     )
 
 
-def _write(row: ValidationCurve, curve: ThinnedCurve) -> None:
+def _write(session: Session, row: ValidationCurve, curve: ThinnedCurve) -> None:
+    """The curve into its row, which is added to the session when new."""
+    session.add(row)
     row.steps, row.values = curve.steps_json(), curve.values_json()
     row.stride, row.count = curve.stride, curve.count
     row.max_value, row.max_step = curve.max_value, curve.max_step

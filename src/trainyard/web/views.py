@@ -164,7 +164,6 @@ def experiment_view(
         curves = experiment_curves(
             session, experiment_id=experiment_id, metric=metric, mode=mode, with_points=panels
         )
-        metric_names = experiment_curve_metrics(session, experiment_id=experiment_id)
     names = sorted({name for t in trials for name in t.hyperparameters})
     rows = [_row(t, curves[t.id].best if t.id in curves else None, names) for t in trials]
     scored = [r for r in rows if r.best is not None]
@@ -185,6 +184,8 @@ def experiment_view(
     roc = None
     if top is not None and best_step is not None:
         roc = roc_panel(service, trial_id=top.id, trial_number=top.number, batches=best_step)
+    with service.store.session() as session:
+        metric_names = experiment_curve_metrics(session, experiment_id=experiment_id)
     data = {
         "metric": metric,
         "metricNames": metric_names,

@@ -13,6 +13,8 @@ from itertools import groupby
 import sqlalchemy as sa
 from alembic import op
 
+# The thinning itself, not a copy: the rows must be what folding the reports on arrival gives.
+# It is pure (no models), so this migration does not change when the models do.
 from trainyard.store.curve_thinning import ThinnedCurve
 
 revision: str = "0006_curves"
