@@ -23,11 +23,13 @@ here. Run from the repository's root:
 
     python -m benchmarks.facility                          # 30 users, 6 projects, 60 experiments
     python -m benchmarks.facility --users 6 --experiments 6 --out /tmp/x   # quick
+    python -m benchmarks.facility --slurm-nodes 4    # trials as SLURM jobs on 8 slots (root)
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import statistics
 import tempfile
@@ -35,13 +37,14 @@ import textwrap
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from pathlib import Path
 
 import yaml
 from pydantic import BaseModel
 
 from benchmarks.environment import describe, load_average
-from benchmarks.facility_services import ADMIN_SUBJECT, Facility, facility
+from benchmarks.facility_services import ADMIN_SUBJECT, Facility, facility, slurm_pool
 from benchmarks.facility_store import StoreReport, read_store
 from benchmarks.results_files import write_results
 from trainyard.auth.schemas import (
@@ -94,6 +97,9 @@ class FacilityResult(BaseModel):
     experiments: int
     submit_window_s: float
     servers: int
+    pool: str
+    """Where the trials ran: this machine's cores, or a SLURM cluster's nodes x slots."""
+    pool_slots: int
     submit: Percentiles
     api_reads: Percentiles
     placement_1000_queued_ms: float
@@ -136,12 +142,21 @@ def main() -> None:
     if args.kill_leader:
         args.servers = max(args.servers, 2)
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="trainyard-facility-") as folder:
+    with tempfile.TemporaryDirectory(prefix="trainyard-facility-") as folder, ExitStack() as stack:
         root = Path(folder)
-        with facility(root, servers=args.servers, server_options={}) as running:
+        options: dict[str, str] = {}
+        env: dict[str, str] = {}
+        if args.slurm_nodes:
+            path, env = stack.enter_context(
+                slurm_pool(root, nodes=args.slurm_nodes, cpus=args.slurm_slots_per_node)
+            )
+            options["facility"] = str(path)
+        with facility(root, servers=args.servers, server_options=options, env=env) as running:
             result = _scenario(running, root, args)
     result.wall_s = time.monotonic() - started
     name = "facility-leader-killed" if args.kill_leader else "facility"
+    if args.slurm_nodes:
+        name += f"-slurm-{result.pool_slots}"
     environment = describe()
     write_results(
         args.out,
@@ -192,6 +207,8 @@ def _scenario(running: Facility, root: Path, args: argparse.Namespace) -> Facili
         experiments=args.experiments,
         submit_window_s=args.submit_window_s,
         servers=args.servers,
+        pool=_pool_words(args),
+        pool_slots=_pool_slots(args),
         submit=submit.summary(),
         api_reads=reads.summary(),
         placement_1000_queued_ms=_placement_time(args.projects),
@@ -394,6 +411,7 @@ def _table(result: FacilityResult, cpu: str, load: float) -> str:
         "",
         f"{cpu}; load average {load:.1f}; {result.servers} server(s) on one PostgreSQL; "
         f"submissions within {result.submit_window_s:.0f} s; {result.wall_s:.0f} s in all.",
+        f"Trials ran on {result.pool} ({result.pool_slots} slots).",
         "",
         "| measure | value |",
         "| --- | --- |",
@@ -402,7 +420,7 @@ def _table(result: FacilityResult, cpu: str, load: float) -> str:
         f"| API reads p50 / p99 under load | {result.api_reads.p50_ms:.0f} / "
         f"{result.api_reads.p99_ms:.0f} ms ({result.api_reads.count} reads) |",
         f"| placement with 1,000 queued trials | {result.placement_1000_queued_ms:.2f} ms |",
-        f"| Jain's index of slot-seconds / share (contended window) | {store.jain_index:.3f} |",
+        f"| Jain's index of slot-seconds / share (contended window) | {_fairness(store)} |",
         f"| trials lost | {store.trials_lost} of {store.trials} |",
         f"| trials run twice | {store.trials_run_twice} |",
         f"| cross-project accesses | {result.cross_project_leaks} of "
@@ -415,6 +433,27 @@ def _table(result: FacilityResult, cpu: str, load: float) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _fairness(store: StoreReport) -> str:
+    if store.contended_window_s <= 0:
+        return "none: no time when every project had work waiting"
+    return f"{store.jain_index:.3f} over {store.contended_window_s:.0f} s"
+
+
+def _pool_slots(args: argparse.Namespace) -> int:
+    if args.slurm_nodes:
+        return int(args.slurm_nodes * args.slurm_slots_per_node)
+    return len(os.sched_getaffinity(0))
+
+
+def _pool_words(args: argparse.Namespace) -> str:
+    if args.slurm_nodes:
+        return (
+            f"a SLURM cluster on this machine (deploy/slurm): {args.slurm_nodes} nodes x "
+            f"{args.slurm_slots_per_node} one-core slots, each trial a batch job"
+        )
+    return f"the built-in local pool: this machine's {_pool_slots(args)} cores"
 
 
 def _takeover(result: FacilityResult) -> str:
@@ -440,6 +479,14 @@ def _arguments() -> argparse.Namespace:
         action="store_true",
         help="two servers; SIGKILL the leader once a third of the experiments ended",
     )
+    parser.add_argument(
+        "--slurm-nodes",
+        type=int,
+        default=0,
+        help="run the trials on a real SLURM cluster of this many simulated nodes "
+        "(deploy/slurm; needs root and slurm-wlm) instead of the local pool",
+    )
+    parser.add_argument("--slurm-slots-per-node", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     return parser.parse_args()

@@ -4,7 +4,8 @@ All real processes on this machine, started here and stopped by PID: the test su
 throwaway PostgreSQL (tests/postgres.py: a fresh `initdb`, unix socket only, fsync off) and
 its OIDC provider (tests/oidc_provider.py: RS256 tokens minted on request, standing in for the
 users' sign-ins), and one or two `trainyard server` processes on one database, as a facility
-runs them.
+runs them. With `slurm_pool`, the servers' one pool is a real SLURM cluster on this machine
+(the test suite's, deploy/slurm/cluster-up.sh) instead of this machine's cores.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ AUDIENCE = "trainyard"
 ADMIN_SUBJECT = "facility-admin"
 TOKEN_LIFETIME_S = 3 * 3600
 START_TIMEOUT_S = 120.0
+DEPLOY_SLURM = Path(__file__).parents[1] / "deploy" / "slurm"
 CLI = [sys.executable, "-c", "from trainyard.cli.app import main; main()"]
 
 
@@ -113,9 +115,16 @@ class Facility:
 
 
 @contextmanager
-def facility(root: Path, *, servers: int, server_options: dict[str, Any]) -> Iterator[Facility]:
-    """PostgreSQL, a provider and `servers` servers on one database (the built-in facility:
-    one local pool of this machine's cores); stopped on exit."""
+def facility(
+    root: Path,
+    *,
+    servers: int,
+    server_options: dict[str, Any],
+    env: dict[str, str] | None = None,
+) -> Iterator[Facility]:
+    """PostgreSQL, a provider and `servers` servers on one database (by default the built-in
+    facility: one local pool of this machine's cores; `server_options` may name a facility
+    file, and `env` adds to the servers' environment); stopped on exit."""
     with ExitStack() as stack:
         postgres = start_server()
         stack.callback(stop_server, postgres)
@@ -123,7 +132,7 @@ def facility(root: Path, *, servers: int, server_options: dict[str, Any]) -> Ite
             connection.execute("CREATE DATABASE facility")
         database_url = postgres.url("facility")
         issuer = stack.enter_context(provider_process())
-        env = _server_env()
+        env = {**_server_env(), **(env or {})}
         processes = []
         for index in range(servers):
             config = root / f"server-{index}.yaml"
@@ -148,6 +157,44 @@ def facility(root: Path, *, servers: int, server_options: dict[str, Any]) -> Ite
             process.start(env)
             stack.callback(process.stop)
         yield Facility(database_url, issuer, processes, root)
+
+
+@contextmanager
+def slurm_pool(root: Path, *, nodes: int, cpus: int) -> Iterator[tuple[Path, dict[str, str]]]:
+    """A real SLURM cluster of `nodes` simulated nodes with `cpus` one-core slots each
+    (deploy/slurm/cluster-up.sh, the test suite's cluster), and a facility file whose one
+    pool, `default`, is its `cpu` partition; yields the file and the servers' environment
+    (SLURM_CONF). Stopped on exit."""
+    state = root / "slurm"
+    up = subprocess.run(
+        [DEPLOY_SLURM / "cluster-up.sh", str(state)],
+        env={**os.environ, "TRAINYARD_SLURM_NODES": str(nodes), "TRAINYARD_SLURM_CPUS": str(cpus)},
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    try:
+        if up.returncode != 0:
+            raise RuntimeError(f"cluster-up.sh failed:\n{up.stdout}{up.stderr}")
+        pool = {
+            "executor": "slurm",
+            "slurm": {
+                "partition": "cpu",
+                "tasks_per_node": cpus,
+                "cpus_per_task": 1,
+                "mem_per_task": "300M",
+                "max_nodes": nodes,
+                "status_interval_s": 0.5,
+            },
+        }
+        path = root / "facility.yaml"
+        path.write_text(yaml.safe_dump({"pools": {"default": pool}}))
+        yield path, {"SLURM_CONF": str(state / "etc" / "slurm.conf")}
+    finally:
+        subprocess.run(
+            [DEPLOY_SLURM / "cluster-down.sh", str(state)], capture_output=True, check=False
+        )
 
 
 def _server_env() -> dict[str, str]:
