@@ -64,13 +64,13 @@ def test_usage_is_accounted_each_tick_and_decays_with_the_half_life(
     # An hour later (one half-life) alpha holds nothing: its history counts half.
     _project(service, "beta")
     later = start + timedelta(seconds=100 + 3600)
-    idle = [ExperimentWant(1, "alpha", 4), ExperimentWant(2, "beta", 4)]
+    idle = [ExperimentWant(1, "alpha", 10), ExperimentWant(2, "beta", 10)]
     with service.store.session() as session:
         usage = share_rows.project_usage(session, alpha.id)["default"].slot_seconds
     assert usage == pytest.approx(400.0)  # an idle project's history is not rewritten...
     # ...but read decayed: all the pool's history is alpha's, so its weight is a quarter of
-    # beta's (share * 2 ** -(used fraction / entitled fraction) = 2 ** -2).
-    assert shares.place("default", 4, idle, now=later).offers == {1: 1, 2: 3}
+    # beta's (share * 2 ** -(used fraction / entitled fraction) = 2 ** -2): 2 and 8 of 10.
+    assert shares.place("default", 10, idle, now=later).offers == {1: 2, 2: 8}
     # Holding one slot for another hour adds 3600 slot-seconds to the 400 halved twice.
     again = later + timedelta(hours=1)
     shares.place("default", 4, [ExperimentWant(1, "alpha", 4, held=1)], now=again)

@@ -94,11 +94,24 @@ def test_past_use_lowers_a_project_below_an_idle_one() -> None:
     assert offers["idle"] > offers["busy"]
 
 
-@pytest.mark.parametrize("shares", [(1, 1), (3, 1), (5, 3, 2)])
-def test_slot_seconds_converge_to_the_configured_shares(shares: tuple[int, ...]) -> None:
+@pytest.mark.parametrize(
+    ("shares", "capacity"),
+    [
+        ((1, 1), 12),
+        ((3, 1), 12),
+        ((5, 3, 2), 12),
+        ((3, 1), 1),  # one GPU server: the share-1 project used to never run
+        ((1, 1, 2, 2, 3, 3), 2),  # the facility benchmark's projects on a 2-slot pool
+        ((1, 1, 2, 2, 3, 3), 8),
+    ],
+)
+def test_slot_seconds_converge_to_the_configured_shares(
+    shares: tuple[int, ...], capacity: int
+) -> None:
     """Every project always wants the whole pool; after many scheduling rounds with decayed
-    usage, each project's total slot-seconds are within 5% of its share of the pool."""
-    capacity, round_s, half_life_s = 12, 60.0, 3600.0
+    usage, each project's total slot-seconds are within 5% of its share of the pool, also on
+    pools with fewer slots than projects, where most slots are handed out by the rounding."""
+    round_s, half_life_s = 60.0, 3600.0
     names = [f"p{i}" for i in range(len(shares))]
     usage = dict.fromkeys(names, 0.0)
     total = dict.fromkeys(names, 0.0)
@@ -114,7 +127,21 @@ def test_slot_seconds_converge_to_the_configured_shares(shares: tuple[int, ...])
             total[n] += used
     grand_total = sum(total.values())
     for n, s in zip(names, shares, strict=True):
-        assert total[n] / grand_total == pytest.approx(s / sum(shares), abs=0.05)
+        assert total[n] / grand_total == pytest.approx(s / sum(shares), rel=0.05)
+
+
+def test_a_slot_left_by_rounding_goes_to_the_project_furthest_behind_its_share() -> None:
+    """One slot, shares 3 and 1: once the share-3 project used more per unit of share, the
+    slot goes to the share-1 one, though its weight (and remainder) is still the smaller."""
+    big = ProjectDemand("big", 3, 5, usage=300.0)
+    small = ProjectDemand("small", 1, 5, usage=0.0)
+    weights = effective_weights([big, small])
+    assert weights["big"] > weights["small"]
+    assert fair_offers([big, small], capacity=1) == {"big": 0, "small": 1}
+    assert fair_offers([big, ProjectDemand("small", 1, 5, usage=101.0)], capacity=1) == {
+        "big": 1,
+        "small": 0,
+    }
 
 
 def test_usage_halves_every_half_life() -> None:

@@ -12,8 +12,14 @@ month's burst does not block this week's work.
 The slots are then handed out by weighted max-min fair filling (water-filling): every project
 with demand left rises at a rate proportional to its effective weight until it reaches its
 demand or its quota; what a capped project cannot take goes to the others. The continuous
-allocation is rounded to whole slots by largest remainder, ties broken by the project's name,
-so the result is deterministic and never exceeds capacity, demand or quota.
+allocation is rounded to whole slots: each project gets the whole slots of its part, and the
+slots left over go first to the projects furthest behind their share (lowest decayed usage per
+unit of share, as Slurm's fair-share factor orders jobs), then by the larger remainder, then by
+name. On a pool with fewer slots than projects most slots are such leftovers; handing them out
+by remainder alone gave the same largest shares every slot, every tick, and starved the rest
+(a share-1 project next to a share-3 one on a 1-slot pool never ran). Ordered by usage, each
+project's slot-seconds converge to its share on any pool size. The result is deterministic and
+never exceeds capacity, demand or quota.
 
 A project's offer is split between its experiments the same way (``split_offer``), by their
 weights and max_slots, as determined does; which trials start inside an experiment's offer is
@@ -100,7 +106,8 @@ def fair_offers(projects: Sequence[ProjectDemand], *, capacity: int) -> dict[str
     if len(set(names)) != len(names):
         raise ValueError(f"project names must be unique, got {sorted(names)}")
     caps = {p.name: p.cap for p in projects}
-    return weighted_max_min(effective_weights(projects), caps, capacity=capacity)
+    behind = {p.name: p.usage / p.share for p in projects}
+    return weighted_max_min(effective_weights(projects), caps, capacity=capacity, first=behind)
 
 
 @dataclass(frozen=True)
@@ -136,17 +143,22 @@ def split_offer(offer: int, experiments: Sequence[ExperimentDemand]) -> dict[int
 
 
 def weighted_max_min(
-    weights: Mapping[K, float], caps: Mapping[K, int], *, capacity: int
+    weights: Mapping[K, float],
+    caps: Mapping[K, int],
+    *,
+    capacity: int,
+    first: Mapping[K, float] | None = None,
 ) -> dict[K, int]:
-    """Whole slots per key: continuous weighted max-min filling, then rounding by largest
-    remainder. Keys are visited in sorted order, so the result does not depend on the order of
-    the inputs or on hashing."""
+    """Whole slots per key: continuous weighted max-min filling, then rounding: the slots left
+    after each key's whole part go by ascending `first` (when given), then by largest
+    remainder. Keys are visited in sorted order, so the result does not depend on the order
+    of the inputs or on hashing."""
     if capacity < 0:
         raise ValueError("capacity must be >= 0")
     keys = sorted(caps)
     total = min(capacity, sum(caps.values()))
     shares = _water_fill(keys, weights, caps, float(total))
-    return _round(keys, shares, caps, total)
+    return _round(keys, shares, caps, total, first or dict.fromkeys(keys, 0.0))
 
 
 def _water_fill(
@@ -169,13 +181,18 @@ def _water_fill(
 
 
 def _round(
-    keys: list[K], shares: Mapping[K, float], caps: Mapping[K, int], total: int
+    keys: list[K],
+    shares: Mapping[K, float],
+    caps: Mapping[K, int],
+    total: int,
+    first: Mapping[K, float],
 ) -> dict[K, int]:
-    """Whole slots summing to ``total``: floors first, then the largest remainders (key
-    order among equals), never above a cap."""
+    """Whole slots summing to ``total``: floors first, then one more each by ascending
+    `first`, then the largest remainders (key order among equals), never above a cap."""
     offers = {k: min(caps[k], math.floor(shares[k] + 1e-9)) for k in keys}
     missing = total - sum(offers.values())
-    for k in sorted(keys, key=lambda k: -(shares[k] - offers[k])):  # stable: key order on ties
+    order = sorted(keys, key=lambda k: (first[k], -(shares[k] - offers[k])))  # stable
+    for k in order:
         if missing <= 0:
             break
         if offers[k] < caps[k]:
