@@ -331,7 +331,9 @@ class TrialOut(_Message):
     started_at: datetime | None
     ended_at: datetime | None
     last_heartbeat_at: datetime | None
-    worker_pid: int | None
+    worker_key: int | None
+    """Its worker as the executor names it: a local pid, a SLURM job id (a pack's members
+    share it); None on Kubernetes."""
     log_path: str | None
     error: str | None
 

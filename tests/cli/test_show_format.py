@@ -110,7 +110,7 @@ def test_non_finite_values_are_strings_in_json_and_csv() -> None:
         started_at=datetime.now(UTC),
         ended_at=None,
         last_heartbeat_at=None,
-        worker_pid=None,
+        worker_key=None,
         log_path=None,
         error=None,
     )

@@ -329,7 +329,7 @@ def test_end_leftover_deletes_the_trials_jobs_of_an_earlier_master(
     api: FakeKubernetes, cluster: FakeCluster, make_executor: Callable, tmp_path: Path
 ) -> None:
     _launch(make_executor(), tmp_path)
-    make_executor().end_leftover(7, worker_pid=None)
+    make_executor().end_leftover(7, worker_key=None)
     assert _until(lambda: None if api.get("jobs", NS, "ty-exp-7-1") else True)
 
 
@@ -414,7 +414,7 @@ def test_the_trial_role_grants_exactly_the_verbs_the_executor_uses(
     _launch(executor, tmp_path)
     executor.stop(7)
     executor.kill(7)
-    executor.end_leftover(7, worker_pid=None)
+    executor.end_leftover(7, worker_key=None)
     used = {key: verbs for key, verbs in api.used().items()}
     declared = {(rule.group, rule.resource): set(rule.verbs) for rule in API_RULES}
     role = next(d for d in yaml.safe_load_all(ROLE.read_text()) if d["kind"] == "Role")

@@ -58,7 +58,7 @@ def _launch_lasting_worker(executor: LocalExecutor, tmp_path: Path) -> int:
     executor.launch(
         WorkerLaunch(trial_id=1, num_slots=1, log_path=tmp_path / "w.log", env=UNREACHABLE_MASTER)
     )
-    pid = executor.worker_pid(1)
+    pid = executor.worker_key(1)
     assert pid is not None
     return pid
 
@@ -81,7 +81,7 @@ def test_worker_output_goes_to_its_log_and_slots_come_back(
     log = tmp_path / "t1" / "worker.log"
     executor.launch(WorkerLaunch(trial_id=1, num_slots=1, log_path=log, env={}))
     assert executor.free_slots() == 1
-    assert executor.worker_pid(1) is not None
+    assert executor.worker_key(1) is not None
     assert _wait_exit(executor, 1) == 2
     assert "TRAINYARD_MASTER_URL, TRAINYARD_TOKEN, TRAINYARD_TRIAL_ID not set" in log.read_text()
     assert executor.free_slots() == 2
@@ -105,9 +105,9 @@ def test_several_slots_run_one_rank_each_under_torchrun(
 def test_launch_is_idempotent(executor: LocalExecutor, tmp_path: Path) -> None:
     launch = WorkerLaunch(trial_id=7, num_slots=1, log_path=tmp_path / "w.log", env={})
     executor.launch(launch)
-    pid = executor.worker_pid(7)
+    pid = executor.worker_key(7)
     executor.launch(launch)
-    assert executor.worker_pid(7) == pid
+    assert executor.worker_key(7) == pid
     assert executor.free_slots() == 1
     _wait_exit(executor, 7)
 
@@ -168,7 +168,7 @@ def test_a_dead_fork_server_loses_exit_codes_and_workers_start_fresh(
         forking.launch(WorkerLaunch(trial_id=2, num_slots=1, log_path=tmp_path / "2.log", env={}))
     assert "the worker fork server failed: it exited with code -9" in caplog.text
     assert "starting workers as fresh processes from now on" in caplog.text
-    pid = forking.worker_pid(2)
+    pid = forking.worker_key(2)
     assert pid is not None and _parent(pid) == os.getpid()
     assert _wait_exit(forking, 2) == 2
 
@@ -195,7 +195,7 @@ def test_cpu_pool_never_has_more_slots_than_cores() -> None:
 def _openmp_environ(executor: LocalExecutor, trial_id: int) -> bytes:
     """The environment libgomp read its settings from: the worker's own, or for a forked
     worker the fork server's (its parent), where torch was imported."""
-    pid = executor.worker_pid(trial_id)
+    pid = executor.worker_key(trial_id)
     assert pid is not None
     loader = _parent(pid) if _parent(pid) != os.getpid() else pid
     deadline = time.monotonic() + 60

@@ -17,6 +17,7 @@ from trainyard.executors import WorkerLaunch
 from trainyard.executors.base import INFRASTRUCTURE_EXIT
 from trainyard.executors.slurm import EXIT_CODES, SlurmExecutor
 from trainyard.executors.slurm_cli import _from_squeue
+from trainyard.protocol import PACK_TOKENS_ENV, PACK_TRIAL_IDS_ENV
 
 GPU_POOL = {"partition": "gpu", "gpus_per_node": 4, "cpus_per_gpu": 8, "mem_per_gpu": "60G"}
 CPU_POOL = {"partition": "cpu", "tasks_per_node": 16, "cpus_per_task": 4, "mem_per_task": "8G"}
@@ -30,7 +31,7 @@ class FakeSlurm:
         self.calls = folder / "calls"
         self.jobs: list[dict[str, Any]] = []
         for name, answer in {
-            "sbatch": 'cat "${@: -1}" > "$0.script" 2>/dev/null; echo 4242',
+            "sbatch": 'cat "${@: -1}" > "$0.script" 2>/dev/null; env > "$0.env"; echo 4242',
             "squeue": 'cat "$0.json"',
             "scontrol": 'echo "slurm_load_jobs error: Invalid job id specified" >&2; exit 1',
             "scancel": "true",
@@ -50,6 +51,21 @@ class FakeSlurm:
 
     def script(self) -> str:
         return (self.folder / "sbatch.script").read_text()
+
+    def sbatch_env(self) -> str:
+        """The environment sbatch ran with, which --export=ALL hands to the job."""
+        return (self.folder / "sbatch.env").read_text()
+
+    def set_scontrol_job(self, before: str, after: str) -> None:
+        """`scontrol show job -o` prints job 4242 with `before` as its fields until scancel
+        is called, then with `after`."""
+        (self.folder / "scontrol.before").write_text(f"JobId=4242 {before}\n")
+        (self.folder / "scontrol.after").write_text(f"JobId=4242 {after}\n")
+        script = self.folder / "scontrol"
+        script.write_text(
+            f'#!/bin/bash\necho "scontrol $*" >> {self.calls}\n'
+            f"if grep -q ^scancel {self.calls}; then cat $0.after; else cat $0.before; fi\n"
+        )
 
 
 @pytest.fixture
@@ -206,6 +222,52 @@ def test_leftover_job_of_the_same_trial_is_cancelled_first(
     )
     _launch(_executor(**CPU_POOL), tmp_path)
     assert slurm.called("scancel") == [["11"]]
+
+
+def test_a_pack_is_one_job_named_after_its_host_with_no_credential_in_script_or_args(
+    slurm: FakeSlurm, tmp_path: Path
+) -> None:
+    executor = _executor(**GPU_POOL)
+    env = {
+        "TRAINYARD_TRIAL_ID": "7",
+        "TRAINYARD_TOKEN": "tyw_host-secret",
+        PACK_TRIAL_IDS_ENV: "7,8,9",
+        PACK_TOKENS_ENV: "tyw_host-secret,tyw_eight-secret,tyw_nine-secret",
+    }
+    log = tmp_path / "trial" / "worker.log"
+    executor.launch(WorkerLaunch(trial_id=7, num_slots=1, log_path=log, env=env))
+    (args,) = slurm.called("sbatch")
+    assert "--job-name=trainyard-exp-7" in args and "--gpus-per-node=1" in args
+    assert "# Trials 7, 8, 9, one pack in one worker, of experiment exp" in slurm.script()
+    assert executor.running() == [7] and executor.worker_key(7) == 4242
+    secrets = ("tyw_host-secret", "tyw_eight-secret", "tyw_nine-secret")
+    for secret in secrets:
+        assert secret not in slurm.script() and secret not in " ".join(args)
+    assert f"{PACK_TOKENS_ENV}={','.join(secrets)}" in slurm.sbatch_env()
+    assert executor.device_kind() == "cuda" and _executor(**CPU_POOL).device_kind() == "cpu"
+
+
+@pytest.mark.parametrize(
+    ("fields", "scancel"),
+    [
+        ("JobName=trainyard-exp-9 JobState=RUNNING", [["4242"]]),
+        ("JobName=trainyard-exp-9 JobState=PENDING", [["4242"]]),
+        ("JobName=trainyard-exp-9 JobState=COMPLETED", []),
+        ("JobName=trainyard-exp-b-9 JobState=RUNNING", []),  # experiment exp-b's job
+    ],
+)
+def test_a_restarted_master_ends_the_stored_job_of_a_trial_even_when_not_its_host(
+    slurm: FakeSlurm, fields: str, scancel: list[list[str]]
+) -> None:
+    """Trial 7 was a member of the pack of trial 9 (job trainyard-exp-9, stored as its
+    worker key): its job is cancelled and waited for, unless it has ended or is not this
+    experiment's."""
+    slurm.set_scontrol_job(fields, "JobName=trainyard-exp-9 JobState=CANCELLED ExitCode=0:15")
+    executor = _executor(**CPU_POOL)
+    executor.end_leftover(7, worker_key=4242)
+    assert slurm.called("scancel") == scancel
+    executor.end_leftover(7, worker_key=None)
+    assert slurm.called("scancel") == scancel
 
 
 @pytest.mark.parametrize(

@@ -11,8 +11,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import textwrap
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,42 +22,11 @@ from tests.integration.helpers import (
     experiment,
     run_cli,
     start_cli,
-    stored_trials,
     wait_for,
 )
-from trainyard.store import repository
+from tests.integration.packs import SLOW_MODEL, packed_trials
 
 pytestmark = pytest.mark.integration
-
-SLOW_MODEL = textwrap.dedent(
-    """
-    import time
-
-    from torch import nn
-
-    from trainyard.models import build_model
-
-
-    class Slow(nn.Module):
-        # Sleeps in each forward: a test has time to kill the worker mid-training.
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, points, features, mask):
-            time.sleep(0.05)
-            return self.inner(points, features, mask)
-
-
-    def slow_mlp(num_features, num_classes):
-        return Slow(
-            build_model(
-                "mlp", num_features=num_features, num_classes=num_classes,
-                options={"dropout": 0.0},
-            )
-        )
-    """
-)
 
 
 def _grid(toy_data: Path, *, pack: int | str, **overrides: Any) -> dict[str, Any]:
@@ -85,36 +52,6 @@ def _grid(toy_data: Path, *, pack: int | str, **overrides: Any) -> dict[str, Any
     }
 
 
-@dataclass
-class _Trial:
-    number: int
-    state: str
-    num_restarts: int
-    worker_pid: int | None
-    batches_trained: int
-    log_path: str
-    validations: list[int]
-    """The steps of its validation reports."""
-
-
-def _trials(home: Path) -> list[_Trial]:
-    return stored_trials(
-        home,
-        lambda session, t: _Trial(
-            number=t.number,
-            state=t.state.value,
-            num_restarts=t.num_restarts,
-            worker_pid=t.worker_pid,
-            batches_trained=t.batches_trained,
-            log_path=t.log_path,
-            validations=[
-                m.batches
-                for m in repository.list_metrics(session, trial_id=t.id, kind="validation")
-            ],
-        ),
-    )
-
-
 def _newest_checkpoint(home: Path, number: int) -> Path:
     return sorted(home.glob(f"experiments/*/trials/{number:04d}/checkpoints/step-*"))[-1]
 
@@ -138,13 +75,13 @@ def test_packed_grid_ends_with_the_weights_of_the_solo_grid(
         config = _grid(toy_data, pack=pack, name=f"grid-{pack}")
         result = run_cli(["run", str(write_experiment(config))], cli_env(home), timeout=300)
         assert result.returncode == 0, result.stdout + result.stderr
-        trials = _trials(home)
+        trials = packed_trials(home)
         assert [t.state for t in trials] == ["COMPLETED"] * 3
         for trial in trials:  # each its own metrics and checkpoint
             assert trial.validations == [10, 20, 30]
             assert (Path(trial.log_path).parent / "checkpoints" / "step-00000030").is_dir()
-    packed = _trials(homes[2])
-    assert len({t.worker_pid for t in packed}) == 2  # a pack of two, and one trial alone
+    packed = packed_trials(homes[2])
+    assert len({t.worker_key for t in packed}) == 2  # a pack of two, and one trial alone
     log = _logs(homes[2])
     assert log.count("pack of 2 trial(s) on cpu: trials 0, 1") == 1
     assert "trained in a pack with trials 0, 1" in log
@@ -169,11 +106,11 @@ def test_the_searcher_stops_one_member_and_the_others_go_on(
     )
     result = run_cli(["run", str(write_experiment(config))], cli_env(home), timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
-    trials = _trials(home)
+    trials = packed_trials(home)
     assert {t.state for t in trials} <= {"STOPPED", "COMPLETED"}
     by_pid: dict[int, list[Any]] = {}
     for trial in trials:
-        by_pid.setdefault(trial.worker_pid, []).append(trial)
+        by_pid.setdefault(trial.worker_key, []).append(trial)
     left_early = [
         (stopped, other)
         for members in by_pid.values()
@@ -181,7 +118,7 @@ def test_the_searcher_stops_one_member_and_the_others_go_on(
         for other in members
         if stopped.state == "STOPPED" and other.batches_trained > stopped.batches_trained
     ]
-    assert left_early, [(t.number, t.state, t.worker_pid, t.batches_trained) for t in trials]
+    assert left_early, [(t.number, t.state, t.worker_key, t.batches_trained) for t in trials]
     left = r"trial \d+ stopped \(attempt 1; 1 trial\(s\) left in the pack\)"
     assert re.search(left, _logs(home))
 
@@ -211,7 +148,7 @@ def test_a_killed_pack_is_retried_and_a_paused_one_resumes_each_member_from_its_
             timeout=120,
             what="both members' checkpoints at batch 10",
         )
-        (pid,) = {t.worker_pid for t in _trials(home)}
+        (pid,) = {t.worker_key for t in packed_trials(home)}
         os.killpg(pid, signal.SIGKILL)
         wait_for(
             lambda: len(re.findall("resumed from", _logs(home))) == 2,
@@ -224,7 +161,7 @@ def test_a_killed_pack_is_retried_and_a_paused_one_resumes_each_member_from_its_
         if cli.poll() is None:
             os.killpg(cli.pid, signal.SIGKILL)
     assert cli.returncode == 130, output
-    assert [(t.state, t.num_restarts) for t in _trials(home)] == [("PAUSED", 1)] * 2
+    assert [(t.state, t.num_restarts) for t in packed_trials(home)] == [("PAUSED", 1)] * 2
     for number in (0, 1):
         killed = rf"trial {number} \(id \d+\) .*worker was killed by signal SIGKILL without"
         assert re.search(killed, output), output
@@ -232,7 +169,7 @@ def test_a_killed_pack_is_retried_and_a_paused_one_resumes_each_member_from_its_
 
     resumed = run_cli(["run", "--resume", "killed"], env, timeout=300)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert [t.state for t in _trials(home)] == ["COMPLETED"] * 2
+    assert [t.state for t in packed_trials(home)] == ["COMPLETED"] * 2
     starts = [
         (int(number), int(step))
         for number, step in re.findall(
@@ -265,11 +202,11 @@ def test_a_queued_trial_joins_the_pack_in_the_place_a_stopped_member_left(
     env = cli_env(home, PYTHONPATH=str(tmp_path))
     result = run_cli(["run", str(write_experiment(config))], env, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
-    trials = _trials(home)
-    summary = [(t.number, t.state, t.worker_pid, t.batches_trained) for t in trials]
+    trials = packed_trials(home)
+    summary = [(t.number, t.state, t.worker_key, t.batches_trained) for t in trials]
     assert len(trials) == 3 and {t.state for t in trials} <= {"STOPPED", "COMPLETED"}, summary
-    host_pid = trials[0].worker_pid
-    joined = [t for t in trials[2:] if t.worker_pid == host_pid]
+    host_pid = trials[0].worker_key
+    joined = [t for t in trials[2:] if t.worker_key == host_pid]
     assert joined, summary
     for trial in joined:  # an ordinary trial: its own validations and checkpoints
         assert trial.validations and trial.validations[0] == 10, summary

@@ -34,7 +34,7 @@ def _trials(home: Path) -> list[tuple[str, str | None, int | None]]:
         with store.session() as session:
             experiment_id = repository.list_experiments(session)[0].id
             return [
-                (t.state.value, t.error, t.worker_pid)
+                (t.state.value, t.error, t.worker_key)
                 for t in repository.list_trials(session, experiment_id=experiment_id)
             ]
     finally:
@@ -82,9 +82,9 @@ def test_sigkilled_run_resumes_from_its_checkpoint_to_bit_identical_weights(
     wait_for(
         lambda: any(s >= 15 for s in checkpoint_steps(interrupted)), timeout=300, what="step 15"
     )
-    worker_pid = _trials(interrupted)[0][2]
-    assert worker_pid is not None
-    os.killpg(worker_pid, signal.SIGKILL)
+    worker_key = _trials(interrupted)[0][2]
+    assert worker_key is not None
+    os.killpg(worker_key, signal.SIGKILL)
     os.killpg(cli.pid, signal.SIGKILL)
     cli.wait()
     killed_at = max(checkpoint_steps(interrupted))

@@ -162,7 +162,7 @@ def test_killed_master_resumes_the_search_and_ends_the_orphaned_workers(
 
     wait_for(one_done_one_running, timeout=300, what="a finished and a running trial")
     finished_before = [t for t in _trials(home) if t[1] == "COMPLETED"]
-    orphans = _running_worker_pids(home)
+    orphans = _running_worker_keys(home)
     assert orphans, "a worker was running when the Master was killed"
     os.killpg(cli.pid, signal.SIGKILL)  # the Master only: its workers live on as orphans
     cli.wait()
@@ -179,14 +179,14 @@ def test_killed_master_resumes_the_search_and_ends_the_orphaned_workers(
         assert trial in after, "a finished trial was rerun"
 
 
-def _running_worker_pids(home: Path) -> list[int]:
+def _running_worker_keys(home: Path) -> list[int]:
     store = open_store(Settings(home=home).resolved_database_url())
     try:
         with store.session() as session:
             return [
-                t.worker_pid
+                t.worker_key
                 for t in repository.list_trials(session, experiment_id=1)
-                if t.state.value == "RUNNING" and t.worker_pid is not None
+                if t.state.value == "RUNNING" and t.worker_key is not None
             ]
     finally:
         store.close()

@@ -58,12 +58,12 @@ def _trials(home: Path) -> list[tuple[str, float]]:
         store.close()
 
 
-def _worker_pids(home: Path) -> list[int]:
+def _worker_keys(home: Path) -> list[int]:
     store = open_store(Settings(home=home).resolved_database_url())
     try:
         with store.session() as session:
             trials = repository.list_trials(session, experiment_id=1)
-            return [t.worker_pid for t in trials if t.state.value == "RUNNING" and t.worker_pid]
+            return [t.worker_key for t in trials if t.state.value == "RUNNING" and t.worker_key]
     finally:
         store.close()
 
@@ -89,7 +89,7 @@ def uninterrupted(toy_data: Path, tmp_path_factory: pytest.TempPathFactory) -> s
 
 def _kill(cli: subprocess.Popen[str], home: Path) -> None:
     """SIGKILL of `trainyard run` (its workers too: a killed Master's go on alone a while)."""
-    pids = _worker_pids(home)
+    pids = _worker_keys(home)
     os.killpg(cli.pid, signal.SIGKILL)
     for pid in pids:
         os.killpg(pid, signal.SIGKILL)

@@ -87,7 +87,7 @@ def test_the_follower_takes_over_a_search_when_the_leader_is_killed(
     ref = _submit_search_and_wait_for_training(client, toy_data)
     records = client.trial_records(ref)
     running = {
-        r.trial.id: r.trial.worker_pid for r in records if r.trial.state == TrialState.RUNNING
+        r.trial.id: r.trial.worker_key for r in records if r.trial.state == TrialState.RUNNING
     }
     checkpointed = {r.trial.id for r in records if r.trial.batches_trained >= KILL_AT_BATCHES}
     killed_at = datetime.now()  # local time, as in the servers' log lines

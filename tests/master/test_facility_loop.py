@@ -140,7 +140,7 @@ def test_a_loop_that_stops_leading_leaves_its_trials_to_the_next_leader(
 
     def trial_pid() -> int | None:
         running = [t for t in service.list_trials(experiment_id) if t.state == TrialState.RUNNING]
-        return running[0].worker_pid if running else None
+        return running[0].worker_key if running else None
 
     try:
         wait_for(lambda: loops[0].tick() or trial_pid() is not None, timeout=60, what="a run")

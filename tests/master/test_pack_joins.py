@@ -61,7 +61,7 @@ def _in_pack(service: MasterService, pid: int, *trial_ids: int) -> TestClient:
     """The trials RUNNING in one pack's worker `pid`; the API as that worker calls it with
     the first member's credential."""
     for trial_id in trial_ids:
-        service.update_trial(trial_id, state=TrialState.RUNNING, worker_pid=pid)
+        service.update_trial(trial_id, state=TrialState.RUNNING, worker_key=pid)
     token = service.issue_worker_token(trial_ids[0])
     return TestClient(
         create_app(service, admin_token=ADMIN_TOKEN), headers={"Authorization": f"Bearer {token}"}
@@ -83,7 +83,7 @@ def test_a_pack_takes_the_next_queued_trial_with_its_spec_and_own_credential(
     assert offer["trial_id"] == second and offer["reason"] == ""
     assert offer["spec"]["trial_id"] == second and offer["spec"]["attempt"] == 1
     joined = service.get_trial(second)
-    assert (joined.state, joined.worker_pid) == (TrialState.RUNNING, 4242)
+    assert (joined.state, joined.worker_key) == (TrialState.RUNNING, 4242)
     as_joined = TestClient(
         create_app(service, admin_token=ADMIN_TOKEN),
         headers={"Authorization": f"Bearer {offer['token']}"},
@@ -135,7 +135,7 @@ def test_two_packs_claiming_at_once_get_two_different_trials(
     for thread in threads:
         thread.join()
     assert sorted(offers) == trials[2:4]  # type: ignore[type-var]
-    pids = {service.get_trial(t).worker_pid for t in offers if t is not None}
+    pids = {service.get_trial(t).worker_key for t in offers if t is not None}
     assert pids == {1000, 1001}
 
 
@@ -232,9 +232,9 @@ def test_a_trial_claimed_by_a_pack_that_died_is_found_orphaned(
     service.update_trial(fourth, state=TrialState.RUNNING)  # claimed by a launch: no pid yet
     trials = service.list_trials(service.get_trial(first).experiment_id)
     # The pack's worker lives: its claim is adopted at the next tick, not orphaned.
-    assert orphaned_joins(trials, live_trials={first, second}, live_pids={4242}) == []
+    assert orphaned_joins(trials, live_trials={first, second}, live_keys={4242}) == []
     # It exited before the runner saw the join: the claimed trial is orphaned.
-    assert [t.id for t in orphaned_joins(trials, live_trials=set(), live_pids=set())] == [
+    assert [t.id for t in orphaned_joins(trials, live_trials=set(), live_keys=set())] == [
         first,
         second,
         third,
@@ -260,10 +260,10 @@ def test_a_restarted_runner_ends_the_leftover_pack_of_a_joined_trial(
                 env={**UNREACHABLE_MASTER, "TRAINYARD_TRIAL_ID": str(first)},
             )
         )
-        pid = earlier.worker_pid(first)
-        service.update_trial(first, state=TrialState.COMPLETED, worker_pid=pid)
-        service.update_trial(second, state=TrialState.STOPPED, worker_pid=pid)
-        service.update_trial(third, state=TrialState.RUNNING, worker_pid=pid)  # joined
+        pid = earlier.worker_key(first)
+        service.update_trial(first, state=TrialState.COMPLETED, worker_key=pid)
+        service.update_trial(second, state=TrialState.STOPPED, worker_key=pid)
+        service.update_trial(third, state=TrialState.RUNNING, worker_key=pid)  # joined
         runner = ExperimentRunner(
             service=service,
             executor=LocalExecutor(gpu_ids=[], num_cpu_slots=1, threads_per_cpu_slot=1),

@@ -4,14 +4,20 @@ and the messages when a pack cannot be started."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.executors.kube_fake.api import FakeKubernetes
+from tests.executors.kube_fake.cluster import write_kubeconfig
 from trainyard.config import parse_experiment
 from trainyard.config.facility import SlurmPoolSpec
+from trainyard.config.kubernetes_pool import KubernetesPoolSpec
 from trainyard.errors import ConfigError, TrainyardError
 from trainyard.executors import LocalExecutor
+from trainyard.executors.kubernetes import KubernetesExecutor
 from trainyard.executors.slurm import SlurmExecutor
 from trainyard.master.packs import pack_size
 from trainyard.protocol import PACK_TOKENS_ENV, PACK_TRIAL_IDS_ENV
@@ -36,29 +42,54 @@ def _local(gpus: int) -> LocalExecutor:
     return LocalExecutor(gpu_ids=list(range(gpus)), num_cpu_slots=2, threads_per_cpu_slot=1)
 
 
-def _slurm() -> SlurmExecutor:
+def _slurm(**spec: Any) -> SlurmExecutor:
     return SlurmExecutor(
         pool="a100",
-        spec=SlurmPoolSpec.model_validate({"partition": "gpu", "gpus_per_node": 4}),
+        spec=SlurmPoolSpec.model_validate({"partition": "gpu", **spec}),
         experiment="packs",
         source="f.yaml",
     )
 
 
-def test_an_explicit_pack_on_an_executor_without_packs_names_the_way_out() -> None:
+@pytest.fixture
+def kubernetes(tmp_path: Path) -> Iterator[KubernetesExecutor]:
+    """A Kubernetes pool's executor, on the fake API (tests/executors/kube_fake)."""
+    api = FakeKubernetes()
+    api.start()
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", api)
+    volumes = {"data": {"claim": "data", "mount_path": str(tmp_path)}}
+    spec = KubernetesPoolSpec.model_validate(
+        {"kubeconfig": str(kubeconfig), "namespace": "t", "image": "t", "volumes": volumes}
+    )
+    executor = KubernetesExecutor(pool="k8s", spec=spec, experiment="packs", source="f.yaml")
+    yield executor
+    executor.close()
+    api.stop()
+
+
+def test_an_explicit_pack_on_an_executor_without_packs_names_the_way_out(
+    kubernetes: KubernetesExecutor,
+) -> None:
     with pytest.raises(ConfigError) as caught:
-        pack_size(_config(3), _slurm())
+        pack_size(_config(3), kubernetes)
     assert (
-        "`resources.pack`: 3 trials per worker, but the pool `default` runs on the slurm "
+        "`resources.pack`: 3 trials per worker, but the pool `default` runs on the kubernetes "
         "executor, which starts one trial per worker; set `resources.pack` to off or auto, or "
-        "use a local pool"
+        "use a local or SLURM pool"
     ) in str(caught.value)
 
 
 def test_off_and_explicit_sizes_are_taken_as_given() -> None:
     assert pack_size(_config("off"), _local(0)) == 1
     assert pack_size(_config(3), _local(0)) == 3
-    assert pack_size(_config(1), _slurm()) == 1
+    assert pack_size(_config(3), _slurm(gpus_per_node=4)) == 3
+
+
+@pytest.mark.parametrize(("gpus", "size"), [(4, 8), (0, 1)])
+def test_auto_packs_on_slurm_by_what_the_pools_jobs_get(gpus: int, size: int) -> None:
+    """A SLURM pool's slots are GPUs when its jobs ask for them (`gpus_per_node`), else CPUs."""
+    spec = {"gpus_per_node": gpus} if gpus else {"tasks_per_node": 2}
+    assert pack_size(_config("auto"), _slurm(**spec)) == size
 
 
 @pytest.mark.parametrize(
@@ -85,12 +116,14 @@ def test_auto_packs_only_where_the_benchmark_measured_a_gain(
     assert f"resources.pack: auto -> {size} ({why}" in caplog.text
 
 
-def test_auto_does_not_pack_what_cannot_be_packed(caplog: pytest.LogCaptureFixture) -> None:
+def test_auto_does_not_pack_what_cannot_be_packed(
+    caplog: pytest.LogCaptureFixture, kubernetes: KubernetesExecutor
+) -> None:
     with caplog.at_level(logging.INFO, logger="trainyard.master.packs"):
         assert pack_size(_config("auto", slots_per_trial=2), _local(2)) == 1
-        assert pack_size(_config("auto"), _slurm()) == 1
+        assert pack_size(_config("auto"), kubernetes) == 1
     assert "this experiment cannot be packed (`resources.pack`: 8 trials" in caplog.text
-    assert "the slurm executor starts one trial per worker" in caplog.text
+    assert "the kubernetes executor starts one trial per worker" in caplog.text
 
 
 def test_a_worker_with_mismatched_pack_variables_says_who_starts_it(

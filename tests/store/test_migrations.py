@@ -65,7 +65,7 @@ def test_open_store_migrates_a_fresh_database_to_head(database_url: str) -> None
     engine.dispose()
 
     with open_store(database_url) as store:
-        assert current_revision(store.engine) == head_revision() == "0006_curves"
+        assert current_revision(store.engine) == head_revision() == "0007_worker_key"
         assert set(inspect(store.engine).get_table_names()) >= TABLES
 
 
@@ -271,6 +271,29 @@ def _insert_old_experiment(connection: Connection, name: str) -> None:
     )
 
 
+def _insert_old_trial(connection: Connection, state: str, *, batches_trained: int) -> int:
+    """An experiment `old` in the default project (releases 0003 on) with one trial in
+    `state`, written in SQL as those releases did; returns the trial's id."""
+    now = datetime.now(UTC)
+    connection.execute(
+        text(
+            "INSERT INTO ty_experiments (name, state, config, home_dir, created_at,"
+            " updated_at, project_id) SELECT 'old', :state, '{}', '/old', :now, :now, id"
+            " FROM ty_projects WHERE name = :default"
+        ),
+        {"now": now, "default": DEFAULT_PROJECT, "state": state},
+    )
+    connection.execute(
+        text(
+            "INSERT INTO ty_trials (experiment_id, number, state, hyperparameters, created_at,"
+            " batches_trained, num_restarts) SELECT id, 0, :state, '{}', :now, :batches, 0"
+            " FROM ty_experiments"
+        ),
+        {"now": now, "state": state, "batches": batches_trained},
+    )
+    return int(connection.scalar(text("SELECT max(id) FROM ty_trials")))
+
+
 def test_a_store_of_release_0005_gets_the_curves_of_its_validations(database_url: str) -> None:
     """0006 builds each trial's stored curves from the validation reports already there, as
     folding them in on arrival would have (a step validated again: the newest value)."""
@@ -278,23 +301,7 @@ def test_a_store_of_release_0005_gets_the_curves_of_its_validations(database_url
     reports = [(10, 0.6), (20, 0.7), (30, 0.65), (20, 0.9)]
     with engine.begin() as connection:
         command.upgrade(alembic_config(connection), "0005_roc")
-        connection.execute(
-            text(
-                "INSERT INTO ty_experiments (name, state, config, home_dir, created_at,"
-                " updated_at, project_id) SELECT 'old', 'COMPLETED', '{}', '/old', :now, :now, id"
-                " FROM ty_projects WHERE name = :default"
-            ),
-            {"now": datetime.now(UTC), "default": DEFAULT_PROJECT},
-        )
-        connection.execute(
-            text(
-                "INSERT INTO ty_trials (experiment_id, number, state, hyperparameters, created_at,"
-                " batches_trained, num_restarts) SELECT id, 0, 'COMPLETED', '{}', :now, 30, 0"
-                " FROM ty_experiments"
-            ),
-            {"now": datetime.now(UTC)},
-        )
-        trial_id = connection.scalar(text("SELECT id FROM ty_trials"))
+        trial_id = _insert_old_trial(connection, "COMPLETED", batches_trained=30)
         for kind, (step, auc) in [("validation", r) for r in reports] + [("training", (5, 0.1))]:
             connection.execute(
                 text(
@@ -324,3 +331,25 @@ def test_a_store_of_release_0005_gets_the_curves_of_its_validations(database_url
             "val_auc",
             "val_rej50",
         ]
+
+
+def test_a_store_of_release_0006_keeps_its_worker_pids_as_worker_keys(database_url: str) -> None:
+    """0007 renames `worker_pid` to `worker_key` (a local pid, or a SLURM job id) and widens it:
+    a running trial's pid survives, and a federated SLURM job id (over 2^31) fits."""
+    engine = make_engine(database_url)
+    with engine.begin() as connection:
+        command.upgrade(alembic_config(connection), "0006_curves")
+        trial_id = _insert_old_trial(connection, "RUNNING", batches_trained=5)
+        connection.execute(
+            text("UPDATE ty_trials SET worker_pid = 4242 WHERE id = :id"), {"id": trial_id}
+        )
+    engine.dispose()
+    with open_store(database_url) as store, store.session() as session:
+        (trial,) = list_trials(session, experiment_id=list_experiments(session)[0].id)
+        assert (trial.worker_key, trial.batches_trained) == (4242, 5)
+        trial.worker_key = 63 << 26 | 12345  # job 12345 of cluster 63 of a SLURM federation
+        session.flush()
+        session.expire_all()
+        assert list_trials(session, experiment_id=trial.experiment_id)[0].worker_key == (
+            63 << 26 | 12345
+        )

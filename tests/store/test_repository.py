@@ -173,9 +173,9 @@ def test_get_and_list_trials(store: Store, experiment: Experiment) -> None:
 
 def test_update_trial_keeps_timestamps_consistent(store: Store, trial: Trial) -> None:
     with store.session() as session:
-        running = update_trial(session, trial_id=trial.id, state="RUNNING", worker_pid=4242)
+        running = update_trial(session, trial_id=trial.id, state="RUNNING", worker_key=4242)
         assert running.state is TrialState.RUNNING
-        assert running.worker_pid == 4242
+        assert running.worker_key == 4242
         assert running.started_at is not None
         assert running.last_heartbeat_at == running.started_at
         first_start = running.started_at

@@ -262,7 +262,8 @@ class ResourcesSpec(_Strict):
     """Train several trials of a search together in one worker on one device, as one fused
     model (docs/packing.md): off, a number of trials per worker, or auto (pack where it gains
     on the device). Packed trials may differ only in lr, weight_decay, momentum, dropout and
-    seed. Local pools only; the runner starts up to that many queued trials per worker."""
+    seed. Local and SLURM pools (Kubernetes keeps one trial per worker); the runner starts
+    up to that many queued trials per worker."""
 
 
 class OptimizerSpec(_Strict):

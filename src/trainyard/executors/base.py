@@ -55,8 +55,8 @@ class Executor(abc.ABC):
     """How messages name this backend."""
     runs_packs = False
     """Whether a launch may carry a pack of trials (several trial ids and credentials in the
-    environment of one worker, docs/packing.md); a backend that cannot keeps one trial per
-    worker."""
+    environment of one worker, docs/packing.md); such a backend gives each worker a
+    `worker_key`. One that cannot (Kubernetes) keeps one trial per worker."""
 
     @abc.abstractmethod
     def capacity(self) -> int:
@@ -82,14 +82,18 @@ class Executor(abc.ABC):
     def kill(self, trial_id: int) -> None:
         """End the workers now, without a checkpoint."""
 
-    def worker_pid(self, trial_id: int) -> int | None:
-        """The local process id of a trial's worker, where the backend has one."""
+    def worker_key(self, trial_id: int) -> int | None:
+        """A running trial's worker as this backend names it (a local process id, a SLURM
+        job id), stored on the trial (`Trial.worker_key`) and shared by a pack's members:
+        joins, adoption and `end_leftover` find a pack by it. None where the backend has no
+        such name (Kubernetes), which is why such a backend cannot run packs."""
         return None
 
-    def end_leftover(self, trial_id: int, worker_pid: int | None) -> None:
+    def end_leftover(self, trial_id: int, worker_key: int | None) -> None:
         """End the workers of `trial_id` that an earlier Master started and lost (it was
-        killed): they must not train beside the attempt that replaces them. Backends that
-        find their leftovers themselves at launch (SLURM, by job name) need not override."""
+        killed), given the worker key it stored: they must not train beside the attempt that
+        replaces them. A pack's worker is ended through any of its members. The default does
+        nothing, for backends that find their leftovers themselves at launch."""
         return None
 
     def close(self) -> None:

@@ -241,7 +241,7 @@ class KubernetesExecutor(Executor):
         except Exception as err:  # the Job is gone; its pods follow with their grace period
             logger.warning("cannot delete the pods of Job %s: %s", attempt.names.job, err)
 
-    def end_leftover(self, trial_id: int, worker_pid: int | None) -> None:
+    def end_leftover(self, trial_id: int, worker_key: int | None) -> None:
         self._end_earlier_attempts(trial_id)
 
     def running(self) -> list[int]:

@@ -202,20 +202,22 @@ class LocalExecutor(Executor):
             return "the worker's exit status was lost: the worker fork server ended while it ran"
         return super().describe_exit(trial_id, code)
 
-    def end_leftover(self, trial_id: int, worker_pid: int | None) -> None:
-        """SIGKILL the process group of an earlier Master's worker of this trial, if that pid
-        is still such a worker (its environment names the trial; pids are reused), and wait
-        until it is gone."""
-        if worker_pid is None or not _is_worker_of(worker_pid, trial_id):
+    def end_leftover(self, trial_id: int, worker_key: int | None) -> None:
+        """SIGKILL the process group of an earlier Master's worker of this trial (its key is
+        its pid), if that pid is still such a worker (its environment names the trial; pids
+        are reused), and wait until it is gone."""
+        pid = worker_key
+        if pid is None or not _is_worker_of(pid, trial_id):
             return
-        logger.warning("trial %d: ending leftover worker pid %d", trial_id, worker_pid)
+        logger.warning("trial %d: ending leftover worker pid %d", trial_id, pid)
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(worker_pid, signal.SIGKILL)
+            os.killpg(pid, signal.SIGKILL)
         deadline = time.monotonic() + LEFTOVER_EXIT_TIMEOUT_S
-        while is_running(worker_pid) and time.monotonic() < deadline:
+        while is_running(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
 
-    def worker_pid(self, trial_id: int) -> int | None:
+    def worker_key(self, trial_id: int) -> int | None:
+        """The worker's process id (its process group's too: workers lead their session)."""
         running = self._running.get(trial_id)
         return running.process.pid if running else None
 

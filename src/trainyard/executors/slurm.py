@@ -11,8 +11,16 @@ trial behind the runner's back. Workers that SLURM signals (a time limit ahead, 
 a node taken down) checkpoint and report a pause, and the runner requeues the trial; a job
 that SLURM ends outright (node failure) is reported by `poll` with a code of its own (see
 EXIT_CODES) and retried like any crash. Either way a new job resumes from the trial's last
-checkpoint. A job of the same trial left by an earlier Master (same name and log file) is
-cancelled before a new one is submitted, since its workers hold that Master's token.
+checkpoint. A job left by an earlier Master is ended before its trials run again, since its
+workers would train beside the new attempt: the runner's restart path hands `end_leftover`
+the job id it stored as the trial's worker key, and a launch also cancels jobs of the same
+trial (same name and log file) that an earlier Master submitted but never recorded.
+
+Packs (docs/packing.md): a launch whose environment names several trials is one job of one
+slot, named after its host trial and writing the host's log, whose one worker trains them
+all; the job id is the pack's worker key, so joins, adoption and a restarted Master's clean-up
+find the pack by it. The members' credentials travel as the solo trial's does, in the job's
+environment (sbatch --export=ALL), never on a command line or in the batch script.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import shlex
 import subprocess
 import time
@@ -32,9 +41,14 @@ from trainyard.executors import slurm_cli
 from trainyard.executors.base import INFRASTRUCTURE_EXIT, Executor, WorkerLaunch
 from trainyard.executors.slurm_cli import JobStatus
 from trainyard.executors.slurm_job import JobShape, batch_script, job_shape, sbatch_options
+from trainyard.protocol import PACK_TRIAL_IDS_ENV
 from trainyard.suggest import did_you_mean
 
 logger = logging.getLogger(__name__)
+
+LEFTOVER_END_TIMEOUT_S = 60.0
+"""How long `end_leftover` waits for a cancelled job to leave its nodes (KillWait is 30 s
+by default)."""
 
 EXIT_CODES = {
     "CANCELLED": INFRASTRUCTURE_EXIT + 1,
@@ -79,6 +93,7 @@ class SlurmExecutor(Executor):
     """
 
     name = "slurm"
+    runs_packs = True
 
     def __init__(self, *, pool: str, spec: SlurmPoolSpec, experiment: str, source: str) -> None:
         self._pool = pool
@@ -165,6 +180,7 @@ class SlurmExecutor(Executor):
                 experiment=self._experiment,
                 trial_id=launch.trial_id,
                 num_slots=launch.num_slots,
+                pack=[int(i) for i in launch.env.get(PACK_TRIAL_IDS_ENV, "").split(",") if i],
                 command=launch.command,
                 workdir=launch.workdir,
             )
@@ -238,6 +254,44 @@ class SlurmExecutor(Executor):
     def running(self) -> list[int]:
         return list(self._jobs)
 
+    def worker_key(self, trial_id: int) -> int | None:
+        """The trial's (or its pack's) batch job id."""
+        job = self._jobs.get(trial_id)
+        return job.job_id if job else None
+
+    def device_kind(self) -> str:
+        return "cuda" if self._spec.gpus_per_node else "cpu"
+
+    def end_leftover(self, trial_id: int, worker_key: int | None) -> None:
+        """Cancel the job `worker_key` that an earlier Master submitted for this trial (alone,
+        or for a pack the trial was in, as its host or not), if slurmctld still runs it as a
+        job of this experiment (by its name, which job ids come back only after wrapping and
+        another experiment's name cannot match), and wait
+        until it has left its nodes: its workers may still write a checkpoint as they go
+        (SLURM sends SIGTERM, then SIGKILL after KillWait), which the new attempt must find
+        finished."""
+        if worker_key is None:
+            return
+        status = self._job_now(worker_key)
+        name = rf"trainyard-{re.escape(self._experiment)}-\d+"
+        ours = status is not None and re.fullmatch(name, status.name)
+        if status is None or status.finished or not ours:
+            return
+        logger.warning("trial %d: ending leftover SLURM job %d", trial_id, worker_key)
+        self._scancel(worker_key)
+        deadline, pause = time.monotonic() + LEFTOVER_END_TIMEOUT_S, 0.2
+        while time.monotonic() < deadline:
+            time.sleep(pause)
+            pause = min(2 * pause, 2.0)
+            status = self._job_now(worker_key)
+            if status is not None and status.finished:
+                return
+        logger.warning(
+            "SLURM job %d has not left its nodes %.0f s after scancel; going on",
+            worker_key,
+            LEFTOVER_END_TIMEOUT_S,
+        )
+
     # -- helpers -------------------------------------------------------------------------------
 
     def _status(self, job_id: int) -> JobStatus | None:
@@ -249,6 +303,17 @@ class SlurmExecutor(Executor):
                 self._queue = slurm_cli.queue()
                 self._queue_read_at = now
             return self._queue.get(job_id) or slurm_cli.job(job_id)
+        except ExecutorError as err:
+            if "not on PATH" in str(err):
+                raise
+            logger.warning("cannot read the state of SLURM job %d: %s", job_id, err)
+            return None
+
+    def _job_now(self, job_id: int) -> JobStatus | None:
+        """The job's state from slurmctld now (scontrol), not squeue's last reading; None
+        while slurmctld does not answer."""
+        try:
+            return slurm_cli.job(job_id)
         except ExecutorError as err:
             if "not on PATH" in str(err):
                 raise

@@ -117,12 +117,15 @@ def batch_script(
     experiment: str,
     trial_id: int,
     num_slots: int,
+    pack: Sequence[int] = (),
     command: Sequence[str] | None = None,
     workdir: Path | None = None,
 ) -> str:
     """The job's script (templates/slurm_job.sh): set-up lines, then `srun` the workers, or
     for a script trial its `command` (in `workdir`) once per task, with torchrun's variables
-    also for one task."""
+    also for one task. `pack`: a pack's trial ids, which the worker reads from its environment
+    as it reads their credentials; named here for the reader only. No credential is ever
+    written into the script."""
     python = spec.python or sys.executable
     container = shlex.split(spec.container or "")
     worker = [*container, python, "-m", WORKER_MODULE]
@@ -138,8 +141,10 @@ def batch_script(
         inner = f"{_RANK_ENV}; exec {shlex.join(worker)}"
         task, rendezvous = f"bash -c {shlex.quote(inner)}", _RENDEZVOUS
     template = resources.files("trainyard.executors").joinpath("templates/slurm_job.sh")
+    ids = ", ".join(map(str, pack))
+    trials = f"Trials {ids}, one pack in one worker," if pack else f"Trial id {trial_id}"
     return _ScriptTemplate(template.read_text()).substitute(
-        trial_id=trial_id,
+        trials=trials,
         experiment=experiment,
         pool=pool,
         num_slots=num_slots,

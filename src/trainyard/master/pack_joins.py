@@ -3,15 +3,16 @@
 A packed worker whose member left (stopped by the searcher, completed, errored) asks, between
 two steps and with one member's own credential, for another trial (`PackJoinRequest`). The
 Master claims the lowest-numbered queued trial with a conditional update (store/claims.py):
-QUEUED -> RUNNING under the pack's worker pid, only while still queued (so the runner does
-not launch it too) and while the experiment's `max_concurrent_trials` and the project's trial
-quotas have room (a join takes no slot: the pack's worker already holds one, so slot quotas
-and the fair share do not change). The answer carries the trial's spec and a fresh attempt
-credential. Every trial of a packed experiment fits the pack: the config refuses a pack whose
-search varies a shape-changing hyperparameter (`trainyard.config.packing`).
+QUEUED -> RUNNING under the pack's worker key (a local pid, a SLURM job id), only while
+still queued (so the runner does not launch it too) and while the experiment's
+`max_concurrent_trials` and the project's trial quotas have room (a join takes no slot: the
+pack's worker already holds one, so slot quotas and the fair share do not change). The
+answer carries the trial's spec and a fresh attempt credential. Every trial of a packed
+experiment fits the pack: the config refuses a pack whose search varies a shape-changing
+hyperparameter (`trainyard.config.packing`).
 
-The runner learns a joined member from the store (RUNNING under its pack's pid) and watches,
-pauses and reaps it with the pack (master/runner.py); if the worker dies between claim and
+The runner learns a joined member from the store (RUNNING under its pack's worker key) and
+watches, pauses and reaps it with the pack (master/runner.py); if the worker dies between claim and
 join, the reaping retries the claimed trial from its own checkpoint like any member.
 """
 
@@ -61,7 +62,7 @@ class PackJoins:
         """
         with self._store.session() as session:
             caller = repository.get_trial(session, caller_id)
-            experiment_id, pid = caller.experiment_id, caller.worker_pid
+            experiment_id, key = caller.experiment_id, caller.worker_key
             experiment = repository.get_experiment(session, experiment_id)
             experiment_state = experiment.state
         config = self._service.experiment_config(experiment_id)
@@ -72,7 +73,7 @@ class PackJoins:
                 f"(`resources.pack: {pack}`); only a packed worker may take queued trials"
             )
         with self._store.session() as session:
-            in_pack = self._pack_of(session, caller_id, experiment_id, pid, request)
+            in_pack = self._pack_of(session, caller_id, experiment_id, key, request)
             if experiment_state is not ExperimentState.RUNNING:
                 return PackJoinOffer(reason=f"experiment is {experiment_state.value}")
             if isinstance(pack, int) and len(in_pack) >= pack:
@@ -97,7 +98,7 @@ class PackJoins:
                     experiment_id=experiment_id,
                     trial_id=queued,
                     limits=limits,
-                    worker_pid=pid,
+                    worker_key=key,
                 ):
                     break
                 full = reached_limit(session, limits)
@@ -106,7 +107,7 @@ class PackJoins:
                     reason=f"{full.name} is reached ({full.limit} running trials)"
                 )
             # Else another party claimed that trial first: try the next one.
-        logger.info("trial %d joins the pack of trial %d (pid %s)", queued, caller_id, pid)
+        logger.info("trial %d joins the pack of trial %d (worker key %s)", queued, caller_id, key)
         return self._offer(queued, caller_id)
 
     def _pack_of(
@@ -114,12 +115,12 @@ class PackJoins:
         session: Session,
         caller_id: int,
         experiment_id: int,
-        pid: int | None,
+        key: int | None,
         request: PackJoinRequest,
     ) -> list[int]:
-        """The trials RUNNING in the caller's pack (its worker's pid), after checking that
+        """The trials RUNNING in the caller's pack (its worker's key), after checking that
         the caller runs in one and that `members` are all of them."""
-        if pid is None or caller_id not in request.members:
+        if key is None or caller_id not in request.members:
             raise PermissionDeniedError(
                 f"trial {caller_id} is not running in a pack that lists it among its members; "
                 "only a packed worker asks for trials, with one of its members' credentials"
@@ -129,7 +130,7 @@ class PackJoins:
                 select(Trial.id).where(
                     Trial.experiment_id == experiment_id,
                     Trial.state == TrialState.RUNNING,
-                    Trial.worker_pid == pid,
+                    Trial.worker_key == key,
                 )
             )
         )
@@ -172,7 +173,7 @@ def claim_for_launch(
     max_concurrent_trials: int,
 ) -> set[int]:
     """The runner's side: those of `trial_ids` it may launch, claimed QUEUED -> RUNNING (no
-    worker pid yet) unless a pack took one first or the experiment is at its limit."""
+    worker key yet) unless a pack took one first or the experiment is at its limit."""
     limit = TrialLimit(
         "the experiment's resources.max_concurrent_trials", max_concurrent_trials, (experiment_id,)
     )
@@ -184,7 +185,7 @@ def claim_for_launch(
                 experiment_id=experiment_id,
                 trial_id=trial_id,
                 limits=[limit],
-                worker_pid=None,
+                worker_key=None,
             ):
                 claimed.add(trial_id)
     return claimed

@@ -1,10 +1,12 @@
-"""The runner's packed workers: each one's pid and members, joined ones included.
+"""The runner's packed workers: each one's worker key and members, joined ones included.
 
-A pack's worker is keyed by its host trial's id (the executor's key). Members that join later
-(master/pack_joins.py) are learnt from the store: a trial RUNNING under a pack's pid that the
-pack does not list yet. A trial claimed by a pack whose worker exited before the runner saw it
-join is retried like the pack's other members. The runner's launches of a packed experiment
-claim their trials through the same conditional update as joins (store/claims.py).
+The executor knows a pack's worker by its host trial's id; the store knows it by its worker
+key (a local pid, a SLURM job id: `Executor.worker_key`), which every member carries. Members
+that join later (master/pack_joins.py) are learnt from the store: a trial RUNNING under a
+pack's worker key that the pack does not list yet. A trial claimed by a pack whose worker
+exited before the runner saw it join is retried like the pack's other members. The runner's
+launches of a packed experiment claim their trials through the same conditional update as
+joins (store/claims.py).
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class _Pack:
-    pid: int | None
+    key: int | None
+    """The worker's key (`Executor.worker_key`), stored on every member."""
     members: list[int]
     """Every trial the pack's worker took: those it started with, then those that joined."""
 
@@ -36,8 +39,8 @@ class PackRoster:
         self._service = service
         self._packs: dict[int, _Pack] = {}
 
-    def add(self, host_id: int, trial_ids: list[int], pid: int | None) -> None:
-        self._packs[host_id] = _Pack(pid=pid, members=list(trial_ids))
+    def add(self, host_id: int, trial_ids: list[int], key: int | None) -> None:
+        self._packs[host_id] = _Pack(key=key, members=list(trial_ids))
 
     def members(self, worker_id: int) -> list[int]:
         """The trials a worker trains: its pack's members, or its own trial alone."""
@@ -57,8 +60,8 @@ class PackRoster:
         return sum(max(0, size - num) for num in in_packs if num > 0)
 
     def claim(self, trials: list[TrialOut], *, max_concurrent_trials: int) -> list[TrialOut]:
-        """Those of `trials` the runner may launch (now RUNNING, no pid yet); the others were
-        taken by a pack's join, or the experiment is at max_concurrent_trials."""
+        """Those of `trials` the runner may launch (now RUNNING, no worker key yet); the
+        others were taken by a pack's join, or the experiment is at max_concurrent_trials."""
         claimed = claim_for_launch(
             self._service,
             experiment_id=trials[0].experiment_id,
@@ -73,23 +76,23 @@ class PackRoster:
             self._service.update_trial(trial.id, state=TrialState.QUEUED)
 
     def adopt_joined(self, experiment_id: int) -> list[int]:
-        """Make each trial RUNNING under a pack's pid that the pack does not list its member:
-        watched, paused and reaped with it; its own log points to the pack's. Returns their
-        ids."""
+        """Make each trial RUNNING under a pack's worker key that the pack does not list its
+        member: watched, paused and reaped with it; its own log points to the pack's. Returns
+        their ids."""
         adopted = []
         trials = self._service.list_trials(experiment_id)
         for host_id, pack in self._packs.items():
             for trial in trials:
-                joined = trial.state is TrialState.RUNNING and trial.worker_pid is not None
-                if joined and trial.worker_pid == pack.pid and trial.id not in pack.members:
+                joined = trial.state is TrialState.RUNNING and trial.worker_key is not None
+                if joined and trial.worker_key == pack.key and trial.id not in pack.members:
                     pack.members.append(trial.id)
                     adopted.append(trial.id)
                     host = self._service.get_trial(host_id)
                     logger.info(
-                        "trial %d joined the pack of trial %d (pid %s)",
+                        "trial %d joined the pack of trial %d (worker key %s)",
                         trial.number,
                         host.number,
-                        pack.pid,
+                        pack.key,
                     )
                     note_in_log(
                         trial, f"joined the pack of trial {host.number}; log: {host.log_path}"
@@ -102,10 +105,10 @@ class PackRoster:
         for trial in orphaned_joins(
             self._service.list_trials(experiment_id),
             live_trials={t for w in workers for t in self.members(w)},
-            live_pids={executor.worker_pid(w) for w in workers},
+            live_keys={executor.worker_key(w) for w in workers},
         ):
             self._service.end_attempt(trial.id)
-            reason = f"its pack's worker (pid {trial.worker_pid}) exited as it joined"
+            reason = f"its pack's worker (worker key {trial.worker_key}) exited as it joined"
             retried = self._service.fail_or_retry(
                 trial.id, reason=reason, max_restarts=max_restarts
             )
@@ -115,17 +118,17 @@ class PackRoster:
 
 
 def orphaned_joins(
-    trials: list[TrialOut], *, live_trials: set[int], live_pids: set[int | None]
+    trials: list[TrialOut], *, live_trials: set[int], live_keys: set[int | None]
 ) -> list[TrialOut]:
-    """Trials RUNNING under a worker pid that no live worker has and that no live worker
+    """Trials RUNNING under a worker key that no live worker has and that no live worker
     lists: claimed by a pack whose worker exited before the runner saw them join."""
     return [
         t
         for t in trials
         if t.state is TrialState.RUNNING
-        and t.worker_pid is not None
+        and t.worker_key is not None
         and t.id not in live_trials
-        and t.worker_pid not in live_pids
+        and t.worker_key not in live_keys
     ]
 
 

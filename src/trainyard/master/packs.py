@@ -25,7 +25,7 @@ def pack_size(config: ExperimentConfig, executor: Executor) -> int:
 
     Raises:
         ConfigError: an explicit `resources.pack: K` (K > 1) on an executor that starts one
-            trial per worker.
+            trial per worker (Kubernetes).
     """
     pack = config.resources.pack
     if pack == "off":
@@ -37,7 +37,7 @@ def pack_size(config: ExperimentConfig, executor: Executor) -> int:
                     f"`resources.pack`: {pack} trials per worker, but the pool "
                     f"`{config.resources.pool}` runs on the {executor.name} executor, which "
                     "starts one trial per worker; set `resources.pack` to off or auto, or use "
-                    "a local pool"
+                    "a local or SLURM pool"
                 ],
                 source=f"experiment {config.name!r}",
             )

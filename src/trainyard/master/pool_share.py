@@ -150,12 +150,12 @@ class ExperimentSlots(Executor):
         with self._pool._lock:
             self._executor.kill(trial_id)
 
-    def worker_pid(self, trial_id: int) -> int | None:
+    def worker_key(self, trial_id: int) -> int | None:
         with self._pool._lock:
-            return self._executor.worker_pid(trial_id)
+            return self._executor.worker_key(trial_id)
 
-    def end_leftover(self, trial_id: int, worker_pid: int | None) -> None:
-        self._executor.end_leftover(trial_id, worker_pid)  # waits: not under the lock
+    def end_leftover(self, trial_id: int, worker_key: int | None) -> None:
+        self._executor.end_leftover(trial_id, worker_key)  # waits: not under the lock
 
     def device_kind(self) -> str | None:
         return self._executor.device_kind()

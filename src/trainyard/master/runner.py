@@ -63,7 +63,7 @@ class ExperimentRunner:
         self._pack_size = 1
         self._max_concurrent_trials = 1
         self._packs = PackRoster(service)
-        """The packed workers, by their host trial's id (the executor's key), and members."""
+        """The packed workers, by their host trial's id (the executor's name for them)."""
         self._watch = WorkerWatch(
             service=service, executor=executor, settings=settings, packs=self._packs
         )
@@ -247,20 +247,20 @@ class ExperimentRunner:
         except BaseException:
             self._unclaim(trials)
             raise
-        pid = self._executor.worker_pid(host.id)
+        key = self._executor.worker_key(host.id)
         if len(trials) > 1:
-            self._packs.add(host.id, [t.id for t in trials], pid)
+            self._packs.add(host.id, [t.id for t in trials], key)
         for trial in trials:
             self._service.update_trial(
                 trial.id,
                 state=TrialState.RUNNING,
-                worker_pid=pid,
+                worker_key=key,
                 last_heartbeat_at=datetime.now(UTC),
             )
         if len(trials) > 1:
             numbers = ", ".join(str(t.number) for t in trials)
             logger.info(
-                "trials %s: one packed worker (pid %s), log %s", numbers, pid, host.log_path
+                "trials %s: one packed worker (worker key %s), log %s", numbers, key, host.log_path
             )
             for trial in trials[1:]:
                 note_in_log(
@@ -333,11 +333,12 @@ class ExperimentRunner:
                 continue
             self._service.end_attempt(trial.id)
             if trial.state is TrialState.RUNNING:
-                self._executor.end_leftover(trial.id, trial.worker_pid)
-                # A pack's worker is named after its host (a fork's name) or the trials it
-                # started with (its environment), not after one that joined later: try the
-                # trials of the experiment that ran under that pid, the finished ones too.
+                self._executor.end_leftover(trial.id, trial.worker_key)
+                # A local pack's worker is named after its host (a fork's name) or the trials
+                # it started with (its environment), not after one that joined later: try the
+                # trials of the experiment that ran under that worker key, the finished ones
+                # too. (A SLURM job is found by its key alone; the repeats find it ended.)
                 for named in trials:
-                    if trial.worker_pid is not None and named.worker_pid == trial.worker_pid:
-                        self._executor.end_leftover(named.id, trial.worker_pid)
+                    if trial.worker_key is not None and named.worker_key == trial.worker_key:
+                        self._executor.end_leftover(named.id, trial.worker_key)
             self._service.update_trial(trial.id, state=TrialState.QUEUED)

@@ -356,7 +356,7 @@ def _trial_out(trial: Trial) -> TrialOut:
         started_at=trial.started_at,
         ended_at=trial.ended_at,
         last_heartbeat_at=trial.last_heartbeat_at,
-        worker_pid=trial.worker_pid,
+        worker_key=trial.worker_key,
         log_path=trial.log_path,
         error=trial.error,
     )

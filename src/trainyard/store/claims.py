@@ -36,9 +36,9 @@ def claim_queued_trial(
     experiment_id: int,
     trial_id: int,
     limits: list[TrialLimit],
-    worker_pid: int | None,
+    worker_key: int | None,
 ) -> bool:
-    """Make the queued trial RUNNING under `worker_pid` if it is still QUEUED and every limit
+    """Make the queued trial RUNNING under `worker_key` if it is still QUEUED and every limit
     has room; False when it was not (another party claimed it, or a limit is reached)."""
     session.execute(select(Experiment.id).where(Experiment.id == experiment_id).with_for_update())
     now = utcnow()
@@ -48,7 +48,7 @@ def claim_queued_trial(
     claimed = session.execute(
         query.values(
             state=TrialState.RUNNING,
-            worker_pid=worker_pid,
+            worker_key=worker_key,
             last_heartbeat_at=now,
             started_at=func.coalesce(Trial.started_at, now),
             ended_at=None,

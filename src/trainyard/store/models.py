@@ -181,7 +181,11 @@ class Trial(Base):
     log_path: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)
     """The failure and the tail of the worker log, so it survives a lost log file."""
-    worker_pid: Mapped[int | None]
+    worker_key: Mapped[int | None] = mapped_column(BigInteger)
+    """Which worker runs the trial, as its executor names it while it runs: the process id
+    of a local worker, the batch job id of a SLURM one (None on Kubernetes, and between a
+    launch's claim and its start). A pack's members share it: joins, adoption and a restarted
+    Master's clean-up find a pack by it (docs/packing.md)."""
     searcher_trial_id: Mapped[int | None]
     """The searcher's own id for this trial (Optuna's trial id), to report back to it."""
 

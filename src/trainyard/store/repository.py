@@ -43,7 +43,7 @@ UPDATABLE_TRIAL_FIELDS = frozenset(
         "num_restarts",
         "log_path",
         "error",
-        "worker_pid",
+        "worker_key",
         "searcher_trial_id",
     }
 )
