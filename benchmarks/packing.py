@@ -10,7 +10,11 @@ recorded. The 1-minute load average is recorded before every pass.
 
     .venv/bin/python -m benchmarks.packing [--device cpu|cuda] [--precision fp32|bf16]
         [--batch-size 128] [--ks 1 2 4 8] [--models particlenet-lite particlenet]
-        [--steps 10] [--repeats 3] [--out benchmarks/results] [--tag NAME] [--quick]
+        [--steps 10] [--repeats 3] [--dropout 0.0] [--out benchmarks/results] [--tag NAME]
+        [--quick]
+
+`--dropout` sets every trial's dropout rate: a packed member draws its masks from its own
+generator (worker/packing/dropout.py), which this shows the cost of.
 
 Results: <out>/packing-<device>[-<tag>].json and .md.
 """
@@ -57,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         warmup_steps=args.warmup_steps,
         repeats=args.repeats,
         threads=torch.get_num_threads(),
+        dropout=args.dropout,
     )
     passes = []
     for repeat, model in itertools.product(range(args.repeats), args.models):
@@ -85,6 +90,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup-steps", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--dropout", type=float, default=0.0)
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     parser.add_argument("--tag", default="")
     parser.add_argument(
@@ -108,13 +114,16 @@ def _measure(
     if packed:
         pack = PackedModels(device=device, autocast_dtype=autocast)
         for index in range(k):
-            pack.join(_member(str(index), model, device, lr=1e-3 * (index + 1)))
+            pack.join(
+                _member(str(index), model, device, lr=1e-3 * (index + 1), dropout=settings.dropout)
+            )
 
         def step(i: int) -> None:
             pack.train_step({str(j): s[i % DISTINCT_BATCHES] for j, s in enumerate(streams)})
 
     else:
-        step = _solo_step(_member("solo", model, device, lr=1e-3), streams[0], device, autocast)
+        solo = _member("solo", model, device, lr=1e-3, dropout=settings.dropout)
+        step = _solo_step(solo, streams[0], device, autocast)
     load = os.getloadavg()[0]
     seconds, peak = _timed(step, settings, device)
     return Pass(
@@ -172,9 +181,11 @@ def _solo_step(
     return step
 
 
-def _member(key: str, model: str, device: torch.device, *, lr: float) -> PackMember:
+def _member(
+    key: str, model: str, device: torch.device, *, lr: float, dropout: float
+) -> PackMember:
     built = build_model(
-        model, num_features=NUM_FEATURES, num_classes=NUM_CLASSES, options={"dropout": 0.0}
+        model, num_features=NUM_FEATURES, num_classes=NUM_CLASSES, options={"dropout": dropout}
     ).to(device)
     optimizer = build_optimizer(built, OptimizerSpec(name="adamw"), lr=lr)
     return PackMember(key=key, model=built, optimizer=optimizer)

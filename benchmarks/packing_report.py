@@ -35,6 +35,8 @@ class Settings(_Record):
     warmup_steps: int
     repeats: int
     threads: int
+    dropout: float = 0.0
+    """Every trial's dropout rate."""
     optimizer: str = "adamw, each member its own lr"
     data: str = "random jets on the device, each trial its own batches"
 
@@ -169,7 +171,8 @@ def markdown(result: PackingResult) -> str:
         f"{load.min:.2f}-{load.max:.2f}; at the end {list(result.load_average_at_end)}.",
         "",
         f"{s.precision}, batch {s.batch_size} jets of {s.particles} particle slots per trial, "
-        f"{s.optimizer}; {s.data}; {s.threads} CPU threads. Each figure: trial-batches per "
+        f"{s.optimizer}, dropout {s.dropout:g}; {s.data}; {s.threads} CPU threads. "
+        "Each figure: trial-batches per "
         f"second over {s.steps} steps after {s.warmup_steps} warm-up steps, median of "
         f"{s.repeats} passes (min-max). Solo: one trial at a time (the ordinary loop); "
         "packed: K trials in one `PackedModels` step.",

@@ -69,10 +69,12 @@ def _logs(home: Path) -> str:
 def test_packed_grid_ends_with_the_weights_of_the_solo_grid(
     toy_data, write_experiment, tmp_path
 ) -> None:
+    """With dropout: each member draws its solo trial's masks from its own generator."""
     homes = {}
     for pack in ("off", 2):
         homes[pack] = home = tmp_path / f"home-{pack}"
-        config = _grid(toy_data, pack=pack, name=f"grid-{pack}")
+        dropping = {"name": "mlp", "options": {"dropout": 0.3}}
+        config = _grid(toy_data, pack=pack, name=f"grid-{pack}", model=dropping)
         result = run_cli(["run", str(write_experiment(config))], cli_env(home), timeout=300)
         assert result.returncode == 0, result.stdout + result.stderr
         trials = packed_trials(home)

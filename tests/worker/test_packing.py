@@ -203,9 +203,11 @@ def test_packed_trials_end_as_the_same_trials_trained_one_by_one(
 
 def test_a_member_leaving_and_another_joining_leave_the_others_untouched() -> None:
     """C leaves after 2 steps, D joins then (at its own step 0, so the members are at
-    different steps of their schedules), and D's short batches run as a group of their own."""
-    configs = {key: _trial("particlenet-lite", "sgd", TRIALS[i]) for i, key in enumerate("ABC")}
-    configs["D"] = _trial("particlenet-lite", "sgd", {"lr": 0.02, "seed": 4})
+    different steps of their schedules), and D's short batches run as a group of their own.
+    B and D drop (each its own masks, from its own generator: tests/worker/test_packing_rng.py)."""
+    configs = {key: _trial("particlenet-lite", "sgd", TRIALS[i]) for i, key in enumerate("AC")}
+    configs["B"] = _trial("particlenet-lite", "sgd", {**TRIALS[1], "dropout": 0.3})
+    configs["D"] = _trial("particlenet-lite", "sgd", {"lr": 0.02, "seed": 4, "dropout": 0.5})
     streams = {key: _batches(200 + i, TOTAL_BATCHES) for i, key in enumerate("ABC")}
     streams["D"] = _batches(300, TOTAL_BATCHES - 2, batch=5)
     pack = PackedModels(device=CPU)
@@ -270,6 +272,7 @@ def test_members_differ_in_dropout_rate_and_a_member_without_dropout_stays_exact
         losses = pack.train_step({"exact": streams[0][step], "dropping": streams[1][step]})
         assert torch.isfinite(losses["dropping"])
     _assert_same_training(pack.member("exact"), _solo(exact, streams[0]))
+    _assert_same_training(pack.member("dropping"), _solo(dropping, streams[1]))
     # The rate is the member's own: its model keeps its nn.Dropout(p=0.5).
     assert pack.member("dropping").model.fc[0][2].p == 0.5
 

@@ -10,21 +10,12 @@ import torch
 
 from trainyard.config import parse_experiment
 from trainyard.config.trial import resolve_trial
-from trainyard.datasets.toy import write_toy_dataset
 from trainyard.errors import ConfigError, ModelError
 from trainyard.protocol import TrialSpec
 from trainyard.worker.distributed import World
 from trainyard.worker.nonfinite import NonFiniteGuard, NonFiniteLossError
 from trainyard.worker.reporter import Reporter
 from trainyard.worker.trainer import Trainer
-
-
-@pytest.fixture(scope="module")
-def toy(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("trainer")
-    write_toy_dataset(root / "train", num_jets=100, seed=1)
-    write_toy_dataset(root / "val", num_jets=50, seed=2)
-    return root
 
 
 def _spec(toy: Path, tmp_path: Path, batch_size: int, model: str = "mlp") -> TrialSpec:

@@ -126,7 +126,11 @@ def _main_pack(clients: list[MasterClient], stop_requested: threading.Event) -> 
         reporter = Reporter(client, heartbeat_interval_s=spec.heartbeat_interval_s)
         with logging_as(spec.trial_number):
             trainer = Trainer(
-                spec=spec, reporter=reporter, world=world, stop_requested=stop_requested
+                spec=spec,
+                reporter=reporter,
+                world=world,
+                stop_requested=stop_requested,
+                own_rng=True,
             )
         return PackedTrial(client=client, trainer=trainer)
 

@@ -5,10 +5,17 @@ uninterrupted run would have drawn, so the states of Python's `random`, numpy's 
 torch's CPU generator and each CUDA device's generator all go into the checkpoint. They are
 stored as tensors and plain Python values only, so `torch.load(..., weights_only=True)` reads
 them back without unpickling arbitrary objects.
+
+A packed trial (worker/packing) shares its process with other trials, so its dropout draws
+from a generator of its own (`own_generator`, used through `drawing_from`); its checkpoint
+stores that generator's state where a solo trial's stores its device's default generator
+(`capture_rng_state(own=...)`), so either resumes the other.
 """
 
+import contextlib
 import logging
 import random
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -24,15 +31,22 @@ TORCH = "torch"
 CUDA = "cuda"
 
 
-def capture_rng_state() -> dict[str, Any]:
-    """Return the state of every global RNG, in a form that weights_only loading accepts."""
+def capture_rng_state(own: torch.Generator | None = None) -> dict[str, Any]:
+    """Return the state of every global RNG, in a form that weights_only loading accepts.
+
+    With `own` (a packed trial's generator), its state stands in for that of its device's
+    default generator, so the checkpoint reads as the solo trial's would.
+    """
     version, internal, gauss_next = random.getstate()
     name, keys, pos, has_gauss, cached_gaussian = np.random.get_state(legacy=True)
+    cpu = torch.get_rng_state()
     cuda = (
         [torch.cuda.get_rng_state(i) for i in range(torch.cuda.device_count())]
         if torch.cuda.is_available()
         else []
     )
+    if own is not None and own.device.type == "cuda":
+        cuda[_cuda_index(own.device)] = own.get_state()
     return {
         # MT19937 words are < 2**32, so int64 holds them without loss.
         PYTHON: {
@@ -47,7 +61,7 @@ def capture_rng_state() -> dict[str, Any]:
             "has_gauss": int(has_gauss),
             "cached_gaussian": float(cached_gaussian),
         },
-        TORCH: torch.get_rng_state(),
+        TORCH: own.get_state() if own is not None and own.device.type == "cpu" else cpu,
         CUDA: cuda,
     }
 
@@ -91,6 +105,49 @@ def seed_all(*entropy: int) -> int:
     np.random.seed(seed)
     torch.manual_seed(seed)
     return seed
+
+
+def own_generator(device: torch.device) -> torch.Generator:
+    """A new generator on `device` holding the state its default generator has now: a trial
+    that draws from it from here on draws what it would have drawn from the default one."""
+    generator = torch.Generator(device)
+    generator.set_state(_default_generator(device).get_state())
+    return generator
+
+
+@contextlib.contextmanager
+def drawing_from(generator: torch.Generator) -> Iterator[None]:
+    """Random ops on the generator's device draw from `generator` inside, by the very kernels
+    they use with the default generator (CUDA's fused dropout takes no generator argument):
+    the default generator holds `generator`'s state inside and gets its own back after, and
+    `generator` keeps what was drawn. Costs a few microseconds (states live on the host).
+    Another thread drawing from the default generator meanwhile would draw from `generator`'s
+    stream: the worker's other threads (heartbeats) draw nothing."""
+    default = _default_generator(generator.device)
+    saved = default.get_state()
+    default.set_state(generator.get_state())
+    try:
+        if generator.device.type == "cuda":  # the fused kernels use the current device's
+            with torch.cuda.device(generator.device):
+                yield
+        else:
+            yield
+    finally:
+        generator.set_state(default.get_state())
+        default.set_state(saved)
+
+
+def _default_generator(device: torch.device) -> torch.Generator:
+    if device.type == "cpu":
+        return torch.default_generator
+    if device.type == "cuda":
+        torch.cuda.init()  # the default generators exist once CUDA is initialised
+        return torch.cuda.default_generators[_cuda_index(device)]
+    raise ValueError(f"no per-trial random generator for device {device}; use cpu or cuda")
+
+
+def _cuda_index(device: torch.device) -> int:
+    return device.index if device.index is not None else torch.cuda.current_device()
 
 
 def _restore_cuda(states: list[torch.Tensor]) -> None:

@@ -39,7 +39,7 @@ from trainyard.worker.nonfinite import NonFiniteGuard
 from trainyard.worker.optim import build_lr_schedule, build_optimizer
 from trainyard.worker.precision import Precision
 from trainyard.worker.reporter import Reporter
-from trainyard.worker.rng import capture_rng_state, restore_rng_state, seed_all
+from trainyard.worker.rng import capture_rng_state, own_generator, restore_rng_state, seed_all
 from trainyard.worker.trained_state import load_trained_state, trained_state
 from trainyard.worker.trial_model import build_trial_model
 
@@ -81,7 +81,10 @@ class Trainer:
         reporter: Reporter,
         world: World,
         stop_requested: threading.Event,
+        own_rng: bool = False,
     ) -> None:
+        """`own_rng`: the trial shares its process with others (a pack), so its random stream
+        (dropout) is a generator of its own, `self.generator`, which its checkpoints save."""
         self.spec = spec
         self.config = config = spec.config
         self.reporter = reporter
@@ -170,6 +173,11 @@ class Trainer:
         )
         self.state = TrainState()
         self._resume()
+        # The trial's random stream from its first step on: the process's default generator
+        # of its device, as seeded above or restored by the resume. A packed trial takes a
+        # generator of its own in that state, which its checkpoints save in the default's
+        # place (the pack draws its dropout masks from it: worker/packing/dropout.py).
+        self.generator = own_generator(self.device) if own_rng else None
         logger.info(
             "trial %s: %s on %s, %d train / %d val jets, batch %d (%d rank(s), %s), "
             "%d batches (%d/epoch), %s",
@@ -272,7 +280,7 @@ class Trainer:
             ckpt.LR_SCHEDULER: self.lr_schedule.state_dict(),
             ckpt.DATALOADER: self.train_loader.state_dict(),
             ckpt.TRAIN_STATE: self.state.state_dict(),
-            ckpt.RNG: self.world.gather(capture_rng_state()),
+            ckpt.RNG: self.world.gather(capture_rng_state(own=self.generator)),
             **self.precision.state_dict(),
         }
         sharded = self.strategy == "fsdp"

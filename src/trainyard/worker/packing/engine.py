@@ -25,12 +25,13 @@ same batches, within float tolerance (vmap runs each layer as a batched kernel, 
 ordered differently; Adam can magnify that noise, docs/packing.md says how far;
 tests/worker/test_packing.py checks all this). A packed ParticleNet computes every edge,
 where a solo one in float32 skips the idle padded ones: the same math, rounded differently
-(docs/packing.md, "Exactness"). With dropout, each member
-draws its own masks at its own rate (`MemberDropout`), statistically as a solo trial does but
-not the same masks: a packed trial with dropout is a valid training of its hyperparameters,
-not a bitwise copy of the solo one, and its resume is exact only for the same pack
-composition. Only `nn.Dropout` modules may differ in rate between members; every other
-non-tensor attribute (widths, k, other dropout variants) must be equal, or `join` refuses.
+(docs/packing.md, "Exactness"). With dropout too: each member owns a generator (its trial's
+random stream, `PackMember.generator`), and `MemberDropout` draws each member's masks at its
+own rate from it by the op nn.Dropout uses, so a member draws its solo trial's masks,
+whoever its packmates are. Only `nn.Dropout` modules may differ in rate between members;
+every other non-tensor attribute (widths, k, other dropout variants) must be equal, or
+`join` refuses; another random op in a model's forward draws for the whole pack at once
+(vmap's `randomness="different"`), not per member.
 
 How a worker uses it: `worker/packing/loop.py` (the runner starts one worker with K trials of
 an experiment whose `resources.pack` allows it, each with its own credential). The loop
@@ -39,8 +40,8 @@ checkpoints and Reporter), joins their models and optimizers here, and around ea
 `train_step` runs each member's own bookkeeping (`Trainer.after_step`: reports, validation
 with the ordinary `validate`, the searcher's decision, checkpoints in the solo format), so a
 member that the searcher stops leaves at that step. A member's non-finite loss touches only
-its own gradients, and `train_step`'s `keep_update` applies its own NaN policy. Not built: a
-freed place taken by the next queued trial (`join` already allows it; docs/packing.md).
+its own gradients, and `train_step`'s `keep_update` applies its own NaN policy. A place a
+member leaves is taken by the next queued trial between two steps (`join`; joins.py).
 """
 
 from __future__ import annotations
@@ -60,13 +61,9 @@ from trainyard.data.batch import DEFAULT_INPUT_ROLES, JetBatch
 from trainyard.errors import ModelError
 from trainyard.models import build_model
 from trainyard.worker.optim import build_lr_schedule, build_optimizer
-from trainyard.worker.packing.skeleton import (
-    RATE,
-    MemberDropout,
-    check_same_structure,
-    skeleton_of,
-    structure_of,
-)
+from trainyard.worker.packing.dropout import RATE, MemberDropout
+from trainyard.worker.packing.skeleton import check_same_structure, skeleton_of, structure_of
+from trainyard.worker.rng import own_generator
 
 
 @dataclass
@@ -81,6 +78,10 @@ class PackMember:
     """Stepped once after each optimizer step, as in the solo loop."""
     grad_clip_norm: float | None = None
     """Clip this member's gradient norm before its step (training.grad_clip_norm)."""
+    generator: torch.Generator | None = None
+    """The trial's own random stream on the pack's device: its dropout masks are drawn from
+    it (its checkpoints save it, worker/rng.py). None: one holding the device's default
+    generator's state at `join`, what a solo trial started then would draw from."""
 
 
 @dataclass
@@ -92,9 +93,11 @@ class _Slot:
     buffers: dict[str, torch.Tensor]
     """Written back after each forward (BatchNorm running statistics)."""
     rates: dict[str, torch.Tensor]
-    """Each nn.Dropout's rate as a 0-dim tensor, for the skeleton's `MemberDropout`."""
-    drops: bool
-    """Whether any of those rates is above 0 (known without reading the device)."""
+    """Each nn.Dropout's rate as a 0-dim tensor, by the skeleton's `MemberDropout` buffer."""
+    dropout_rates: dict[str, float]
+    """The same rates by module name, as `MemberDropout.draws` takes them."""
+    generator: torch.Generator
+    """The member's own random stream (`PackMember.generator`)."""
 
 
 def build_member(
@@ -110,7 +113,8 @@ def build_member(
     `training.seed`, the optimizer and LR schedule from the trial's resolved config.
 
     The global RNG is left as it was, so building members in any order gives each the same
-    initial weights as its solo trial.
+    initial weights as its solo trial, and its generator (dropout) the state the solo
+    trial's process has at its first step.
     """
     training = config.training
     with torch.random.fork_rng(devices=[]):
@@ -121,6 +125,7 @@ def build_member(
             num_classes=num_classes,
             options=config.model.options,
         ).to(device)
+        generator = own_generator(device)
     optimizer = build_optimizer(model, training.optimizer, lr=training.optimizer.lr)
     return PackMember(
         key=key,
@@ -130,6 +135,7 @@ def build_member(
             optimizer, training.lr_schedule, total_batches=total_batches
         ),
         grad_clip_norm=training.grad_clip_norm,
+        generator=generator,
     )
 
 
@@ -149,7 +155,7 @@ class PackedModels:
         self._slots: dict[str, _Slot] = {}
         self._skeleton: nn.Module | None = None
         self._structure: dict[str, str] = {}
-        self._dropouts: list[MemberDropout] = []
+        self._dropouts: dict[str, MemberDropout] = {}
 
     @property
     def keys(self) -> list[str]:
@@ -169,6 +175,12 @@ class PackedModels:
         """
         if member.key in self._slots:
             raise ModelError(f"trial {member.key!r} is already in the pack; give each a new key")
+        generator = member.generator
+        if generator is None:
+            generator = own_generator(self.device)
+        assert generator.device.type == self.device.type, (
+            "the generator lives on the pack's device"
+        )
         structure = structure_of(member.model)
         if self._skeleton is None:
             self._skeleton, self._dropouts = skeleton_of(member.model, self.device)
@@ -188,7 +200,8 @@ class PackedModels:
                 f"{name}.{RATE}": torch.tensor(rate, device=self.device)
                 for name, rate in rates.items()
             },
-            drops=any(rate > 0 for rate in rates.values()),
+            dropout_rates=rates,
+            generator=generator,
         )
 
     def leave(self, key: str) -> PackMember:
@@ -196,7 +209,7 @@ class PackedModels:
         The pack forgets its architecture when the last member leaves."""
         slot = self._slots.pop(key)
         if not self._slots:
-            self._skeleton, self._structure, self._dropouts = None, {}, []
+            self._skeleton, self._structure, self._dropouts = None, {}, {}
         return slot.member
 
     def train_step(
@@ -241,8 +254,8 @@ class PackedModels:
         with torch.no_grad():
             buffers = _stack(slots, lambda slot: slot.buffers)
             rates = _stack(slots, lambda slot: slot.rates)
-        for dropout in self._dropouts:
-            dropout.active = any(slot.drops for slot in slots)
+        for name, dropout in self._dropouts.items():
+            dropout.draws = [(slot.dropout_rates[name], slot.generator) for slot in slots]
         shared = all(b is batches[0] for b in batches)
         inputs = batches[0] if shared else _stacked_batch(batches)
         data_dim = None if shared else 0

@@ -158,6 +158,7 @@ class PackLoop:
                 optimizer=trainer.optimizer,
                 lr_schedule=trainer.lr_schedule,
                 grad_clip_norm=trainer.config.training.grad_clip_norm,
+                generator=trainer.generator,
             )
         )
         self.remaining[member.key] = member

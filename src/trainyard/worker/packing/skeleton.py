@@ -4,7 +4,8 @@
 buffers; vmap batches it over the members. Two kinds of layer are swapped for versions that
 take per-member values as tensors and that vmap can batch on every device:
 
-- nn.Dropout -> MemberDropout: the rate is a buffer, so members may differ in dropout;
+- nn.Dropout -> MemberDropout (dropout.py): each member's mask at its own rate, drawn from
+  its own generator, so members may differ in dropout and each draws its solo trial's masks;
 - nn.BatchNorm1d/2d/3d -> MemberBatchNorm: in training, one native batch_norm over all
   members with the member dimension folded into the channels (vmap's own rule for it fails on
   CUDA: cuDNN refuses its non-contiguous batched input, and its bf16 backward refuses float32
@@ -24,29 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainyard.errors import ModelError
-
-RATE = "rate"
-"""Name of the per-member dropout rate inside the skeleton."""
-
-
-class MemberDropout(nn.Module):
-    """nn.Dropout whose rate is a tensor, so that under vmap each member has its own rate.
-
-    `active` is False when no member of the step drops anything: the module is then the
-    identity, as nn.Dropout(p=0) is, and draws no random numbers.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.register_buffer(RATE, torch.zeros(()), persistent=False)
-        self.active = False
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self.training and self.active):
-            return x
-        rate = getattr(self, RATE)
-        keep = torch.rand_like(x) >= rate
-        return x * keep / (1 - rate)
+from trainyard.worker.packing.dropout import MemberDropout
 
 
 class MemberBatchNorm(nn.Module):
@@ -203,17 +182,19 @@ def _members_at(tensor: torch.Tensor, dim: int | None, at: int, members: int) ->
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
-def skeleton_of(model: nn.Module, device: torch.device) -> tuple[nn.Module, list[MemberDropout]]:
+def skeleton_of(
+    model: nn.Module, device: torch.device
+) -> tuple[nn.Module, dict[str, MemberDropout]]:
     """A copy of the model that only lends its code to functional_call: every tensor is
     supplied per member at each step. nn.Dropout becomes MemberDropout and nn.BatchNorm
-    MemberBatchNorm (same tensor names); returns the skeleton and its dropouts."""
+    MemberBatchNorm (same tensor names); returns the skeleton and its dropouts by name."""
     skeleton = copy.deepcopy(model)
-    dropouts = []
+    dropouts = {}
     for name, module in list(skeleton.named_modules()):
         replacement: nn.Module
         if type(module) is nn.Dropout:
             replacement = MemberDropout().to(device)
-            dropouts.append(replacement)
+            dropouts[name] = replacement
         elif type(module) in _NORMS:
             replacement = MemberBatchNorm(module)
         else:
