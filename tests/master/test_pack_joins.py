@@ -37,15 +37,16 @@ def _experiment(
     pack: int | str = 2,
     max_concurrent_trials: int = 4,
     num_trials: int = 4,
+    model: str = "mlp",
 ) -> list[int]:
     """A packed grid experiment, RUNNING, with `num_trials` queued trials."""
     config = parse_experiment(
         {
             "name": name,
-            "model": "mlp",
+            "model": model,
             "data": {"train": str(tmp_path / "t/*.parquet"), "val": str(tmp_path / "v/*.parquet")},
             "hyperparameters": {
-                "lr": {"type": "categorical", "vals": [0.01 * (i + 1) for i in range(6)]}
+                "lr": {"type": "categorical", "vals": [0.01 * (i + 1) for i in range(12)]}
             },
             "searcher": {"name": "grid"},
             "training": {"max_length": {"batches": 10}},
@@ -201,6 +202,41 @@ def test_an_experiment_that_does_not_pack_takes_no_joins(
         "only a packed worker may take queued trials"
     )
     assert service.get_trial(second).state is TrialState.QUEUED
+
+
+def test_an_auto_experiment_of_a_model_auto_never_packs_takes_no_joins(
+    service: MasterService, tmp_path: Path
+) -> None:
+    """`auto` packs no MLP on any device: a solo worker of such an experiment (every trial
+    has a worker key) cannot gather a pack."""
+    first, second = _experiment(service, tmp_path, pack="auto", num_trials=2)
+    worker = _in_pack(service, 4242, first)
+    refused = worker.post(f"/api/v1/trials/{first}/pack/join", json={"members": [first]})
+    assert refused.status_code == 403
+    assert refused.json()["detail"] == (
+        f"trial {first}'s experiment 'packed' does not pack trials (`resources.pack: auto`, "
+        "which packs mlp on no device); only a packed worker may take queued trials"
+    )
+    assert service.get_trial(second).state is TrialState.QUEUED
+
+
+def test_an_auto_pack_holds_at_most_what_auto_picks_on_any_device(
+    service: MasterService, tmp_path: Path
+) -> None:
+    """ParticleNet-Lite packs 8 under `auto` on a GPU (config/packing.py AUTO_PACK_SIZES);
+    the Master, which does not know the worker's device, holds the pack to that."""
+    trials = _experiment(
+        service,
+        tmp_path,
+        pack="auto",
+        model="particlenet-lite",
+        max_concurrent_trials=10,
+        num_trials=10,
+    )
+    worker = _in_pack(service, 4242, *trials[:8])
+    assert _join(worker, trials[0], trials[:8])["reason"] == "the pack is full (8 trials)"
+    service.update_trial(trials[7], state=TrialState.STOPPED)
+    assert _join(worker, trials[0], trials[:7])["trial_id"] == trials[8]
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

@@ -75,6 +75,12 @@ def pack_problems(
     return problems
 
 
+def most_auto_pack_size(model: str | None) -> int:
+    """The largest pack `resources.pack: auto` may choose for `model` on any device: what the
+    Master holds a pack of an `auto` experiment to, without knowing its worker's device."""
+    return max((size for (_, name), size in AUTO_PACK_SIZES.items() if name == model), default=1)
+
+
 def auto_pack_size(
     *, device_kind: str, model: str, searched: Iterable[str], slots_per_trial: int, amp: str
 ) -> tuple[int, str]:

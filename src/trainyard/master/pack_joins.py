@@ -24,6 +24,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from trainyard.auth.api_tokens import token_sha256
+from trainyard.config import ExperimentConfig
+from trainyard.config.packing import most_auto_pack_size
 from trainyard.errors import PermissionDeniedError
 from trainyard.master.reports import TrialReports
 from trainyard.master.service import MasterService
@@ -67,17 +69,21 @@ class PackJoins:
             experiment_state = experiment.state
         config = self._service.experiment_config(experiment_id)
         pack = config.resources.pack
-        if pack == "off" or pack == 1:
+        size = _most_members(config)
+        if size == 1:
+            model = config.model.name if config.model else "a script"
+            never = f", which packs {model} on no device" if pack == "auto" else ""
             raise PermissionDeniedError(
                 f"trial {caller_id}'s experiment {config.name!r} does not pack trials "
-                f"(`resources.pack: {pack}`); only a packed worker may take queued trials"
+                f"(`resources.pack: {pack}`{never}); only a packed worker may take queued "
+                "trials"
             )
         with self._store.session() as session:
             in_pack = self._pack_of(session, caller_id, experiment_id, key, request)
             if experiment_state is not ExperimentState.RUNNING:
                 return PackJoinOffer(reason=f"experiment is {experiment_state.value}")
-            if isinstance(pack, int) and len(in_pack) >= pack:
-                return PackJoinOffer(reason=f"the pack is full ({pack} trials)")
+            if len(in_pack) >= size:
+                return PackJoinOffer(reason=f"the pack is full ({size} trials)")
             lost = sorted(set(in_pack) - set(request.members))
         if lost:  # claimed for this pack before, but the answer never reached it
             logger.info("trial %d: offered again to the pack of trial %d", lost[0], caller_id)
@@ -163,6 +169,19 @@ class PackJoins:
             attempt = credential.attempt
         spec = self._reports.trial_spec(trial_id, attempt=attempt)
         return PackJoinOffer(trial_id=trial_id, spec=spec, token=token)
+
+
+def _most_members(config: ExperimentConfig) -> int:
+    """The most trials one worker of the experiment trains: `resources.pack: K`, 1 for off;
+    for auto, the largest pack auto picks for its model on any device (the runner's choice
+    for its pool is not in the store), 1 where auto never packs the model, so that a solo
+    worker of such an experiment cannot gather a pack."""
+    pack = config.resources.pack
+    if isinstance(pack, int):
+        return pack
+    if pack == "auto":
+        return most_auto_pack_size(config.model.name if config.model else None)
+    return 1
 
 
 def claim_for_launch(
