@@ -190,32 +190,25 @@ def test_only_a_member_of_that_pack_may_claim_for_it(
     assert service.get_trial(third).state is TrialState.QUEUED
 
 
+@pytest.mark.parametrize(
+    ("pack", "why"),
+    [
+        ("off", "`resources.pack: off`"),
+        # `auto` packs no MLP on any device: a solo worker (every trial has a worker key)
+        # cannot gather a pack.
+        ("auto", "`resources.pack: auto`, which packs mlp on no device"),
+    ],
+)
 def test_an_experiment_that_does_not_pack_takes_no_joins(
-    service: MasterService, tmp_path: Path
+    service: MasterService, tmp_path: Path, pack: str, why: str
 ) -> None:
-    first, second = _experiment(service, tmp_path, pack="off", num_trials=2)
+    first, second = _experiment(service, tmp_path, pack=pack, num_trials=2)
     worker = _in_pack(service, 4242, first)
     refused = worker.post(f"/api/v1/trials/{first}/pack/join", json={"members": [first]})
     assert refused.status_code == 403
     assert refused.json()["detail"] == (
-        f"trial {first}'s experiment 'packed' does not pack trials (`resources.pack: off`); "
+        f"trial {first}'s experiment 'packed' does not pack trials ({why}); "
         "only a packed worker may take queued trials"
-    )
-    assert service.get_trial(second).state is TrialState.QUEUED
-
-
-def test_an_auto_experiment_of_a_model_auto_never_packs_takes_no_joins(
-    service: MasterService, tmp_path: Path
-) -> None:
-    """`auto` packs no MLP on any device: a solo worker of such an experiment (every trial
-    has a worker key) cannot gather a pack."""
-    first, second = _experiment(service, tmp_path, pack="auto", num_trials=2)
-    worker = _in_pack(service, 4242, first)
-    refused = worker.post(f"/api/v1/trials/{first}/pack/join", json={"members": [first]})
-    assert refused.status_code == 403
-    assert refused.json()["detail"] == (
-        f"trial {first}'s experiment 'packed' does not pack trials (`resources.pack: auto`, "
-        "which packs mlp on no device); only a packed worker may take queued trials"
     )
     assert service.get_trial(second).state is TrialState.QUEUED
 
