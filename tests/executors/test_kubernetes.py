@@ -8,13 +8,14 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from tests.executors.conftest import NS
 from tests.executors.kube_fake.api import FakeKubernetes, Obj
 from tests.executors.kube_fake.cluster import FakeCluster, container_status, write_kubeconfig
 from trainyard.config.facility import parse_facility
@@ -27,54 +28,8 @@ from trainyard.executors.kubernetes_api import API_RULES
 from trainyard.executors.kubernetes_status import EXIT_CODES, Cause
 from trainyard.executors.pools import executor_for_pool
 
-NS = "trials"
 TOKEN = "tyw_not-in-any-pod-spec"
 ROLE = Path(__file__).parents[2] / "deploy" / "kubernetes" / "base" / "trial-rbac.yaml"
-
-
-@pytest.fixture
-def api() -> Iterator[FakeKubernetes]:
-    fake = FakeKubernetes()
-    fake.start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
-def cluster(api: FakeKubernetes) -> Iterator[FakeCluster]:
-    fake = FakeCluster(api)
-    yield fake
-    fake.close()
-
-
-@pytest.fixture
-def make_executor(
-    api: FakeKubernetes, tmp_path: Path
-) -> Iterator[Callable[..., KubernetesExecutor]]:
-    made: list[KubernetesExecutor] = []
-
-    def make(**fields: Any) -> KubernetesExecutor:
-        spec = {
-            "kubeconfig": str(write_kubeconfig(tmp_path / "kubeconfig", api)),
-            "namespace": NS,
-            "image": "registry.example.org/trainyard:0.1",
-            "gpus_per_pod": 1,
-            "max_pods": 8,
-            "volumes": {"data": {"claim": "data", "mount_path": str(tmp_path)}},
-            **fields,
-        }
-        executor = KubernetesExecutor(
-            pool="k8s",
-            spec=KubernetesPoolSpec.model_validate(spec),
-            experiment="exp",
-            source="facility file f.yaml",
-        )
-        made.append(executor)
-        return executor
-
-    yield make
-    for executor in made:
-        executor.close()
 
 
 def _launch(executor: KubernetesExecutor, tmp_path: Path, num_slots: int = 1) -> None:

@@ -23,6 +23,7 @@ from trainyard.executors.kubernetes_objects import (
     manifest,
     multiply_quantity,
 )
+from trainyard.protocol import PACK_SIZE_ENV, PACK_TOKENS_ENV, PACK_TRIAL_IDS_ENV
 
 KUBERNETES_VERSION = "1.37"
 """The newest schemas kubernetes-validate 1.37 bundles."""
@@ -52,7 +53,7 @@ POOL = {
 TOKEN = "tyw_secret-token"
 
 
-def _objects(num_slots: int, **pool: Any) -> tuple[dict, dict, dict]:
+def _objects(num_slots: int, pack: bool = False, **pool: Any) -> tuple[dict, dict, dict]:
     spec = KubernetesPoolSpec.model_validate({**POOL, **pool})
     names = TrialNames(dns_label("ParticleNet top_tagging"), trial_id=12, attempt=2)
     env = {
@@ -60,6 +61,12 @@ def _objects(num_slots: int, **pool: Any) -> tuple[dict, dict, dict]:
         "TRAINYARD_TRIAL_ID": "12",
         "TRAINYARD_MASTER_URL": "http://m",
     }
+    if pack:  # as the runner's `_launch` sets them for a pack of three
+        env |= {
+            PACK_TRIAL_IDS_ENV: "12,13,14",
+            PACK_TOKENS_ENV: f"{TOKEN},tyw_second,tyw_third",
+            PACK_SIZE_ENV: "8",
+        }
     launch = WorkerLaunch(
         trial_id=12, num_slots=num_slots, log_path=Path("/var/lib/trainyard/t/w.log"), env=env
     )
@@ -91,6 +98,22 @@ def test_every_object_of_1_2_and_8_gpu_trials_validates(
         f"--nnodes={pods}" in container["args"]
         and f"--nproc-per-node={ranks}" in container["args"]
     )
+
+
+def test_a_packs_job_and_secret_validate_with_every_credential_in_the_secret() -> None:
+    job, service, secret = _objects(1, pack=True)
+    for obj in (job, service, secret):
+        assert kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+    assert job["metadata"]["annotations"]["trainyard.io/pack-trials"] == "12,13,14"
+    assert "tyw_" not in json.dumps(job)
+    assert secret["stringData"] == {
+        "token": TOKEN,
+        "pack-tokens": f"{TOKEN},tyw_second,tyw_third",
+    }
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env[PACK_TRIAL_IDS_ENV]["value"] == "12,13,14"
+    assert env[PACK_TOKENS_ENV]["valueFrom"]["secretKeyRef"]["key"] == "pack-tokens"
 
 
 def test_a_cpu_pool_and_a_script_trial_validate() -> None:

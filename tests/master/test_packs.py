@@ -67,15 +67,22 @@ def kubernetes(tmp_path: Path) -> Iterator[KubernetesExecutor]:
     api.stop()
 
 
-def test_an_explicit_pack_on_an_executor_without_packs_names_the_way_out(
-    kubernetes: KubernetesExecutor,
-) -> None:
+class _OneTrialPerWorker(LocalExecutor):
+    """A backend that has not opted into packs (the `Executor` default): every shipped one
+    has, so this one stands for a new backend without a worker key."""
+
+    name = "example"
+    runs_packs = False
+
+
+def test_an_explicit_pack_on_an_executor_without_packs_names_the_way_out() -> None:
+    executor = _OneTrialPerWorker(gpu_ids=[], num_cpu_slots=2, threads_per_cpu_slot=1)
     with pytest.raises(ConfigError) as caught:
-        pack_size(_config(3), kubernetes)
+        pack_size(_config(3), executor)
     assert (
-        "`resources.pack`: 3 trials per worker, but the pool `default` runs on the kubernetes "
+        "`resources.pack`: 3 trials per worker, but the pool `default` runs on the example "
         "executor, which starts one trial per worker; set `resources.pack` to off or auto, or "
-        "use a local or SLURM pool"
+        "use a local, SLURM or Kubernetes pool"
     ) in str(caught.value)
 
 
@@ -83,6 +90,14 @@ def test_off_and_explicit_sizes_are_taken_as_given() -> None:
     assert pack_size(_config("off"), _local(0)) == 1
     assert pack_size(_config(3), _local(0)) == 3
     assert pack_size(_config(3), _slurm(gpus_per_node=4)) == 3
+
+
+def test_kubernetes_packs_as_given_and_auto_by_what_its_pods_get(
+    kubernetes: KubernetesExecutor,
+) -> None:
+    """The fixture's pool gives each pod one GPU (the default gpus_per_pod)."""
+    assert pack_size(_config(3), kubernetes) == 3
+    assert pack_size(_config("auto"), kubernetes) == 8
 
 
 @pytest.mark.parametrize(("gpus", "size"), [(4, 8), (0, 1)])
@@ -116,14 +131,13 @@ def test_auto_packs_only_where_the_benchmark_measured_a_gain(
     assert f"resources.pack: auto -> {size} ({why}" in caplog.text
 
 
-def test_auto_does_not_pack_what_cannot_be_packed(
-    caplog: pytest.LogCaptureFixture, kubernetes: KubernetesExecutor
-) -> None:
+def test_auto_does_not_pack_what_cannot_be_packed(caplog: pytest.LogCaptureFixture) -> None:
+    executor = _OneTrialPerWorker(gpu_ids=[0], num_cpu_slots=2, threads_per_cpu_slot=1)
     with caplog.at_level(logging.INFO, logger="trainyard.master.packs"):
         assert pack_size(_config("auto", slots_per_trial=2), _local(2)) == 1
-        assert pack_size(_config("auto"), kubernetes) == 1
+        assert pack_size(_config("auto"), executor) == 1
     assert "this experiment cannot be packed (`resources.pack`: 8 trials" in caplog.text
-    assert "the kubernetes executor starts one trial per worker" in caplog.text
+    assert "the example executor starts one trial per worker" in caplog.text
 
 
 def test_a_worker_with_mismatched_pack_variables_says_who_starts_it(

@@ -56,7 +56,8 @@ class Executor(abc.ABC):
     runs_packs = False
     """Whether a launch may carry a pack of trials (several trial ids and credentials in the
     environment of one worker, docs/packing.md); such a backend gives each worker a
-    `worker_key`. One that cannot (Kubernetes) keeps one trial per worker."""
+    `worker_key`. Local, SLURM and Kubernetes pools do; a backend without worker keys keeps
+    one trial per worker (`pack: K` is refused, `auto` does not pack)."""
 
     @abc.abstractmethod
     def capacity(self) -> int:
@@ -84,9 +85,10 @@ class Executor(abc.ABC):
 
     def worker_key(self, trial_id: int) -> int | None:
         """A running trial's worker as this backend names it (a local process id, a SLURM
-        job id), stored on the trial (`Trial.worker_key`) and shared by a pack's members:
-        joins, adoption and `end_leftover` find a pack by it. None where the backend has no
-        such name (Kubernetes), which is why such a backend cannot run packs."""
+        job id, a hash of a Kubernetes Job's uid), stored on the trial (`Trial.worker_key`)
+        and shared by a pack's members: joins, adoption and `end_leftover` find a pack by it.
+        None where the backend has no such name, which is why such a backend cannot run
+        packs."""
         return None
 
     def end_leftover(self, trial_id: int, worker_key: int | None) -> None:

@@ -12,6 +12,12 @@ SIGTERM, the worker checkpoints and reports, and the Job goes once its pods have
 deletes it at once (background propagation). An attempt of the same trial left by an earlier
 Master (a name that is taken, or `end_leftover` on resume) is deleted before a new one starts,
 since its workers hold that Master's token.
+
+Packs (docs/packing.md): a launch whose environment names several trials is one attempt of
+one slot (one pod), named after its host trial, whose worker trains them all; the members'
+credentials are in its Secret only. Each Job's worker key is a hash of its uid
+(kubernetes_objects.worker_key): the runner stores it on every member, and a restarted
+Master's `end_leftover` finds the pack's Job by it, through whichever member it reaches first.
 """
 
 from __future__ import annotations
@@ -29,6 +35,12 @@ from trainyard.config.kubernetes_pool import KubernetesPoolSpec
 from trainyard.errors import ConfigError, ExecutorError
 from trainyard.executors.base import Executor, WorkerLaunch
 from trainyard.executors.kubernetes_api import api_failure, connect
+from trainyard.executors.kubernetes_leftovers import (
+    LEFTOVER_MARGIN_S,
+    await_pods_gone,
+    highest_attempts,
+    unfinished_of,
+)
 from trainyard.executors.kubernetes_objects import (
     LABEL_PREFIX,
     TrialNames,
@@ -39,6 +51,7 @@ from trainyard.executors.kubernetes_objects import (
     experiment_selector,
     manifest,
     pod_layout,
+    worker_key,
 )
 from trainyard.executors.kubernetes_status import Cause, Ending, attempt_status, describe
 from trainyard.executors.kubernetes_watch import ClusterState
@@ -51,6 +64,7 @@ logger = logging.getLogger(__name__)
 class _Attempt:
     names: TrialNames
     num_slots: int
+    key: int
     killed: bool = False
     why_waiting: str = ""
 
@@ -67,6 +81,7 @@ class KubernetesExecutor(Executor):
     """
 
     name = "kubernetes"
+    runs_packs = True
 
     def __init__(
         self,
@@ -174,15 +189,17 @@ class KubernetesExecutor(Executor):
             self._delete(names.job, grace_s=0, propagation="Background")
             raise
         self._state.note("jobs", job)
-        self._attempts[launch.trial_id] = _Attempt(names=names, num_slots=launch.num_slots)
+        key = worker_key(job.metadata.uid)
+        self._attempts[launch.trial_id] = _Attempt(names, launch.num_slots, key)
         num_pods, ranks = pod_layout(self._spec, launch.num_slots)
         logger.info(
-            "trial %d: Kubernetes Job %s/%s (%d pod(s) x %d rank(s))",
+            "trial %d: Kubernetes Job %s/%s (%d pod(s) x %d rank(s), worker key %d)",
             launch.trial_id,
             self._spec.namespace,
             names.job,
             num_pods,
             ranks,
+            key,
         )
 
     def poll(self, trial_id: int) -> int | None:
@@ -242,10 +259,27 @@ class KubernetesExecutor(Executor):
             logger.warning("cannot delete the pods of Job %s: %s", attempt.names.job, err)
 
     def end_leftover(self, trial_id: int, worker_key: int | None) -> None:
-        self._end_earlier_attempts(trial_id)
+        """Delete the unfinished Jobs of this experiment that ran the trial (its attempts, or
+        the pack whose worker key it stored, host or joined member: kubernetes_leftovers.py),
+        and wait until their pods are gone. Jobs are listed under this experiment's labels
+        only, so another experiment's Job is never touched."""
+        jobs = self._list_jobs(experiment_selector(self._label))
+        for trial, attempt in highest_attempts(jobs).items():  # the next launch: a new name
+            self._launches[trial] = max(self._launches.get(trial, 0), attempt)
+        ended = self._delete_leftovers(unfinished_of(jobs, trial_id, worker_key), trial_id)
+        timeout_s = self._spec.stop_grace_s + LEFTOVER_MARGIN_S
+        await_pods_gone(self._core, self._spec.namespace, ended, timeout_s=timeout_s)
 
     def running(self) -> list[int]:
         return list(self._attempts)
+
+    def worker_key(self, trial_id: int) -> int | None:
+        """The hash of the uid of the trial's (or its pack's) Job."""
+        attempt = self._attempts.get(trial_id)
+        return attempt.key if attempt else None
+
+    def device_kind(self) -> str:
+        return "cuda" if self._spec.gpus_per_pod else "cpu"
 
     def close(self) -> None:
         self._state.close()
@@ -287,18 +321,24 @@ class KubernetesExecutor(Executor):
         """Delete the trial's unfinished Jobs; the highest attempt number it has (0: none).
         Finished ones stay until their TTL, with their pods' logs."""
         selector = f"{experiment_selector(self._label)},{LABEL_PREFIX}trial={trial_id}"
-        jobs = self._call(
+        jobs = self._list_jobs(selector)
+        self._delete_leftovers(unfinished_of(jobs, trial_id, None), trial_id)
+        return highest_attempts(jobs).get(trial_id, 0)
+
+    def _list_jobs(self, selector: str) -> list[client.V1Job]:
+        return self._call(
             "list jobs",
             self._batch.list_namespaced_job,
             self._spec.namespace,
             label_selector=selector,
         ).items
+
+    def _delete_leftovers(self, jobs: list[client.V1Job], trial_id: int) -> list[str]:
+        """Delete `jobs` (their pods get their grace period); their names."""
         for job in jobs:
-            if attempt_status(job, []).ending is None:
-                logger.warning("trial %d: deleting leftover Job %s", trial_id, job.metadata.name)
-                self._delete(job.metadata.name, grace_s=0, propagation="Background")
-        labels = [(job.metadata.labels or {}).get(LABEL_PREFIX + "attempt", "0") for job in jobs]
-        return max((int(n) for n in labels if n.isdigit()), default=0)
+            logger.warning("trial %d: deleting leftover Job %s", trial_id, job.metadata.name)
+            self._delete(job.metadata.name, grace_s=0, propagation="Background")
+        return [job.metadata.name for job in jobs]
 
     def _job(self, names: TrialNames, launch: WorkerLaunch) -> client.V1Job:
         return build_job(self._spec, names, launch, experiment_name=self._experiment)

@@ -10,6 +10,11 @@ min(N, G) ranks (completions = parallelism = P, backoffLimit 0: a failed pod fai
 attempt, and retrying from the checkpoint is the runner's job), a headless Service that gives
 pod i the name <job>-i.<service> (rank 0's pod is the rendezvous), and a Secret with the
 attempt's worker credential, which the pods read through secretKeyRef.
+
+A pack (docs/packing.md) is one such attempt of one slot, named after its host trial: its
+members' ids are in the pods' environment (and in an annotation, for operators), their
+credentials in the Secret beside the host's. A Job's worker key, by which the Master finds a
+pack again, is `worker_key` of its uid.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from kubernetes.client import ApiClient
 
 from trainyard.config.kubernetes_pool import KubernetesPoolSpec, Toleration
 from trainyard.executors.base import WorkerLaunch
-from trainyard.protocol import PACK_TOKENS_ENV
+from trainyard.protocol import PACK_TOKENS_ENV, PACK_TRIAL_IDS_ENV
 
 WORKER_MODULE = "trainyard.worker"
 RENDEZVOUS_PORT = 29500
@@ -36,6 +41,8 @@ LABEL_PREFIX = "trainyard.io/"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "trainyard"}
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
+PACK_ANNOTATION = LABEL_PREFIX + "pack-trials"
+"""On a pack's Job: its trial ids at launch, comma-separated (the host first)."""
 SECRET_ENV = {"TRAINYARD_TOKEN": "token", PACK_TOKENS_ENV: "pack-tokens"}
 """Variables that hold credentials: each is a key of the attempt's Secret, never clear text."""
 _MAX_EXPERIMENT = 30
@@ -82,6 +89,15 @@ class TrialNames:
 def experiment_selector(experiment: str) -> str:
     """The label selector of every object of an experiment (its name as `dns_label` gives)."""
     return f"app.kubernetes.io/managed-by=trainyard,{LABEL_PREFIX}experiment={experiment}"
+
+
+def worker_key(uid: str) -> int:
+    """A Job's worker key (`Executor.worker_key`, stored on its trials): the first 63 bits of
+    the SHA-256 of its uid. The uid is the cluster's for that one Job, never reused, even by a
+    later Job of the same name; 63 bits keep the key a positive BigInteger, and two of an
+    experiment's Jobs share one with a chance of about n^2 / 2^64. A restarted Master finds
+    the Job again by hashing the uids of the experiment's Jobs it lists."""
+    return int.from_bytes(hashlib.sha256(uid.encode()).digest()[:8], "big") >> 1
 
 
 def dns_label(name: str) -> str:
@@ -151,6 +167,9 @@ def build_job(
     and Service exist (or, with a Kueue queue, Kueue does when it admits it)."""
     num_pods, ranks = pod_layout(spec, launch.num_slots)
     labels = names.labels()
+    annotations = {LABEL_PREFIX + "experiment-name": experiment_name}
+    if launch.env.get(PACK_TRIAL_IDS_ENV):
+        annotations[PACK_ANNOTATION] = launch.env[PACK_TRIAL_IDS_ENV]
     job_labels = {**labels, KUEUE_QUEUE_LABEL: spec.kueue_queue} if spec.kueue_queue else labels
     pod_meta = client.V1ObjectMeta(
         labels={**labels, LABEL_PREFIX + "job": names.job},
@@ -163,7 +182,7 @@ def build_job(
             name=names.job,
             namespace=spec.namespace,
             labels=job_labels,
-            annotations={LABEL_PREFIX + "experiment-name": experiment_name},
+            annotations=annotations,
         ),
         spec=client.V1JobSpec(
             completion_mode="Indexed",

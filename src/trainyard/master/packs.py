@@ -25,7 +25,8 @@ def pack_size(config: ExperimentConfig, executor: Executor) -> int:
 
     Raises:
         ConfigError: an explicit `resources.pack: K` (K > 1) on an executor that starts one
-            trial per worker (Kubernetes).
+            trial per worker (none of the shipped ones: local, SLURM and Kubernetes pools all
+            run packs; the `Executor.runs_packs` default, for a backend without worker keys).
     """
     pack = config.resources.pack
     if pack == "off":
@@ -37,7 +38,7 @@ def pack_size(config: ExperimentConfig, executor: Executor) -> int:
                     f"`resources.pack`: {pack} trials per worker, but the pool "
                     f"`{config.resources.pool}` runs on the {executor.name} executor, which "
                     "starts one trial per worker; set `resources.pack` to off or auto, or use "
-                    "a local or SLURM pool"
+                    "a local, SLURM or Kubernetes pool"
                 ],
                 source=f"experiment {config.name!r}",
             )
