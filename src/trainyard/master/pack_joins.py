@@ -3,7 +3,7 @@
 A packed worker whose member left (stopped by the searcher, completed, errored) asks, between
 two steps and with one member's own credential, for another trial (`PackJoinRequest`). The
 Master claims the lowest-numbered queued trial with a conditional update (store/claims.py):
-QUEUED -> RUNNING under the pack's worker key (a local pid, a SLURM job id), only while
+QUEUED -> RUNNING under the pack's worker key (`Executor.worker_key`), only while
 still queued (so the runner does not launch it too) and while the experiment's
 `max_concurrent_trials` and the project's trial quotas have room (a join takes no slot: the
 pack's worker already holds one, so slot quotas and the fair share do not change). The

@@ -1,7 +1,7 @@
 """The runner's packed workers: each one's worker key and members, joined ones included.
 
 The executor knows a pack's worker by its host trial's id; the store knows it by its worker
-key (a local pid, a SLURM job id: `Executor.worker_key`), which every member carries. Members
+key (`Executor.worker_key`: a pid, a job id, a Job uid hashed), which every member carries. Members
 that join later (master/pack_joins.py) are learnt from the store: a trial RUNNING under a
 pack's worker key that the pack does not list yet. A trial claimed by a pack whose worker
 exited before the runner saw it join is retried like the pack's other members. The runner's
